@@ -1,0 +1,209 @@
+"""Classical depth-from-focus baseline (SPEC §5).
+
+It runs side by side with the learned model in every evaluation. Units follow SPEC §1: focus distances and depth in
+metres, images float in [0, 1] (sRGB-encoded, as stored).
+
+Method, per stack:
+
+1. Grey image ``I = 0.299 R + 0.587 G + 0.114 B`` of each frame (Rec. 601 luma on the encoded values).
+2. Focus measure: the sum-modified Laplacian (SML)::
+
+       ML(x, y)  = |2I − I(x−1, y) − I(x+1, y)| + |2I − I(x, y−1) − I(x, y+1)|     (replicate padding)
+       SML(x, y) = Σ ML over the window x window box centred on (x, y)           (replicate padding)
+
+3. Frames are sorted by dioptre ``1/fd`` (so any input order gives the same answer); per pixel the frame with the
+   largest SML wins.
+4. Sub-frame refinement by 3-point Gaussian interpolation in dioptres: a Gaussian ``F ∝ exp(−(x − x̂)² / 2s²)``
+   through the winner and its two neighbours in dioptre is a parabola through ``(x_i, ln F_i)``; its vertex ``x̂`` is
+   found with the general 3-point formula, so non-uniform dioptre spacing is handled exactly. At the ends of the
+   stack, or when the fit is degenerate (flat, repeated dioptres) the winner's own dioptre is kept.
+5. Dioptres are clamped to the stack's dioptre range (and to ``depth_range_m`` if given); ``depth = 1 / dioptres``.
+6. AIF: every pixel is copied from its sharpest frame. Confidence: ``(max − mean) / max`` of the SML across the
+   stack, in [0, 1] — 0 where the stack has no focus cue (flat texture, or a single frame).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from defocus.errors import DefocusError
+
+__all__ = ["classical_depth_from_focus", "sum_modified_laplacian", "to_grey"]
+
+_LUMA = (0.299, 0.587, 0.114)
+_LOG_EPS = 1e-12  # added to the focus measure before its log
+_CONF_EPS = 1e-12
+
+
+def to_grey(images: torch.Tensor) -> torch.Tensor:
+    """Grey image of (..., C, H, W) images with C = 3 (Rec. 601 luma) or C = 1; returns (..., H, W)."""
+    c = images.shape[-3]
+    if c == 1:
+        return images[..., 0, :, :]
+    if c != 3:
+        raise DefocusError(f"images must have 1 or 3 channels, got {c}")
+    w = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
+    return (images * w.view(3, 1, 1)).sum(dim=-3)
+
+
+def sum_modified_laplacian(grey: torch.Tensor, window: int = 9) -> torch.Tensor:
+    """Sum-modified Laplacian focus measure.
+
+    Args:
+        grey: grey images (..., H, W), any leading shape.
+        window: odd box size in pixels over which the modified Laplacian is summed.
+
+    Returns:
+        SML (..., H, W), same dtype; >= 0, larger where the image is sharper.
+    """
+    if not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise DefocusError(f"focus-measure window must be a positive odd integer, got {window!r}")
+    lead = grey.shape[:-2]
+    h, w = grey.shape[-2:]
+    x = grey.reshape(-1, 1, h, w)
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    c2 = 2.0 * x
+    ml = (c2 - p[..., 1:-1, :-2] - p[..., 1:-1, 2:]).abs() + (c2 - p[..., :-2, 1:-1] - p[..., 2:, 1:-1]).abs()
+    r = window // 2
+    if r > 0:
+        ml = F.pad(ml, (r, r, r, r), mode="replicate")
+        ml = F.avg_pool2d(ml, (1, window), stride=1)
+        ml = F.avg_pool2d(ml, (window, 1), stride=1) * float(window * window)
+    return ml.reshape(*lead, h, w)
+
+
+def _check_inputs(
+    images: torch.Tensor | np.ndarray, focus_m: torch.Tensor | np.ndarray | Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise DefocusError(f"images must be a tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise DefocusError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    batched = images.ndim == 5
+    if images.ndim not in (4, 5):
+        raise DefocusError(f"images must have shape (N, 3, H, W) or (B, N, 3, H, W), got {tuple(images.shape)}")
+    imgs = images if batched else images.unsqueeze(0)
+    b, n, c, h, w = imgs.shape
+    if n < 1 or b < 1 or h < 1 or w < 1:
+        raise DefocusError(f"empty focal stack, shape {tuple(images.shape)}")
+    if c not in (1, 3):
+        raise DefocusError(f"images must have 3 (RGB) channels, got shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(imgs).all()):
+        raise DefocusError("images contain non-finite values")
+
+    try:
+        foc = torch.as_tensor(focus_m, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise DefocusError(f"focus distances must be numbers in metres, got {focus_m!r}") from None
+    foc = foc.to(imgs.device)
+    if foc.ndim == 1 and foc.shape[0] == n:
+        foc = foc.unsqueeze(0).expand(b, n)
+    elif not (batched and foc.ndim == 2 and tuple(foc.shape) == (b, n)):
+        want = f"({n},) or ({b}, {n})" if batched else f"({n},)"
+        raise DefocusError(f"focus distances must have shape {want} to match {n} images, got {tuple(foc.shape)}")
+    if not bool((torch.isfinite(foc) & (foc > 0)).all()):
+        raise DefocusError(f"focus distances must be finite and positive metres, got {foc.tolist()}")
+    return imgs, foc, batched
+
+
+def _gaussian_peak(
+    x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex of the parabola through (x0, y0), (x1, y1), (x2, y2) with y1 the largest; returns (vertex, ok).
+
+    ``ok`` is False where the fit is unusable: repeated abscissae, a flat triple, or a non-finite result.
+    """
+    dx0 = x1 - x0  # > 0 for sorted distinct dioptres
+    dx2 = x1 - x2  # < 0
+    dy0 = y1 - y0  # >= 0 since y1 is the maximum
+    dy2 = y1 - y2  # >= 0
+    num = dx0 * dx0 * dy2 - dx2 * dx2 * dy0
+    den = dx0 * dy2 - dx2 * dy0  # > 0 exactly when the parabola is strictly concave (given dx0 > 0 > dx2)
+    ok = (dx0 > 0) & (dx2 < 0) & (den > 0)
+    vertex = x1 - 0.5 * num / torch.where(ok, den, torch.ones_like(den))
+    ok &= torch.isfinite(vertex)
+    vertex = torch.minimum(torch.maximum(vertex, x0), x2)  # mathematically inside [x0, x2]; guard rounding
+    return vertex, ok
+
+
+def classical_depth_from_focus(
+    images: torch.Tensor | np.ndarray,
+    focus_m: torch.Tensor | np.ndarray | Sequence[float],
+    window: int = 9,
+    depth_range_m: tuple[float, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Depth, AIF and confidence from a focal stack by the classical SML + Gaussian-interpolation method.
+
+    Args:
+        images: focal stack (N, 3, H, W) or batched (B, N, 3, H, W), float in [0, 1]; any N >= 1, any order.
+        focus_m: focus distance of each frame in metres, (N,) or (B, N) (a (N,) vector is shared by the batch).
+        window: odd box size (pixels) of the sum-modified Laplacian.
+        depth_range_m: optional (near, far) in metres the depth is clamped to.
+
+    Returns:
+        ``(depth, aif, confidence)``: depth (1, H, W) metres, aif (3, H, W) in the images' range, confidence
+        (1, H, W) in [0, 1]; with a leading batch dimension B for batched input. Dtype of the images.
+        With N = 1 the depth is the focus distance everywhere and the confidence 0.
+
+    Raises:
+        DefocusError: bad shapes, non-floating or non-finite images, focus distances that are not finite and
+            positive, a bad window or depth range.
+    """
+    imgs, foc, batched = _check_inputs(images, focus_m)
+    if depth_range_m is not None:
+        try:
+            near, far = (float(v) for v in depth_range_m)
+        except (TypeError, ValueError):
+            raise DefocusError(f"depth_range_m must be (near, far) in metres, got {depth_range_m!r}") from None
+        if not (math.isfinite(near) and math.isfinite(far) and 0 < near <= far):
+            raise DefocusError(f"depth_range_m must satisfy 0 < near <= far, got {depth_range_m!r}")
+    b, n, c, h, w = imgs.shape
+
+    with torch.no_grad():
+        fm = sum_modified_laplacian(to_grey(imgs), window)  # (B, N, H, W)
+        diop = 1.0 / foc  # (B, N) float64
+        diop_sorted, order = torch.sort(diop, dim=1)
+        fm_sorted = fm.gather(1, order.view(b, n, 1, 1).expand(b, n, h, w))
+        fmax, i = fm_sorted.max(dim=1)  # (B, H, W)
+        flat_i = i.view(b, h * w)
+        src = order.gather(1, flat_i).view(b, h, w)  # index of the sharpest frame in the input order
+        x1 = diop_sorted.gather(1, flat_i).view(b, h, w)
+
+        if n >= 3:
+            im = (i - 1).clamp(min=0)
+            ip = (i + 1).clamp(max=n - 1)
+
+            def at(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                x = diop_sorted.gather(1, k.view(b, h * w)).view(b, h, w)
+                y = fm_sorted.gather(1, k.unsqueeze(1)).squeeze(1).to(torch.float64)
+                return x, torch.log(y.clamp_min(0) + _LOG_EPS)
+
+            x0, y0 = at(im)
+            x2, y2 = at(ip)
+            y1 = torch.log(fmax.to(torch.float64).clamp_min(0) + _LOG_EPS)
+            vertex, ok = _gaussian_peak(x0, x1, x2, y0, y1, y2)
+            ok &= (i > 0) & (i < n - 1)
+            d_est = torch.where(ok, vertex, x1)
+        else:
+            d_est = x1
+
+        lo = diop_sorted[:, :1].view(b, 1, 1)
+        hi = diop_sorted[:, -1:].view(b, 1, 1)
+        d_est = torch.minimum(torch.maximum(d_est, lo), hi)
+        if depth_range_m is not None:
+            d_est = d_est.clamp(1.0 / far, 1.0 / near)
+        depth = (1.0 / d_est).to(imgs.dtype).unsqueeze(1)  # (B, 1, H, W)
+
+        aif = imgs.gather(1, src.view(b, 1, 1, h, w).expand(b, 1, c, h, w)).squeeze(1)  # (B, C, H, W)
+        conf = ((fmax - fm.mean(dim=1)) / (fmax + _CONF_EPS)).clamp(0.0, 1.0).to(imgs.dtype).unsqueeze(1)
+
+    if not batched:
+        return depth[0], aif[0], conf[0]
+    return depth, aif, conf

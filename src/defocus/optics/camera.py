@@ -1,0 +1,172 @@
+"""Thin-lens camera model and the camera presets of the paper.
+
+Conventions used everywhere in ``defocus`` (SPEC §1):
+
+* every distance is in **metres** inside the code (depth, focus distance, focal length, pixel pitch); only file
+  formats and CLI flags use mm / µm, and then the name says so (``focal_length_mm``, ``pixel_size_um``);
+* the circle of confusion (CoC) of a point at depth ``d`` seen by a lens focused at ``fd`` is
+
+      c(d, fd) = A · s · |1/fd − 1/d|,   A = f / N,   s = fd·f / (fd − f)
+
+  in metres on the sensor; divided by the pixel pitch ``p`` it is in pixels. ``K = A·s/p`` (pixels per dioptre) is
+  the only camera quantity that matters for the blur, so ``c/p = K · |1/fd − 1/d|``;
+* pixel pitch belongs to the image as given: resizing an image by a factor ``k`` multiplies its pitch by ``1/k``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from defocus.errors import DefocusError
+
+Tensorish = torch.Tensor | float | Sequence[float]
+
+
+def _check_positive_finite(name: str, value: float, flag: str | None = None) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise DefocusError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        hint = f" (pass {flag})" if flag else ""
+        raise DefocusError(f"{name} must be a finite positive number, got {value!r}{hint}")
+    return v
+
+
+@dataclass(frozen=True)
+class ThinLensCamera:
+    """An ideal thin lens in front of a pixel grid.
+
+    Args:
+        focal_length_m: focal length f in metres.
+        f_number: f-number N (aperture diameter A = f / N).
+        pixel_size_m: pixel pitch p in metres, for the image size the camera is used with.
+    """
+
+    focal_length_m: float
+    f_number: float
+    pixel_size_m: float
+
+    def __post_init__(self) -> None:
+        _check_positive_finite("focal length", self.focal_length_m, "--focal-length-mm")
+        _check_positive_finite("f-number", self.f_number, "--f-number")
+        _check_positive_finite("pixel size", self.pixel_size_m, "--pixel-size-um")
+        if self.pixel_size_m > 1e-3:
+            raise DefocusError(
+                f"pixel size {self.pixel_size_m * 1e6:g} µm is over 1 mm: is it in µm (pass --pixel-size-um)?"
+            )
+        if self.focal_length_m > 10.0:
+            raise DefocusError(f"focal length {self.focal_length_m:g} m is impossible: is it in mm?")
+
+    # ----------------------------------------------------------------------------------------------- conversions
+    @classmethod
+    def from_mm_um(cls, focal_length_mm: float, f_number: float, pixel_size_um: float) -> "ThinLensCamera":
+        """Builds a camera from the units of files and flags (mm, µm)."""
+        f = _check_positive_finite("focal length", focal_length_mm, "--focal-length-mm")
+        p = _check_positive_finite("pixel size", pixel_size_um, "--pixel-size-um")
+        return cls(focal_length_m=f * 1e-3, f_number=f_number, pixel_size_m=p * 1e-6)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ThinLensCamera":
+        """Reads ``{"focal_length_mm", "f_number", "pixel_size_um"}`` (the ``stack.json`` form)."""
+        if not isinstance(d, dict):
+            raise DefocusError(f"camera must be an object with focal_length_mm, f_number, pixel_size_um; got {d!r}")
+        missing = [k for k in ("focal_length_mm", "f_number", "pixel_size_um") if k not in d]
+        if missing:
+            raise DefocusError(f"camera is missing {', '.join(missing)}")
+        return cls.from_mm_um(d["focal_length_mm"], d["f_number"], d["pixel_size_um"])
+
+    def to_dict(self) -> dict:
+        return {
+            "focal_length_mm": round(self.focal_length_m * 1e3, 9),
+            "f_number": self.f_number,
+            "pixel_size_um": round(self.pixel_size_m * 1e6, 9),
+        }
+
+    def resized(self, scale: float) -> "ThinLensCamera":
+        """The camera for the image resized by ``scale`` (new size = scale × old size): pitch becomes p / scale."""
+        scale = _check_positive_finite("resize factor", scale)
+        return ThinLensCamera(self.focal_length_m, self.f_number, self.pixel_size_m / scale)
+
+    # ---------------------------------------------------------------------------------------------------- optics
+    @property
+    def aperture_m(self) -> float:
+        """Aperture diameter A = f / N in metres."""
+        return self.focal_length_m / self.f_number
+
+    def validate_focus(self, focus_m: Tensorish) -> None:
+        """Raises :class:`DefocusError` unless every focus distance is finite and beyond the focal length."""
+        fd = torch.as_tensor(focus_m, dtype=torch.float64)
+        if fd.numel() == 0:
+            raise DefocusError("no focus distances given (pass --focus)")
+        if not torch.isfinite(fd).all():
+            raise DefocusError(f"focus distances must be finite, got {fd.flatten().tolist()}")
+        if (fd <= self.focal_length_m).any():
+            raise DefocusError(
+                f"focus distances must be beyond the focal length ({self.focal_length_m * 1e3:g} mm), "
+                f"got {fd.flatten().tolist()} m"
+            )
+
+    def sensor_distance_m(self, focus_m: Tensorish) -> torch.Tensor:
+        """Lens-to-sensor distance s = fd·f / (fd − f) for focus distance(s) ``fd`` (metres)."""
+        fd = torch.as_tensor(focus_m)
+        f = self.focal_length_m
+        return fd * f / (fd - f)
+
+    def blur_per_dioptre_px(self, focus_m: Tensorish) -> torch.Tensor:
+        """K = A·s/p: CoC diameter in pixels per dioptre of defocus, for focus distance(s) ``fd``."""
+        return self.aperture_m * self.sensor_distance_m(focus_m) / self.pixel_size_m
+
+    def coc_m(self, depth_m: Tensorish, focus_m: Tensorish) -> torch.Tensor:
+        """CoC diameter on the sensor in metres, c = A·s·|1/fd − 1/d| (broadcasts depth against focus)."""
+        d = torch.as_tensor(depth_m)
+        fd = torch.as_tensor(focus_m)
+        return self.aperture_m * self.sensor_distance_m(fd) * (1.0 / fd - 1.0 / d).abs()
+
+    def coc_px(self, depth_m: Tensorish, focus_m: Tensorish) -> torch.Tensor:
+        """CoC diameter in pixels, c / p."""
+        return self.coc_m(depth_m, focus_m) / self.pixel_size_m
+
+
+@dataclass(frozen=True)
+class CameraPreset:
+    """A named camera with its image size, focus distances and depth range (SPEC §2)."""
+
+    name: str
+    camera: ThinLensCamera
+    image_size: tuple[int, int]  # (H, W)
+    focus_distances_m: tuple[float, ...]
+    depth_range_m: tuple[float, float]
+    description: str = field(default="", compare=False)
+
+
+PRESETS: dict[str, CameraPreset] = {
+    "nyuv2": CameraPreset(
+        name="nyuv2",
+        camera=ThinLensCamera(focal_length_m=50e-3, f_number=8.0, pixel_size_m=12e-6),
+        image_size=(240, 320),
+        focus_distances_m=(1.0, 1.5, 2.5, 4.0, 6.0),
+        depth_range_m=(0.1, 10.0),
+        description="indoor rooms (NYU Depth v2 protocol of the paper)",
+    ),
+    "defocusnet": CameraPreset(
+        name="defocusnet",
+        camera=ThinLensCamera(focal_length_m=7.2e-3, f_number=1.2, pixel_size_m=5.6e-6),
+        image_size=(256, 256),
+        focus_distances_m=(0.3, 0.45, 0.75, 1.2, 1.8),
+        depth_range_m=(0.1, 3.0),
+        description="table-top scenes (DefocusNet protocol of the paper)",
+    ),
+}
+
+
+def get_preset(name: str) -> CameraPreset:
+    """Looks a preset up by name; unknown names are a :class:`DefocusError` listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise DefocusError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,153 @@
+"""Point-spread functions: blur size from the optics and discrete kernels that are smooth down to zero blur.
+
+Two PSF models (SPEC §2), both parameterised by one per-pixel size in pixels:
+
+* ``gaussian`` — isotropic Gaussian, standard deviation σ = c / (4p) pixels (half the CoC radius);
+* ``disk`` — uniform disk of radius r = c / (2p) pixels, anti-aliased at its edge.
+
+Why the kernels are not simply sampled: a sampled Gaussian ``exp(−x²/2σ²)`` has neighbour weights of
+``exp(−1/2σ²)``, which vanish exponentially as σ → 0 (below σ ≈ 0.3 px the blur, and with it the gradient with
+respect to depth, is numerically zero: the "dead zone" near the focal plane). We use instead Lindeberg's
+*discrete Gaussian* ``T(n; t) = e^{−t} I_n(t)`` with t = σ², the exact discrete analogue of the Gaussian: its
+variance is exactly σ² for every σ, it is separable, it tends to the identity as σ → 0 with neighbour weights ≈ σ²/2
+(so d/dσ ≠ 0 for every σ > 0), and for σ ≳ 1 it matches the sampled Gaussian closely. It is evaluated through the
+ratios ``r_n = I_n/I_{n−1}``, which obey the continued fraction ``r_n = t / (2n + t·r_{n+1})`` — stable, free of
+overflow, and differentiable with plain autograd.
+
+The disk is anti-aliased with a one-pixel linear ramp at its rim. A ramped disk of radius below one pixel would be a
+pure delta (dead zone again), so for r < 1 the kernel is the blend ``(1 − r²)·δ + r²·D₁`` of the identity and the
+unit disk, whose second moment grows like r² as the true disk's does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from defocus.errors import DefocusError
+from defocus.optics.camera import ThinLensCamera
+
+PsfName = Literal["gaussian", "disk"]
+PSF_NAMES: tuple[str, ...] = ("gaussian", "disk")
+
+
+def check_psf(psf: str) -> str:
+    if psf not in PSF_NAMES:
+        raise DefocusError(f"unknown PSF {psf!r}; choose one of {', '.join(PSF_NAMES)}")
+    return psf
+
+
+def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.Tensor, psf: str) -> torch.Tensor:
+    """Per-pixel PSF size in pixels: σ = c/(4p) for ``gaussian``, radius r = c/(2p) for ``disk``.
+
+    Args:
+        depth_m: (B, 1, H, W) depth in metres (must be > 0).
+        focus_m: (B, N) focus distances in metres.
+    Returns:
+        (B, N, 1, H, W) blur size in pixels.
+    """
+    check_psf(psf)
+    if depth_m.dim() != 4 or depth_m.shape[1] != 1:
+        raise DefocusError(f"depth must have shape (B, 1, H, W), got {tuple(depth_m.shape)}")
+    if focus_m.dim() != 2 or focus_m.shape[0] != depth_m.shape[0]:
+        raise DefocusError(f"focus must have shape (B, N) with B = {depth_m.shape[0]}, got {tuple(focus_m.shape)}")
+    fd = focus_m.to(depth_m.dtype)[:, :, None, None, None]
+    coc = camera.coc_px(depth_m[:, None], fd)  # (B, N, 1, H, W)
+    return coc / 4.0 if psf == "gaussian" else coc / 2.0
+
+
+def kernel_radius(size_px: float, psf: str) -> int:
+    """Half-width of a window holding a kernel without truncation (≥ 3σ for the Gaussian, r + 1 for the disk)."""
+    check_psf(psf)
+    s = float(size_px.detach()) if isinstance(size_px, torch.Tensor) else float(size_px)
+    if psf == "gaussian":
+        return max(1, int(math.ceil(3.5 * s + 1.0)))
+    return max(1, int(math.ceil(s + 1.0)))
+
+
+# --------------------------------------------------------------------------------------------------- Gaussian
+def discrete_gaussian_1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Lindeberg's discrete Gaussian on offsets −radius..radius, normalised to sum 1 over the window.
+
+    Args:
+        sigma: any-shaped tensor of standard deviations in pixels (≥ 0).
+        radius: half-width R of the window; R ≥ 3.5σ keeps the truncated mass below 1e-3.
+    Returns:
+        sigma.shape + (2R + 1,) kernel weights; differentiable w.r.t. ``sigma`` for every σ ≥ 0.
+    """
+    t = sigma.clamp_min(0.0) ** 2
+    # Continued fraction for r_n = I_n(t)/I_{n-1}(t), started far enough beyond R that the tail does not matter.
+    n_start = radius + 12 + int(math.ceil(float(sigma.detach().max()) * 2.0)) if sigma.numel() else radius + 12
+    ratios: list[torch.Tensor] = []
+    r = torch.zeros_like(t)
+    for n in range(n_start, 0, -1):
+        r = t / (2.0 * n + t * r)
+        if n <= radius:
+            ratios.append(r)
+    ratios.reverse()  # ratios[k] = r_{k+1}
+    # Unnormalised weights y_n / y_0 = prod_{k<=n} r_k; a cumulative product keeps everything in [0, 1].
+    tail = torch.cumprod(torch.stack(ratios, dim=-1), dim=-1)
+    one = torch.ones_like(t)[..., None]
+    half = torch.cat([one, tail], dim=-1)  # offsets 0..R
+    kernel = torch.cat([half.flip(-1)[..., :-1], half], dim=-1)
+    return kernel / kernel.sum(dim=-1, keepdim=True)
+
+
+def gaussian_kernel_2d(sigma: float | torch.Tensor, radius: int | None = None) -> torch.Tensor:
+    """A single (2R+1, 2R+1) discrete Gaussian kernel (for fixed-level convolutions); sums to 1."""
+    s = torch.as_tensor(sigma, dtype=torch.float64)
+    if radius is None:
+        radius = kernel_radius(float(s), "gaussian")
+    g = discrete_gaussian_1d(s.reshape(()), radius)
+    return g[:, None] * g[None, :]
+
+
+# ------------------------------------------------------------------------------------------------------- disk
+def _ramped_disk(radius_px: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Coverage of a disk with a one-pixel linear ramp at its rim: clamp(r + 0.5 − ρ, 0, 1)."""
+    return (radius_px - dist + 0.5).clamp(0.0, 1.0)
+
+
+def disk_weights(radius_px: torch.Tensor, dy: torch.Tensor | float, dx: torch.Tensor | float) -> torch.Tensor:
+    """Unnormalised anti-aliased disk weights at offset (dy, dx), smooth down to r = 0 (see module docstring).
+
+    ``radius_px`` and the offsets broadcast against each other.
+    """
+    dy = torch.as_tensor(dy, dtype=radius_px.dtype)
+    dx = torch.as_tensor(dx, dtype=radius_px.dtype)
+    dist = torch.sqrt(dy * dy + dx * dx)
+    r = radius_px.clamp_min(0.0)
+    big = _ramped_disk(r.clamp_min(1.0), dist)
+    unit = _ramped_disk(torch.ones_like(r), dist)
+    delta = (dist == 0).to(r.dtype)
+    # Normalise the two blend parts separately so that the blend weight is exactly r² of the unit disk's mass.
+    unit_mass = _UNIT_DISK_MASS
+    small = (1.0 - r * r) * delta + (r * r) * unit / unit_mass
+    return torch.where(r >= 1.0, big, small)
+
+
+_UNIT_DISK_MASS = float(
+    sum(
+        min(max(1.0 + 0.5 - math.hypot(i, j), 0.0), 1.0)
+        for i in range(-2, 3)
+        for j in range(-2, 3)
+    )
+)
+
+
+def disk_kernel_2d(radius_px: float | torch.Tensor, half_width: int | None = None) -> torch.Tensor:
+    """A single normalised anti-aliased disk kernel of shape (2R+1, 2R+1)."""
+    r = torch.as_tensor(radius_px, dtype=torch.float64).reshape(())
+    if half_width is None:
+        half_width = kernel_radius(float(r), "disk")
+    off = torch.arange(-half_width, half_width + 1, dtype=torch.float64)
+    k = disk_weights(r, off[:, None], off[None, :])
+    return k / k.sum()
+
+
+def psf_kernel_2d(size_px: float | torch.Tensor, psf: str, half_width: int | None = None) -> torch.Tensor:
+    """A single normalised kernel of the given PSF model and size (σ for gaussian, radius for disk)."""
+    check_psf(psf)
+    return gaussian_kernel_2d(size_px, half_width) if psf == "gaussian" else disk_kernel_2d(size_px, half_width)

@@ -1,0 +1,198 @@
+"""Tests of the classical depth-from-focus baseline (defocus.eval.classical)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from defocus.errors import DefocusError
+from defocus.eval.classical import classical_depth_from_focus, sum_modified_laplacian
+
+FOCUS = [0.5, 0.7, 1.0, 1.5, 2.5]  # metres
+PX_PER_DIOPTRE = 3.0  # blur σ in pixels = 3 · |1/fd − 1/d|
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread avoids OpenMP stalls on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur (C, H, W) with a separable Gaussian of std ``sigma`` px (reflect padding); σ = 0 is the identity."""
+    if sigma < 1e-6:
+        return img.clone()
+    r = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = (k / k.sum()).to(img.dtype)
+    c = img.shape[0]
+    out = F.pad(img[None], (r, r, r, r), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return out[0]
+
+
+def texture(h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, h, w, generator=g)
+
+
+def plane_stack(depth_m: float, focus=FOCUS, tex: torch.Tensor | None = None) -> torch.Tensor:
+    """Synthetic focal stack (N, 3, H, W) of a fronto-parallel textured plane at ``depth_m``."""
+    t = texture() if tex is None else tex
+    return torch.stack([gaussian_blur(t, PX_PER_DIOPTRE * abs(1 / fd - 1 / depth_m)) for fd in focus])
+
+
+def test_plane_between_frames_beats_nearest_frame():
+    d = 1.2
+    depth, aif, conf = classical_depth_from_focus(plane_stack(d), torch.tensor(FOCUS))
+    assert depth.shape == (1, 64, 64) and aif.shape == (3, 64, 64) and conf.shape == (1, 64, 64)
+    est = depth.median().item()
+    assert abs(est - d) / d < 0.05
+    nearest = min(FOCUS, key=lambda fd: abs(fd - d))  # 1.0 m, 17 % off
+    assert abs(est - d) < abs(nearest - d)
+
+
+@pytest.mark.parametrize("d", [1.1, 1.3, 0.6])
+def test_plane_asymmetric_positions_beat_nearest_frame(d):
+    est = classical_depth_from_focus(plane_stack(d), FOCUS)[0].median().item()
+    nearest = min(FOCUS, key=lambda fd: abs(1 / fd - 1 / d))
+    assert abs(est - d) < abs(nearest - d)
+    assert abs(est - d) / d < 0.08
+
+
+def test_plane_at_a_focus_distance():
+    depth, aif, conf = classical_depth_from_focus(plane_stack(1.0), FOCUS)
+    assert depth.median().item() == pytest.approx(1.0, rel=0.03)
+    assert conf.median().item() > 0.3
+    assert depth.min().item() >= 0.5 - 1e-6 and depth.max().item() <= 2.5 + 1e-6
+
+
+def test_order_invariance():
+    stack = plane_stack(1.2)
+    d_ref, aif_ref, c_ref = classical_depth_from_focus(stack, FOCUS)
+    perm = torch.tensor([3, 0, 4, 2, 1])
+    d_p, aif_p, c_p = classical_depth_from_focus(stack[perm], torch.tensor(FOCUS)[perm])
+    torch.testing.assert_close(d_p, d_ref)
+    torch.testing.assert_close(aif_p, aif_ref)
+    torch.testing.assert_close(c_p, c_ref)
+
+
+def test_exact_gaussian_peak_with_nonuniform_dioptres():
+    # Contrast-scaled copies of one texture: SML is homogeneous in contrast, so F_i = a_i · F_tex and
+    # ln F is exactly a parabola in dioptres; the 3-point fit must return its vertex for uneven spacing.
+    t = texture(32, 32)
+    focus = [0.4, 0.6, 0.75, 1.3, 3.0]  # dioptres 2.5, 1.67, 1.33, 0.77, 0.33: uneven
+    x_hat, s = 1.2, 0.5  # true peak (dioptres) and Gaussian width
+    a = [math.exp(-((1 / fd - x_hat) ** 2) / (2 * s * s)) for fd in focus]
+    stack = torch.stack([(0.5 + ai * (t - 0.5)).double() for ai in a])
+    depth, _, _ = classical_depth_from_focus(stack, focus)
+    torch.testing.assert_close(depth, torch.full_like(depth, 1 / x_hat), rtol=1e-6, atol=0)
+
+
+def test_ends_of_stack_and_depth_range_clamp():
+    # A plane beyond the farthest frame: the far frame wins, no extrapolation past the stack.
+    depth = classical_depth_from_focus(plane_stack(4.0), FOCUS)[0]
+    torch.testing.assert_close(depth, torch.full_like(depth, 2.5))
+    # depth_range_m clamps the output too
+    depth = classical_depth_from_focus(plane_stack(4.0), FOCUS, depth_range_m=(0.1, 2.0))[0]
+    torch.testing.assert_close(depth, torch.full_like(depth, 2.0))
+
+
+def test_single_image():
+    img = texture(16, 20)
+    depth, aif, conf = classical_depth_from_focus(img[None], [1.7])
+    torch.testing.assert_close(depth, torch.full((1, 16, 20), 1.7))
+    torch.testing.assert_close(aif, img)
+    assert torch.all(conf == 0)
+
+
+def test_two_images_pick_sharpest_frame():
+    t = texture(24, 24)
+    stack = torch.stack([gaussian_blur(t, 2.0), t])
+    depth, aif, _ = classical_depth_from_focus(stack, [3.0, 0.8])
+    torch.testing.assert_close(depth, torch.full_like(depth, 0.8))
+    torch.testing.assert_close(aif, t)
+
+
+def test_aif_takes_the_sharp_frame():
+    t = texture()
+    stack = plane_stack(1.5, tex=t)  # the 1.5 m frame (index 3) is exactly sharp
+    _, aif, _ = classical_depth_from_focus(stack, FOCUS)
+    torch.testing.assert_close(aif, t)
+
+
+def test_two_planes_and_confidence():
+    # left half at 0.7 m, right half at 2.5 m; a flat grey strip has no focus cue -> low confidence
+    t = texture(48, 96)
+    near, far = plane_stack(0.7, tex=t), plane_stack(2.5, tex=t)
+    stack = torch.cat([near[..., :48], far[..., 48:]], dim=-1)
+    stack[:, :, :8, :] = 0.5
+    depth, _, conf = classical_depth_from_focus(stack, FOCUS)
+    assert depth[0, 20:, 10:38].median().item() == pytest.approx(0.7, rel=0.03)
+    assert depth[0, 20:, 58:86].median().item() == pytest.approx(2.5, rel=0.03)
+    assert conf[0, :2].max().item() < 1e-3
+    assert conf[0, 20:].median().item() > 0.3
+    assert conf.min().item() >= 0 and conf.max().item() <= 1
+
+
+def test_batched_matches_unbatched():
+    s1, s2 = plane_stack(1.2), plane_stack(0.8, tex=texture(seed=1))
+    f2 = [2.5, 1.5, 1.0, 0.7, 0.5]
+    d, aif, conf = classical_depth_from_focus(torch.stack([s1, s2.flip(0)]), torch.tensor([FOCUS, f2]))
+    assert d.shape == (2, 1, 64, 64) and aif.shape == (2, 3, 64, 64) and conf.shape == (2, 1, 64, 64)
+    for b, (s, f) in enumerate([(s1, FOCUS), (s2.flip(0), f2)]):
+        db, ab, cb = classical_depth_from_focus(s, f)
+        torch.testing.assert_close(d[b], db)
+        torch.testing.assert_close(aif[b], ab)
+        torch.testing.assert_close(conf[b], cb)
+    # a (N,) focus vector is shared by the batch
+    d_shared = classical_depth_from_focus(torch.stack([s1, s1]), FOCUS)[0]
+    torch.testing.assert_close(d_shared[1], d_shared[0])
+
+
+def test_sml_of_constant_image_is_zero_and_positive_on_texture():
+    assert sum_modified_laplacian(torch.full((2, 10, 10), 0.3)).abs().max().item() < 1e-6
+    assert sum_modified_laplacian(texture()[0]).min().item() > 0
+
+
+def test_speed_vga_stack():
+    stack = torch.rand(5, 3, 240, 320)
+    classical_depth_from_focus(stack, FOCUS)  # warm-up
+    t0 = time.perf_counter()
+    classical_depth_from_focus(stack, FOCUS)
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize(
+    "images, focus",
+    [
+        (torch.rand(3, 8, 8), [1.0, 2.0, 3.0]),  # 3-D
+        (torch.rand(3, 4, 8, 8), [1.0, 2.0, 3.0]),  # 4 channels
+        (torch.rand(3, 3, 8, 8), [1.0, 2.0]),  # count mismatch
+        (torch.rand(3, 3, 8, 8), [1.0, 0.0, 3.0]),  # non-positive focus
+        (torch.rand(3, 3, 8, 8), [1.0, float("nan"), 3.0]),  # non-finite focus
+        (torch.rand(2, 3, 3, 8, 8), torch.ones(3, 3)),  # batched focus of the wrong batch size
+        (torch.randint(0, 255, (3, 3, 8, 8), dtype=torch.uint8), [1.0, 2.0, 3.0]),  # not float
+        (torch.full((3, 3, 8, 8), float("nan")), [1.0, 2.0, 3.0]),
+        (torch.rand(0, 3, 8, 8), []),  # empty stack
+    ],
+)
+def test_bad_input(images, focus):
+    with pytest.raises(DefocusError):
+        classical_depth_from_focus(images, focus)
+
+
+def test_bad_window_and_range():
+    with pytest.raises(DefocusError):
+        classical_depth_from_focus(torch.rand(2, 3, 8, 8), [1.0, 2.0], window=4)
+    with pytest.raises(DefocusError):
+        classical_depth_from_focus(torch.rand(2, 3, 8, 8), [1.0, 2.0], depth_range_m=(2.0, 1.0))

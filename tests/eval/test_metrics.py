@@ -1,0 +1,146 @@
+"""Tests of defocus.eval.metrics: depth metrics against hand arithmetic, masks, PSNR/SSIM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from defocus.errors import DefocusError
+from defocus.eval.metrics import depth_metrics, mean_metrics, psnr, ssim, ssim_map
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread avoids OpenMP stalls on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_depth_metrics_by_hand():
+    pred = torch.tensor([[1.0, 2.0]])
+    gt = torch.tensor([[2.0, 2.0]])
+    m = depth_metrics(pred, gt)
+    # |d-g|/g = [1/2, 0]          -> AbsRel = 0.25
+    assert m["abs_rel"] == pytest.approx(0.25)
+    # (d-g)^2/g = [1/2, 0]        -> SqRel = 0.25
+    assert m["sq_rel"] == pytest.approx(0.25)
+    # (d-g)^2 = [1, 0]            -> RMSE = sqrt(0.5)
+    assert m["rmse"] == pytest.approx(math.sqrt(0.5))
+    # (ln1 - ln2)^2 = ln(2)^2, 0  -> RMSElog = ln(2) / sqrt(2)
+    assert m["rmse_log"] == pytest.approx(math.log(2.0) / math.sqrt(2.0))
+    # max ratios = [2, 1]: 2 < 1.25 no, 2 < 1.5625 no, 2 < 1.953125 no -> δ1 = δ2 = δ3 = 0.5
+    assert m["delta1"] == pytest.approx(0.5)
+    assert m["delta2"] == pytest.approx(0.5)
+    assert m["delta3"] == pytest.approx(0.5)
+    assert m["n_valid"] == 2
+
+
+def test_depth_metrics_deltas_thresholds():
+    # ratios 1.2 (< 1.25), 1.5 (< 1.5625), 1.9 (< 1.953125), 2.5 (none), and g/d direction 1/1.2
+    gt = torch.ones(1, 1, 5, dtype=torch.float64)
+    pred = torch.tensor([[[1.2, 1.5, 1.9, 2.5, 1 / 1.2]]], dtype=torch.float64)
+    m = depth_metrics(pred, gt)
+    assert m["delta1"] == pytest.approx(2 / 5)
+    assert m["delta2"] == pytest.approx(3 / 5)
+    assert m["delta3"] == pytest.approx(4 / 5)
+    # AbsRel = mean(|d-1|) = (0.2 + 0.5 + 0.9 + 1.5 + 1/6) / 5
+    assert m["abs_rel"] == pytest.approx((0.2 + 0.5 + 0.9 + 1.5 + 1 / 6) / 5)
+
+
+def test_depth_metrics_masks_exclude_pixels():
+    # only the first pixel is valid: gt 0, NaN, inf, out of range (5 > 4, 0.05 < 0.1), masked off
+    gt = torch.tensor([[2.0, 0.0, float("nan"), float("inf"), 5.0, 0.05, 3.0]])
+    pred = torch.tensor([[1.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0]])
+    extra = torch.tensor([[True, True, True, True, True, True, False]])
+    m = depth_metrics(pred, gt, valid=extra, depth_range_m=(0.1, 4.0))
+    assert m["n_valid"] == 1
+    assert m["abs_rel"] == pytest.approx(0.5)  # |1-2|/2
+    assert m["rmse"] == pytest.approx(1.0)
+    # range bounds are inclusive
+    m2 = depth_metrics(torch.tensor([[0.1, 4.0]]), torch.tensor([[0.1, 4.0]]), depth_range_m=(0.1, 4.0))
+    assert m2["n_valid"] == 2
+
+
+def test_depth_metrics_perfect_and_numpy():
+    g = np.random.default_rng(0).uniform(0.5, 8.0, size=(1, 6, 7)).astype(np.float32)
+    m = depth_metrics(g, g)
+    for k in ("abs_rel", "sq_rel", "rmse", "rmse_log"):
+        assert m[k] == pytest.approx(0.0, abs=1e-12)
+    for k in ("delta1", "delta2", "delta3"):
+        assert m[k] == 1.0
+
+
+def test_depth_metrics_nonpositive_pred_is_clamped():
+    m = depth_metrics(torch.tensor([0.0, -1.0, 1.0]).view(1, 3), torch.ones(1, 3))
+    assert math.isfinite(m["rmse_log"])
+    assert m["delta1"] == pytest.approx(1 / 3)  # negative predictions are never "accurate"
+
+
+def test_depth_metrics_errors():
+    with pytest.raises(DefocusError):
+        depth_metrics(torch.ones(2, 2), torch.zeros(2, 2))  # no valid pixel
+    with pytest.raises(DefocusError):
+        depth_metrics(torch.ones(2, 3), torch.ones(3, 2))
+    with pytest.raises(DefocusError):
+        depth_metrics(torch.ones(2, 2, 2), torch.ones(2, 2, 2))
+    with pytest.raises(DefocusError):
+        depth_metrics(torch.full((2, 2), float("nan")), torch.ones(2, 2))
+    with pytest.raises(DefocusError):
+        depth_metrics(torch.ones(2, 2), torch.ones(2, 2), valid=torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_mean_metrics_per_image_average():
+    a = depth_metrics(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 2.0]]))  # AbsRel 0.25, 2 px
+    b = depth_metrics(torch.ones(4, 4), torch.ones(4, 4))  # AbsRel 0, 16 px
+    m = mean_metrics([a, b])
+    assert m["abs_rel"] == pytest.approx(0.125)  # per image, not per pixel (which would be 0.5/18)
+    assert m["delta1"] == pytest.approx(0.75)
+    assert m["n_valid"] == 18 and m["n_images"] == 2
+    with pytest.raises(DefocusError):
+        mean_metrics([])
+
+
+def test_psnr_known_value():
+    t = torch.full((3, 8, 8), 0.5)
+    assert psnr(t + 0.1, t) == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 -> 10 log10(1/0.01)
+    assert psnr(t + 0.1, t, max_val=2.0) == pytest.approx(20.0 + 20 * math.log10(2.0), abs=1e-4)
+    assert psnr(t, t) == math.inf
+
+
+def test_ssim_identity_and_noise():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 32, 32, generator=g)
+    assert ssim(img, img) == pytest.approx(1.0, abs=1e-12)
+    prev = 1.0
+    for s in (0.02, 0.05, 0.1, 0.3):
+        noisy = (img + s * torch.randn(img.shape, generator=g)).clamp(0, 1)
+        v = ssim(noisy, img)
+        assert v < prev
+        prev = v
+    assert ssim(img[0], img[0]) == pytest.approx(1.0)
+    with pytest.raises(DefocusError):
+        ssim(torch.rand(3, 8, 8), torch.rand(3, 8, 8))  # smaller than the 11x11 window
+
+
+def test_ssim_map_shapes_and_constant_images():
+    x = torch.rand(1, 3, 20, 24)
+    assert ssim_map(x, x).shape == (1, 3, 10, 14)
+    assert ssim_map(x, x, padding="reflect").shape == (1, 3, 20, 24)
+    # constant images: SSIM = (2ab + C1) / (a² + b² + C1) exactly (zero variance)
+    a, b = 0.3, 0.6
+    m = ssim_map(torch.full((1, 1, 11, 11), a, dtype=torch.float64), torch.full((1, 1, 11, 11), b, dtype=torch.float64))
+    c1 = 0.01**2
+    assert m.item() == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-9)
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect"])
+def test_ssim_map_gradcheck(padding):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 2, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(1, 2, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: ssim_map(a, b, window_size=5, sigma=1.5, padding=padding), (x, y))
