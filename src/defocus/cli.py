@@ -138,8 +138,191 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------- train
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train DAIF-Net self-supervised (no ground truth) on procedural sweeps and your own stacks",
+        description="Train DAIF-Net fully self-supervised. The config is typed defaults <- --config YAML <- "
+        "key=value overrides (e.g. optim.epochs=3 data.stack_dirs=[my/stack]); the resolved config is saved "
+        "next to the run and inside every checkpoint.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-3 name=myrun")
+    p.add_argument("--resume", action="store_true", help="continue the run of the same name from its last epoch")
+    p.add_argument("--export", type=Path, help="after training, copy the best weights to this .safetensors file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    from defocus.train.config import load_config
+    from defocus.train.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"run written to {run_dir}")
+    if args.export:
+        src = run_dir / "best.safetensors"
+        if not src.is_file():
+            src = run_dir / "last.safetensors"
+        args.export.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, args.export)
+        print(f"weights exported to {args.export}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- evaluate / predict
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, help="weights (.safetensors); default: the weights shipped with defocus")
+    p.add_argument("--refine-steps", type=int, default=0, metavar="K",
+                   help="test-time self-supervised refinement steps on each stack (no ground truth)")
+    p.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
+                   help="depth range in metres of the output (default: the preset's, or from the focus distances)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+
+
+def _load_model(args: argparse.Namespace):
+    import torch
+
+    from defocus.train.checkpoint import load_checkpoint, load_default_model
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.refine_steps < 0:
+        raise DefocusError("--refine-steps must be >= 0")
+    return load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
+
+
+def _depth_range(args: argparse.Namespace):
+    if args.depth_range is None:
+        return None
+    near, far = args.depth_range
+    if not (0 < near < far):
+        raise DefocusError(f"--depth-range needs 0 < NEAR < FAR, got {near} {far}")
+    return (near, far)
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="depth metrics of the network and the classical baseline, side by side, on stacks with ground truth",
+        description="Evaluate on stack folders holding gt_depth.tiff (and optionally gt_aif.png): SPEC §5 metrics "
+        "per stack and their mean, for the network and for the classical depth-from-focus baseline.",
+    )
+    p.add_argument("stacks", nargs="+", type=Path, help="stack folders")
+    _model_flags(p)
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from defocus.evaluation import evaluate_folders, format_table, results_to_json
+
+    model, meta = _load_model(args)
+    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps)
+    print(format_table(results, markdown=args.markdown))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        extra = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}
+        args.json.write_text(results_to_json(results, extra))
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="depth map and all-in-focus image for each stack folder",
+        description="For each stack folder write OUT/<folder name>/: depth.tiff (float32 m), depth.png (uint16 mm), "
+        "depth_preview.png, aif.png, confidence.tiff.",
+    )
+    p.add_argument("stacks", nargs="+", type=Path, help="stack folders (stack.json, or images with EXIF / --focus)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated, one per image")
+    add_camera_flags(p)
+    _model_flags(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def write_prediction(out_dir: Path, pred, title: str | None = None) -> None:
+    """Writes the SPEC §6 outputs of one stack into out_dir atomically (a temporary folder renamed into place)."""
+    import shutil
+    import uuid
+
+    from defocus.data.stack_io import save_image, write_depth_png_mm, write_depth_tiff
+    from defocus.eval.visualize import depth_preview
+
+    depth = pred.depth.detach().cpu().numpy().astype("float32")
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        write_depth_tiff(tmp / "depth.tiff", depth)
+        write_depth_png_mm(tmp / "depth.png", depth)
+        depth_preview(depth, title=title).save(tmp / "depth_preview.png")
+        save_image(tmp / "aif.png", pred.aif.clamp(0, 1))
+        write_depth_tiff(tmp / "confidence.tiff", pred.confidence.detach().cpu().numpy().astype("float32"))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from defocus.data.stack_io import read_stack, require_camera
+    from defocus.inference import predict_stack
+
+    camera = camera_from_flags(args)
+    # Read and check every stack first, so that bad input fails before anything is written.
+    stacks = [read_stack(folder, focus=args.focus, camera=camera, load_ground_truth=False) for folder in args.stacks]
+    for st in stacks:
+        require_camera(st)
+    names = [st.name for st in stacks]
+    if len(set(names)) != len(names):
+        raise DefocusError("two stack folders have the same name; outputs would collide")
+    model, _ = _load_model(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for st in tqdm(stacks, desc="predict", disable=len(stacks) < 2, leave=False):
+        pred = predict_stack(model, st, _depth_range(args), refine_steps=args.refine_steps)
+        write_prediction(args.output / st.name, pred, title=st.name)
+        d = pred.depth
+        print(f"{st.name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m -> {args.output / st.name}")
+    return 0
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end demo on procedural scenes: render, predict, evaluate vs the classical baseline, report",
+        description="Make procedural focal stacks for both presets and both protocols, predict with the shipped "
+        "weights, evaluate against ground truth and the classical baseline, and write a report.",
+    )
+    p.add_argument("-o", "--output", type=Path, default=Path("defocus_demo"), help="report folder (default: ./defocus_demo)")
+    p.add_argument("--stacks-per-group", type=int, default=2, help="stacks per (preset, protocol) pair")
+    _model_flags(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from defocus.demo import run_demo
+
+    model, meta = _load_model(args)
+    report = run_demo(model, args.output, args.stacks_per_group, _depth_range(args), args.refine_steps)
+    print(f"report written to {report}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------------- main
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_render_parser]
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _demo_parser, _predict_parser, _evaluate_parser, _train_parser, _render_parser
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -619,6 +619,7 @@ def read_stack(
     folder: PathLike,
     focus: Sequence[float] | torch.Tensor | np.ndarray | None = None,
     camera: ThinLensCamera | None = None,
+    load_ground_truth: bool = True,
 ) -> FocalStack:
     """Reads a focal-stack folder (SPEC §6).
 
@@ -626,7 +627,8 @@ def read_stack(
     (``*.png, *.jpg, *.jpeg, *.tif, *.tiff`` except ``gt_*``, by name with numbers in natural order) and EXIF
     SubjectDistance. The camera comes from ``camera``, else ``stack.json``, else EXIF (see
     :func:`read_exif_metadata`), else is None — use :func:`require_camera` where it is needed. ``focus`` (metres,
-    one per image) and ``camera`` override the files. ``gt_depth.tiff`` and ``gt_aif.png`` are read when present.
+    one per image) and ``camera`` override the files. ``gt_depth.tiff`` and ``gt_aif.png`` are read when present
+    and ``load_ground_truth`` is true; the training code passes False, so it never opens them.
 
     Raises:
         DefocusError: missing folder or images, corrupt files, bad JSON, sizes or counts that differ, focus
@@ -699,7 +701,7 @@ def read_stack(
         images.append(img)
 
     gt_depth = None
-    if (root / GT_DEPTH_NAME).is_file():
+    if load_ground_truth and (root / GT_DEPTH_NAME).is_file():
         gt_depth = read_depth(root / GT_DEPTH_NAME)
         if (gt_depth.shape[1], gt_depth.shape[0]) != size0:
             raise DefocusError(
@@ -707,7 +709,7 @@ def read_stack(
                 f"{size0[0]}x{size0[1]} (WxH)"
             )
     gt_aif = None
-    if (root / GT_AIF_NAME).is_file():
+    if load_ground_truth and (root / GT_AIF_NAME).is_file():
         gt_aif = load_image(root / GT_AIF_NAME)
         if (gt_aif.shape[2], gt_aif.shape[1]) != size0:
             raise DefocusError(

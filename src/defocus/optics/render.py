@@ -291,9 +291,49 @@ def render_layered(
     """
     check_psf(psf)
     focus = _check_inputs(aif, depth, focus)
-    b, c, h, w = aif.shape
-    n = focus.shape[1]
     size = blur_size_px(camera, depth, focus, psf)  # (B, N, 1, H, W)
+    return render_layered_from_blur(aif, size, psf, levels, level_ratio)
+
+
+def blur_from_inverse_depth(
+    inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor, psf: str
+) -> torch.Tensor:
+    """PSF size in pixels (σ or radius) from inverse depth, for a camera given per image by K = A·s/p.
+
+    Args:
+        inv_depth: (B, 1, H, W) dioptres.
+        focus: (B, N) metres.
+        blur_per_dioptre: (B, N) CoC diameter in pixels per dioptre (``camera.blur_per_dioptre_px(focus)``).
+    Returns:
+        (B, N, 1, H, W): K·|1/fd − 1/d| / 4 for ``gaussian``, / 2 for ``disk``.
+    """
+    check_psf(psf)
+    fd_inv = (1.0 / focus).to(inv_depth.dtype)[:, :, None, None, None]
+    k = blur_per_dioptre.to(inv_depth.dtype)[:, :, None, None, None]
+    coc = k * (inv_depth[:, None] - fd_inv).abs()
+    return coc / (4.0 if psf == "gaussian" else 2.0)
+
+
+def render_layered_from_blur(
+    aif: torch.Tensor,
+    size: torch.Tensor,
+    psf: str = "gaussian",
+    levels: Sequence[float] | None = None,
+    level_ratio: float = 1.5,
+) -> torch.Tensor:
+    """The ``layered`` renderer given the per-pixel PSF size directly.
+
+    Args:
+        aif: (B, C, H, W).
+        size: (B, N, 1, H, W) σ (gaussian) or radius (disk) in pixels of each source pixel in each image.
+    Returns:
+        (B, N, C, H, W).
+    """
+    check_psf(psf)
+    b, c, h, w = aif.shape
+    if size.dim() != 5 or size.shape[0] != b or size.shape[2] != 1 or tuple(size.shape[-2:]) != (h, w):
+        raise DefocusError(f"blur size must have shape ({b}, N, 1, {h}, {w}), got {tuple(size.shape)}")
+    n = size.shape[1]
     if levels is None:
         levels = default_levels(float(size.detach().max()), psf, level_ratio)
     weights = _interp_weights(size, levels)

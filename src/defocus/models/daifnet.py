@@ -1,0 +1,249 @@
+"""DAIF-Net: depth and all-in-focus image from a focal stack of any length (SPEC §3).
+
+Architecture (what follows the paper, and what we changed and why):
+
+* **Shared encoder, layer-wise global pooling** (paper). Every image of the stack goes through the same encoder.
+  After each level the element-wise max over the stack is broadcast back and concatenated to every image's
+  features, so each image "sees" the others; the skips and the bottleneck are max-fused over the stack. Max over
+  the stack makes the network invariant to the order of the stack and lets it take any N ≥ 1.
+* **Focus and camera conditioning** (changed). The paper appends a plane holding the focus distance in metres. We
+  append the focus in dioptres (1/fd, better conditioned: blur is linear in it) and log K, the CoC diameter in
+  pixels per dioptre (K = A·s/p), because c/p = K·|1/fd − 1/d|: two images blur alike when their K and dioptre
+  offsets match, whatever the camera. One set of weights thus serves both presets and cameras between them.
+* **One decoder per stack** (paper) followed by **per-image attention heads** (ours): a light head sees the fused
+  decoder features and each image's own first-level features and scores every image twice. A softmax over the
+  stack of the first score blends the input images into the AIF (plus a small bounded residual), and a softmax of
+  the second gives a focus-weighted mean of the stack's dioptres (a soft arg-max of sharpness) to which the decoder
+  adds a bounded correction. Both start the optimisation near the classical answer, which is what makes training
+  from scratch converge on a CPU in minutes, and both stay order-invariant.
+* **Metric, bounded depth** (changed): the inverse depth is a sigmoid mapped between 1/far and 1/near of the given
+  depth range — never the paper code's per-image max normalisation, which forces every image's farthest point to
+  the far limit.
+
+Inputs: stack (B, N, 3, H, W) in [0, 1]; focus (B, N) metres; blur_per_dioptre K (B, N) pixels per dioptre;
+depth_range (B, 2) metres. Outputs: ``depth`` (B, 1, H, W) metres, ``aif`` (B, 3, H, W) in [0, 1], ``inv_depth``
+(B, 1, H, W) dioptres, ``attention`` (B, N, 1, H, W) (the focus weights behind the depth), ``confidence``
+(B, 1, H, W) in [0, 1]. H and W can be anything: the input is padded inside to a multiple of 2^levels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defocus.errors import DefocusError
+
+
+@dataclass
+class DAIFNetConfig:
+    """Widths of the encoder levels (the decoder mirrors them) and of the bottleneck."""
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    bottleneck: int = 256
+    head_width: int = 16
+    # Largest correction (in logits of the bounded inverse depth) the decoder may add to the soft arg-max.
+    max_logit_correction: float = 4.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True)
+    )
+
+
+def focus_measure_features(stack: torch.Tensor, windows: tuple[int, ...] = (5, 13)) -> torch.Tensor:
+    """Relative local sharpness of every image: (B, N, len(windows), H, W).
+
+    log of the box-averaged squared Laplacian of the grey image, minus its mean over the stack, for each window.
+    A deterministic function of the input (the classical focus measure) that the network can build on instead
+    of having to discover it, which is what lets it train in minutes on a CPU.
+    """
+    b, n, _, h, w = stack.shape
+    grey = (0.299 * stack[:, :, 0] + 0.587 * stack[:, :, 1] + 0.114 * stack[:, :, 2]).reshape(b * n, 1, h, w)
+    lap_k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=grey.dtype, device=grey.device)
+    lap = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), lap_k[None, None])
+    energy = lap * lap
+    feats = []
+    for win in windows:
+        e = F.avg_pool2d(F.pad(energy, (win // 2,) * 4, mode="replicate"), win, stride=1)
+        f = torch.log(e + 1e-6).view(b, n, 1, h, w)
+        feats.append(f - f.mean(dim=1, keepdim=True))
+    return torch.cat(feats, dim=2)
+
+
+def _stack_max(x: torch.Tensor, b: int, n: int) -> torch.Tensor:
+    """(B·N, C, H, W) → (B, C, H, W) element-wise max over the stack."""
+    return x.view(b, n, *x.shape[1:]).amax(dim=1)
+
+
+def _broadcast(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, C, H, W) → (B·N, C, H, W) repeating each stack-level map for every image."""
+    return x[:, None].expand(-1, n, -1, -1, -1).reshape(-1, *x.shape[1:])
+
+
+class DAIFNet(nn.Module):
+    """Depth + all-in-focus network with layer-wise global pooling over the stack (see module docstring)."""
+
+    IN_EXTRA = 2  # dioptre plane, log-K plane
+    FOCUS_WINDOWS = (5, 13)  # windows of the focus-measure input features
+
+    def __init__(self, config: DAIFNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DAIFNetConfig()
+        widths = list(self.config.widths)
+        self.levels = len(widths)
+        enc = []
+        nf = len(self.FOCUS_WINDOWS)
+        cin = 3 + self.IN_EXTRA + nf
+        for w in widths:
+            enc.append(_conv_block(cin, w))
+            cin = 2 * w  # own features + stack max, fed to the next level
+        self.encoder = nn.ModuleList(enc)
+        self.bottleneck = _conv_block(cin, self.config.bottleneck)
+        dec = []
+        cin = self.config.bottleneck
+        for w in reversed(widths):
+            dec.append(_conv_block(cin + 2 * w, w))  # upsampled + fused skip (own|max pooled features)
+            cin = w
+        self.decoder = nn.ModuleList(dec)
+        w0, hw = widths[0], self.config.head_width
+        # Per-image head: fused decoder features + the image's own first-level features -> two scores.
+        self.image_head = nn.Sequential(
+            nn.Conv2d(w0 + 2 * w0 + nf, hw, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hw, 2, 1)
+        )
+        # Stack-level heads: bounded AIF residual and inverse-depth correction.
+        self.stack_head = nn.Conv2d(w0, 4, 3, padding=1)
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):  # He initialisation keeps activations alive through plain conv-ReLU
+                nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                nn.init.zeros_(mod.bias)
+        nn.init.zeros_(self.stack_head.weight)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @staticmethod
+    def check_inputs(
+        stack: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor, depth_range: torch.Tensor
+    ) -> None:
+        if stack.dim() != 5 or stack.shape[2] != 3:
+            raise DefocusError(f"stack must have shape (B, N, 3, H, W), got {tuple(stack.shape)}")
+        b, n = stack.shape[:2]
+        if tuple(focus.shape) != (b, n):
+            raise DefocusError(f"focus must have shape {(b, n)}, got {tuple(focus.shape)}")
+        if tuple(blur_per_dioptre.shape) != (b, n):
+            raise DefocusError(f"blur_per_dioptre must have shape {(b, n)}, got {tuple(blur_per_dioptre.shape)}")
+        if tuple(depth_range.shape) != (b, 2):
+            raise DefocusError(f"depth_range must have shape {(b, 2)}, got {tuple(depth_range.shape)}")
+        if not (depth_range[:, 0] > 0).all() or not (depth_range[:, 1] > depth_range[:, 0]).all():
+            raise DefocusError("depth_range must satisfy 0 < near < far")
+
+    def forward(
+        self,
+        stack: torch.Tensor,
+        focus: torch.Tensor,
+        blur_per_dioptre: torch.Tensor,
+        depth_range: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        self.check_inputs(stack, focus, blur_per_dioptre, depth_range)
+        b, n, _, h, w = stack.shape
+        mult = 2**self.levels
+        ph, pw = (-h) % mult, (-w) % mult
+        focus_feats = focus_measure_features(stack, self.FOCUS_WINDOWS) / 4.0  # (B, N, nf, H, W), ~unit scale
+        x = torch.cat([stack - 0.5, focus_feats], dim=2).reshape(b * n, -1, h, w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        hp, wp = x.shape[-2:]
+        dioptre = (1.0 / focus).to(x.dtype)
+        log_k = torch.log(blur_per_dioptre.to(x.dtype).clamp_min(1e-3))
+        # Centre/scale the conditioning roughly to unit range over the cameras we care about.
+        planes = torch.stack([dioptre - 1.0, (log_k - 2.5) / 1.5], dim=-1).reshape(b * n, 2, 1, 1)
+        x = torch.cat([x, planes.expand(-1, -1, hp, wp)], dim=1)
+
+        skips = []
+        for level, block in enumerate(self.encoder):
+            e = block(x)
+            e = torch.cat([e, _broadcast(_stack_max(e, b, n), n)], dim=1)
+            skips.append(e)
+            x = F.max_pool2d(e, 2)
+        y = _stack_max(self.bottleneck(x), b, n)
+        for block, skip in zip(self.decoder, reversed(skips)):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([y, _stack_max(skip, b, n)], dim=1))
+        # y: (B, w0, Hp, Wp) fused decoder features.
+        first = skips[0][:, : self.config.widths[0]]  # each image's own first-level features
+        ff = F.pad(focus_feats.reshape(b * n, -1, h, w), (0, pw, 0, ph), mode="replicate") if ph or pw else \
+            focus_feats.reshape(b * n, -1, h, w)
+        scores = self.image_head(
+            torch.cat([_broadcast(y, n), first, _broadcast(_stack_max(first, b, n), n), ff], 1)
+        )
+        scores = scores.view(b, n, 2, hp, wp)[..., :h, :w]
+        extra = self.stack_head(y)[..., :h, :w]
+
+        aif_weights = torch.softmax(scores[:, :, 0:1], dim=1)  # (B, N, 1, H, W)
+        aif = (aif_weights * stack).sum(dim=1) + 0.1 * torch.tanh(extra[:, 0:3])
+        aif = aif.clamp(0.0, 1.0)
+
+        attention = torch.softmax(scores[:, :, 1:2], dim=1)  # (B, N, 1, H, W)
+        inv_near = (1.0 / depth_range[:, 0]).to(x.dtype)[:, None, None, None]
+        inv_far = (1.0 / depth_range[:, 1]).to(x.dtype)[:, None, None, None]
+        soft = (attention * dioptre[:, :, None, None, None]).sum(dim=1)  # (B, 1, H, W) dioptres
+        u = ((soft - inv_far) / (inv_near - inv_far)).clamp(1e-4, 1 - 1e-4)
+        logit = torch.log(u) - torch.log1p(-u) + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])
+        inv_depth = inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
+        depth = 1.0 / inv_depth
+        # Confidence: how peaked the focus attention is (1 = one image clearly sharpest; 0 = uniform).
+        if n > 1:
+            entropy = -(attention * attention.clamp_min(1e-8).log()).sum(dim=1)
+            confidence = (1.0 - entropy / math.log(n)).clamp(0.0, 1.0)
+        else:
+            confidence = torch.zeros_like(depth)
+        return {"depth": depth, "inv_depth": inv_depth, "aif": aif, "attention": attention, "confidence": confidence}
+
+
+# ---------------------------------------------------------------------------------------------------- factory
+MODEL_REGISTRY: dict[str, DAIFNetConfig] = {
+    # The paper's widths (about 2 M parameters).
+    "daifnet": DAIFNetConfig(widths=(16, 32, 64, 128), bottleneck=256, head_width=16),
+    # CPU-friendly default for training on two cores.
+    "daifnet_small": DAIFNetConfig(widths=(16, 24, 32, 64), bottleneck=96, head_width=16),
+    # For tests: a few thousand parameters.
+    "daifnet_tiny": DAIFNetConfig(widths=(4, 8), bottleneck=8, head_width=4),
+}
+
+
+def list_models() -> list[str]:
+    return sorted(MODEL_REGISTRY)
+
+
+def create_model(name: str = "daifnet", **overrides) -> DAIFNet:
+    """Builds a registered DAIF-Net variant; keyword overrides replace fields of its config."""
+    if name not in MODEL_REGISTRY:
+        raise DefocusError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    base = MODEL_REGISTRY[name].to_dict()
+    base.update(overrides)
+    base["widths"] = tuple(base["widths"])
+    return DAIFNet(DAIFNetConfig(**base))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_inputs_from_camera(
+    camera, focus: torch.Tensor, depth_range_m: Sequence[float] | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(blur_per_dioptre (B, N), depth_range (B, 2)) for one camera and (B, N) focus distances."""
+    k = camera.blur_per_dioptre_px(focus.double()).to(torch.float32)
+    dr = torch.as_tensor(depth_range_m, dtype=torch.float32)
+    if dr.dim() == 1:
+        dr = dr[None].expand(focus.shape[0], 2)
+    return k, dr

@@ -1,0 +1,143 @@
+"""Typed training configuration: dataclass defaults, overlaid by a YAML file, overlaid by ``key=value`` overrides.
+
+The resolved configuration is saved as ``config.yaml`` next to every run and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from defocus.data.training import DataConfig
+from defocus.errors import DefocusError
+from defocus.losses.selfsup import LossConfig
+
+
+@dataclass
+class ModelSection:
+    name: str = "daifnet_small"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+
+
+@dataclass
+class ProtocolLoss:
+    """Forward model of the loss for data of each synthesis protocol (real stacks use data.stack_protocol)."""
+
+    paper: dict = field(default_factory=lambda: {"psf": "gaussian", "linear_light": False})
+    realistic: dict = field(default_factory=lambda: {"psf": "disk", "linear_light": True})
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    num_threads: int = 0  # 0 = torch default
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    protocol_loss: ProtocolLoss = field(default_factory=ProtocolLoss)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    val_scenes: int = 4  # procedural validation seeds (with ground truth: evaluation only, never training)
+    save_every_epochs: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _merge(obj: Any, values: dict, where: str) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        return values
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise DefocusError(f"unknown config key {where}{key}; known: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise DefocusError(f"config key {where}{key} must be a mapping")
+            _merge(current, value, f"{where}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            current.update(value)
+        else:
+            setattr(obj, key, _coerce(value, current, f"{where}{key}"))
+    return obj
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise DefocusError(f"config key {key} must be true or false, got {value!r}")
+    if isinstance(current, (int, float)) and not isinstance(value, (int, float)):
+        raise DefocusError(f"config key {key} must be a number, got {value!r}")
+    if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
+        raise DefocusError(f"config key {key} must be an integer, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, list) and not isinstance(value, list):
+        raise DefocusError(f"config key {key} must be a list, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> dict:
+    """``a.b.c=value`` → {"a": {"b": {"c": value}}}, with the value parsed as YAML."""
+    if "=" not in text:
+        raise DefocusError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Defaults ← YAML file ← overrides."""
+    cfg = TrainConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise DefocusError(f"config file {p} does not exist")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DefocusError(f"bad YAML in {p}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise DefocusError(f"config file {p} must hold a mapping")
+        _merge(cfg, values, "")
+    for text in overrides:
+        _merge(cfg, parse_override(text), "")
+    return cfg
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    return _merge(TrainConfig(), values, "")
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,177 @@
+"""Tests of defocus.eval.visualize: colour maps, depth/error previews, contact sheets, PIL line plots."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from defocus.errors import DefocusError
+from defocus.eval import visualize as viz
+
+
+def _ramp(h=8, w=64):
+    return np.tile(np.linspace(0.0, 1.0, w), (h, 1))
+
+
+def test_colorize_shape_dtype_and_clipping():
+    v = _ramp() * 3.0 - 1.0  # spans [-1, 2]
+    out = viz.colorize(v, 0.0, 1.0)
+    assert out.shape == (8, 64, 3) and out.dtype == np.uint8
+    lut = viz.colormap_lut("turbo")
+    np.testing.assert_array_equal(out[0, 0], lut[0])  # below vmin → low end
+    np.testing.assert_array_equal(out[0, -1], lut[255])  # above vmax → high end
+
+
+def test_turbo_low_end_blue_high_end_red():
+    lut = viz.colormap_lut("turbo").astype(int)
+    lo, hi = lut[20], lut[235]
+    assert lo[2] > lo[0] and lo[2] > lo[1]  # bluish
+    assert hi[0] > hi[1] and hi[0] > hi[2]  # reddish
+    assert not np.array_equal(lut[0], lut[255])
+
+
+def test_inferno_dark_to_light_monotone():
+    lut = viz.colormap_lut("inferno").astype(float)
+    luma = lut @ np.array([0.299, 0.587, 0.114])
+    assert np.all(np.diff(luma) >= -1.0)  # non-decreasing up to rounding
+    assert luma[0] < 10 and luma[-1] > 220
+
+
+def test_colorize_invalid_and_nan_black():
+    v = _ramp(4, 4)
+    v[0, 0] = np.nan
+    inv = np.zeros((4, 4), bool)
+    inv[1, 1] = True
+    out = viz.colorize(v, 0.0, 1.0, "inferno", invalid=inv)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[1, 1].tolist() == [0, 0, 0]
+    assert out[3, 3].sum() > 300
+
+
+def test_colorize_bad_inputs():
+    with pytest.raises(DefocusError):
+        viz.colorize(np.zeros(5), 0, 1)
+    with pytest.raises(DefocusError):
+        viz.colorize(np.zeros((2, 3, 4)), 0, 1)
+    with pytest.raises(DefocusError):
+        viz.colorize(np.zeros((3, 3)), 1, 1)
+    with pytest.raises(DefocusError):
+        viz.colorize(np.zeros((3, 3)), 0, 1, cmap="jet")
+    with pytest.raises(DefocusError):
+        viz.colorize(np.zeros((3, 3)), 0, 1, invalid=np.zeros((2, 2), bool))
+
+
+def test_depth_preview_size_bar_and_near_is_warm():
+    h, w = 96, 128
+    depth = np.linspace(0.5, 5.0, h)[:, None].repeat(w, axis=1)  # near at the top
+    depth[-5:, :5] = np.nan
+    im = viz.depth_preview(depth)
+    assert isinstance(im, Image.Image) and im.mode == "RGB"
+    assert im.height == h and im.width > w + 30
+    a = np.asarray(im).astype(int)
+    assert a[2, w // 2, 0] > a[2, w // 2, 2]  # near: red dominates
+    far = int(np.argmin(np.abs(depth[:, w // 2] - 2.5)))  # inverse depth near the low end, above turbo's dark tail
+    assert a[far, w // 2, 2] > a[far, w // 2, 0] + 50  # far: blue dominates
+    assert a[-2, 1].tolist() == [0, 0, 0]  # invalid
+    # A colour bar: a column right of the image with many distinct saturated colours.
+    bar = a[:, w:, :]
+    spread = bar.max(axis=2) - bar.min(axis=2)
+    col = int(np.argmax((spread > 80).sum(axis=0)))
+    assert (spread[:, col] > 80).sum() > h // 2
+    assert len({tuple(p) for p in a[:, w + col]}) > 20
+
+
+def test_depth_preview_title_and_explicit_range():
+    depth = np.full((50, 60), 2.0)
+    im = viz.depth_preview(depth, vmin=1.0, vmax=4.0, title="scene")
+    assert im.height > 50 and im.width > 60
+    im2 = viz.depth_preview(np.full((50, 60), 2.0))  # constant depth: widened range, no error
+    assert im2.height == 50
+    with pytest.raises(DefocusError):
+        viz.depth_preview(np.ones((2, 3, 4)))
+    with pytest.raises(DefocusError):
+        viz.depth_preview(depth, vmin=3.0, vmax=2.0)
+
+
+def test_error_map():
+    gt = np.full((10, 12), 2.0)
+    pred = gt.copy()
+    pred[:, 6:] = 3.0  # rel error 0.5 = max_rel
+    gt[0, 0] = 0.0
+    valid = np.ones_like(gt, bool)
+    valid[1, 1] = False
+    out = viz.error_map(pred, gt, valid=valid)
+    assert out.shape == (10, 12, 3) and out.dtype == np.uint8
+    assert out[0, 0].tolist() == list(viz.ERROR_INVALID_RGB) == out[1, 1].tolist()
+    lut = viz.colormap_lut("inferno")
+    assert out[5, 2].tolist() == lut[0].tolist()
+    assert out[5, 10].tolist() == lut[255].tolist()
+    with pytest.raises(DefocusError):
+        viz.error_map(pred, gt[:, :5])
+
+
+def test_contact_sheet_2x3_dimensions_and_inputs():
+    ch = 40
+    u8 = np.zeros((20, 40, 3), np.uint8)  # → 80 px wide
+    f01 = np.ones((40, 40, 3), np.float32) * 0.5  # → 40
+    tens = torch.rand(3, 10, 30)  # → 120
+    pil = Image.new("RGB", (20, 40), (255, 0, 0))  # → 20
+    rows = [[("a", u8), ("b", f01), ("c", tens)], [("d", pil), ("e", u8), ("f", f01)]]
+    sheet = viz.contact_sheet(rows, cell_height=ch)
+    p = viz.SHEET_PAD
+    assert sheet.mode == "RGB"
+    assert sheet.width == p + (80 + p) + (40 + p) + (120 + p)
+    label_h = (sheet.height - p) // 2 - ch - p
+    assert sheet.height == p + 2 * (label_h + ch + p) and 5 < label_h < 40
+    a = np.asarray(sheet)
+    assert a[0, 0].tolist() == [255, 255, 255]  # white background
+    # row 2, first cell (red image) sits at the left pad under its label
+    y = p + (label_h + ch + p) + label_h + ch // 2
+    assert a[y, p + 5].tolist() == [255, 0, 0]
+    titled = viz.contact_sheet([[("x", u8)]], cell_height=ch, title="Title")
+    assert titled.height > viz.contact_sheet([[("x", u8)]], cell_height=ch).height
+
+
+def test_contact_sheet_bad_inputs():
+    with pytest.raises(DefocusError):
+        viz.contact_sheet([])
+    with pytest.raises(DefocusError):
+        viz.contact_sheet([[("a", np.zeros((4, 4, 4), np.uint8))]])
+    with pytest.raises(DefocusError):
+        viz.contact_sheet([[("a", torch.zeros(2, 3, 4, 5))]])
+    with pytest.raises(DefocusError):
+        viz.contact_sheet([[np.zeros((4, 4, 3))]])
+
+
+def test_save_png_atomic(tmp_path):
+    path = tmp_path / "sub" / "x.png"
+    viz.save_png(path, np.zeros((5, 6, 3), np.uint8))
+    with Image.open(path) as im:
+        assert im.size == (6, 5)
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary left behind
+
+
+def test_plot_curve_writes_png(tmp_path):
+    xs = list(range(10))
+    path = tmp_path / "curve.png"
+    out = viz.plot_curve(
+        xs, {"train": [1.0 / (x + 1) for x in xs], "val": [1.2 / (x + 1) for x in xs]},
+        "time [s]", "AbsRel", "time to accuracy", path, size=(320, 240),
+    )  # fmt: skip
+    assert out.size == (320, 240)
+    with Image.open(path) as im:
+        im.load()
+        assert im.size == (320, 240) and im.mode == "RGB"
+        a = np.asarray(im).astype(int)
+    blue = np.array(viz.PLOT_COLORS[0])
+    assert (np.abs(a - blue).sum(axis=2) < 40).sum() > 50  # the first series is drawn
+    logp = viz.plot_curve(xs, {"loss": [10.0 ** -x for x in xs]}, "step", "loss", "", None, logy=True)
+    assert logp.size == (640, 400)
+
+
+def test_plot_curve_bad_inputs(tmp_path):
+    with pytest.raises(DefocusError):
+        viz.plot_curve([0, 1], {"a": [1.0]}, "x", "y", "t", tmp_path / "a.png")
+    with pytest.raises(DefocusError):
+        viz.plot_curve([0, 1], {}, "x", "y", "t", tmp_path / "a.png")
+    with pytest.raises(DefocusError):
+        viz.plot_curve([[0, 1]], {"a": [[1.0, 2.0]]}, "x", "y", "t", tmp_path / "a.png")
