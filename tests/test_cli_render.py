@@ -140,8 +140,9 @@ def test_rgbd_with_preset_resizes_and_realistic(tmp_path, inputs, capsys):
 
 def test_replaces_previous_stack_folder(tmp_path, capsys):
     out = tmp_path / "stack"
-    assert _render(["--procedural", "1", "--size", "16", "20", *CAMERA_FLAGS, "--focus", "1,2", "-o", out], capsys)[0] == 0
-    assert _render(["--procedural", "2", "--size", "16", "20", *CAMERA_FLAGS, "--focus", "1", "-o", out], capsys)[0] == 0
+    small = ["--size", "16", "20", *CAMERA_FLAGS]
+    assert _render(["--procedural", "1", *small, "--focus", "1,2", "-o", out], capsys)[0] == 0
+    assert _render(["--procedural", "2", *small, "--focus", "1", "-o", out], capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["focus_0.png", "gt_aif.png", "gt_depth.tiff", "stack.json"]
 
 
@@ -240,8 +241,9 @@ def _reference_paper_stack(rgb: np.ndarray, depth: np.ndarray, focus: list[float
 
     rgb (H, W, 3) in [0, 1], depth (H, W) metres, thin lens f (m), f-number n_f, pixel pitch p (m).
     Per pixel σ = c/(4p) with c = A·s·|1/fd − 1/d|; each source pixel spreads a sampled Gaussian
-    exp(−x²/2σ²)·exp(−y²/2σ²) cut at ⌈3σ⌉ and normalised within that window (σ < 0.5 px: a delta); each output
-    pixel is divided by the weight it received (only pixels inside the image contribute); 8-bit, round half up.
+    exp(−x²/2σ²)·exp(−y²/2σ²) cut at ⌈3σ⌉ and normalised within that window (σ < 0.5 px: a delta); each
+    output pixel is divided by the weight it received (only pixels inside the image contribute); 8-bit, round
+    half up.
     Loops over offsets, vectorised over pixels. Returns (N, H, W, 3) uint8.
     """
     h, w, _ = rgb.shape

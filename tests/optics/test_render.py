@@ -74,7 +74,8 @@ def test_single_channel_single_focus_1d_focus(method, psf):
     # (N,) focus broadcasts over the batch
     aif2 = _rand(2, 3, 6, 5)
     out2 = render_stack(aif2, torch.full((2, 1, 6, 5), 1.3), torch.tensor([1.0, 2.0]), NYU, psf=psf, method=method)
-    out2b = render_stack(aif2, torch.full((2, 1, 6, 5), 1.3), torch.tensor([[1.0, 2.0]] * 2), NYU, psf=psf, method=method)
+    focus2 = torch.tensor([[1.0, 2.0]] * 2)
+    out2b = render_stack(aif2, torch.full((2, 1, 6, 5), 1.3), focus2, NYU, psf=psf, method=method)
     assert out2.shape == (2, 2, 3, 6, 5)
     torch.testing.assert_close(out2, out2b)
 
@@ -238,7 +239,8 @@ def test_high_frequency_energy_decreases():
     for dl in (0.0, 0.05, 0.15, 0.3, 0.5):
         depth = torch.full((1, 1, 32, 40), 1.0 / (1.0 - dl))
         out = render_layered(aif, depth, torch.tensor([[1.0]]), NYU)[:, 0]
-        lap = out[..., 1:-1, 1:-1] * 4 - out[..., :-2, 1:-1] - out[..., 2:, 1:-1] - out[..., 1:-1, :-2] - out[..., 1:-1, 2:]
+        centre = out[..., 1:-1, 1:-1]
+        lap = 4 * centre - out[..., :-2, 1:-1] - out[..., 2:, 1:-1] - out[..., 1:-1, :-2] - out[..., 1:-1, 2:]
         energies.append(float((lap**2).mean()))
     assert all(a > b for a, b in zip(energies, energies[1:])), energies
 
@@ -251,7 +253,12 @@ def _grad_scene(psf: str):
     fd = torch.tensor([[1.0, 1.25]], dtype=F64)
     # sizes avoid the layered renderer's level values (0.5, 0.75, 1, 1.125, 1.5, ...), where its weights have kinks
     sizes = torch.tensor(
-        [[0.05, 0.1, 0.3, 0.6, 0.9], [1.3, 0.2, 0.45, 2.2, 0.15], [0.07, 0.8, 1.7, 0.35, 0.55], [2.7, 0.25, 0.12, 0.95, 0.4]]
+        [
+            [0.05, 0.1, 0.3, 0.6, 0.9],
+            [1.3, 0.2, 0.45, 2.2, 0.15],
+            [0.07, 0.8, 1.7, 0.35, 0.55],
+            [2.7, 0.25, 0.12, 0.95, 0.4],
+        ]
     )
     depth = torch.empty(1, 1, h, w, dtype=F64)
     for y in range(h):
@@ -287,12 +294,16 @@ def test_depth_gradient_no_dead_zone(method, psf):
     assert grad.abs().median().item() > 1e-2
     # and it is the true derivative: central differences on one pixel
     y, x, eps = 3, 4, 1e-6
+
+    def loss(d: torch.Tensor) -> float:
+        out = render_stack(aif, d, torch.tensor([[1.0]], dtype=F64), NYU, psf=psf, method=method)
+        return float((out * weights).sum())
+
     with torch.no_grad():
         dp, dm = depth.clone(), depth.clone()
         dp[0, 0, y, x] += eps
         dm[0, 0, y, x] -= eps
-        f = lambda d: float((render_stack(aif, d, torch.tensor([[1.0]], dtype=F64), NYU, psf=psf, method=method) * weights).sum())  # noqa: E731,E501
-        fd_grad = (f(dp) - f(dm)) / (2 * eps)
+        fd_grad = (loss(dp) - loss(dm)) / (2 * eps)
     assert grad[0, 0, y, x].item() == pytest.approx(fd_grad, rel=1e-4)
 
 

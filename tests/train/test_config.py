@@ -1,0 +1,176 @@
+"""Tests of the typed training configuration: defaults ← YAML ← key=value overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from defocus.errors import DefocusError
+from defocus.train.config import (
+    TrainConfig,
+    config_from_dict,
+    dump_config,
+    load_config,
+    parse_override,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_follow_the_paper_where_it_matters():
+    cfg = load_config()
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.optim.lr == 5e-4 and cfg.optim.weight_decay == 5e-4
+    assert cfg.loss.weights == {"reconstruction": 1e3, "aif_vs_coarse": 1e2, "aif_sharpness": 10.0,
+                                "depth_smoothness": 10.0}
+    assert cfg.data.n_typical == 5
+    assert cfg.data.presets == ["nyuv2", "defocusnet"]
+    assert cfg.protocol_loss.realistic == {"psf": "disk", "linear_light": True}
+    assert cfg.protocol_loss.paper == {"psf": "gaussian", "linear_light": False}
+    # Defaults are fresh objects: mutating one config never leaks into the next.
+    cfg.data.presets.append("x")
+    cfg.loss.weights["reconstruction"] = 1.0
+    again = load_config()
+    assert again.data.presets == ["nyuv2", "defocusnet"]
+    assert again.loss.weights["reconstruction"] == 1e3
+
+
+def test_yaml_overlay(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "name: exp1\n"
+        "model: {name: daifnet_tiny}\n"
+        "data:\n  presets: [defocusnet]\n  size: [40, 48]\n"
+        "optim:\n  epochs: 3\n  lr: 0.001\n"
+        "loss:\n  weights: {reconstruction: 5.0}\n  linear_light: true\n"
+    )
+    cfg = load_config(p)
+    assert cfg.name == "exp1"
+    assert cfg.model.name == "daifnet_tiny"
+    assert cfg.data.presets == ["defocusnet"] and cfg.data.size == [40, 48]
+    assert cfg.optim.epochs == 3 and cfg.optim.lr == 0.001
+    assert cfg.loss.linear_light is True
+    # A mapping in YAML updates the default mapping (other weights keep their defaults).
+    assert cfg.loss.weights["reconstruction"] == 5.0 and cfg.loss.weights["aif_vs_coarse"] == 1e2
+    # Untouched keys keep their defaults.
+    assert cfg.optim.batch_size == TrainConfig().optim.batch_size
+    assert cfg.data.protocols == ["paper", "realistic"]
+
+
+def test_shipped_configs_load():
+    for name in ("tiny.yaml", "release.yaml"):
+        cfg = load_config(REPO / "configs" / name)
+        assert cfg.name
+    tiny = load_config(REPO / "configs" / "tiny.yaml")
+    assert tiny.model.name == "daifnet_tiny" and tiny.data.size == [32, 32]
+
+
+def test_overrides_nested_lists_numbers_bools(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {epochs: 3}\nname: from_yaml\n")
+    cfg = load_config(
+        p,
+        [
+            "optim.epochs=7",
+            "optim.lr=1e-3",
+            "optim.batch_size=4.0",
+            "data.presets=[nyuv2]",
+            "data.size=[16, 24]",
+            "data.stack_dirs=[a/b, c]",
+            "loss.linear_light=true",
+            "loss.weights.reconstruction=2",
+            "protocol_loss.paper.psf=disk",
+            "name=over",
+            "seed=3",
+        ],
+    )
+    assert cfg.optim.epochs == 7 and isinstance(cfg.optim.epochs, int)  # override beats YAML
+    assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.batch_size == 4 and isinstance(cfg.optim.batch_size, int)
+    assert cfg.data.presets == ["nyuv2"]
+    assert cfg.data.size == [16, 24]
+    assert cfg.data.stack_dirs == ["a/b", "c"]
+    assert cfg.loss.linear_light is True
+    assert cfg.loss.weights["reconstruction"] == 2 and cfg.loss.weights["depth_smoothness"] == 10.0
+    assert cfg.protocol_loss.paper == {"psf": "disk", "linear_light": False}
+    assert cfg.name == "over" and cfg.seed == 3
+
+
+def test_float_field_accepts_integer_value():
+    cfg = load_config(None, ["optim.lr=1"])
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+
+
+def test_parse_override():
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+    assert parse_override("x=[1, 2]") == {"x": [1, 2]}
+    assert parse_override("x=a=b") == {"x": "a=b"}
+    with pytest.raises(DefocusError):
+        parse_override("no_equals_sign")
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("optim.epochz=3", "optim.epochz"),
+        ("nosuchkey=1", "nosuchkey"),
+        ("data.size.x=1", "data.size"),  # a list is not a section
+    ],
+)
+def test_unknown_key_names_it(override, named):
+    with pytest.raises(DefocusError, match=named.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_yaml_names_it(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(DefocusError, match=r"optim\.learning_rate"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.epochs=many",
+        "optim.epochs=2.5",
+        "optim.lr=fast",
+        "loss.linear_light=1",
+        "loss.linear_light=maybe",
+        "data.presets=nyuv2",
+        "model=daifnet",  # a section needs a mapping
+        "optim.epochs=[1, 2]",
+    ],
+)
+def test_wrong_type_is_defocus_error(override):
+    key = override.split("=")[0]
+    with pytest.raises(DefocusError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_bad_yaml_is_defocus_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("optim: {epochs: 3\nname: [unclosed\n")
+    with pytest.raises(DefocusError, match="YAML"):
+        load_config(p)
+    q = tmp_path / "list.yaml"
+    q.write_text("- 1\n- 2\n")
+    with pytest.raises(DefocusError, match="mapping"):
+        load_config(q)
+    with pytest.raises(DefocusError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_empty_yaml_gives_defaults(tmp_path):
+    p = tmp_path / "empty.yaml"
+    p.write_text("")
+    assert load_config(p).to_dict() == TrainConfig().to_dict()
+
+
+def test_dump_round_trip():
+    cfg = load_config(None, ["optim.epochs=4", "data.size=[20, 30]", "loss.psf=disk", "name=rt"])
+    text = dump_config(cfg)
+    back = config_from_dict(yaml.safe_load(text))
+    assert back.to_dict() == cfg.to_dict()
