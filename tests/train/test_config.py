@@ -43,7 +43,7 @@ def test_yaml_overlay(tmp_path):
         "name: exp1\n"
         "model: {name: daifnet_tiny}\n"
         "data:\n  presets: [defocusnet]\n  size: [40, 48]\n"
-        "optim:\n  epochs: 3\n  lr: 0.001\n"
+        "optim:\n  epochs: 3\n  lr: 0.001\n  weight_decay: 1e-4\n"
         "loss:\n  weights: {reconstruction: 5.0}\n  linear_light: true\n"
     )
     cfg = load_config(p)
@@ -51,6 +51,7 @@ def test_yaml_overlay(tmp_path):
     assert cfg.model.name == "daifnet_tiny"
     assert cfg.data.presets == ["defocusnet"] and cfg.data.size == [40, 48]
     assert cfg.optim.epochs == 3 and cfg.optim.lr == 0.001
+    assert cfg.optim.weight_decay == 1e-4  # YAML 1.1 reads 1e-4 as a string; the config still takes it
     assert cfg.loss.linear_light is True
     # A mapping in YAML updates the default mapping (other weights keep their defaults).
     assert cfg.loss.weights["reconstruction"] == 5.0 and cfg.loss.weights["aif_vs_coarse"] == 1e2

@@ -5,6 +5,10 @@ stratified (one per bin of the sweep, in dioptres) and shuffled. On a CPU the sw
 and kept as 8-bit images; the ground-truth depth used to render them is dropped right after rendering, so that
 nothing on the training path can read it (``tests/train/test_no_ground_truth.py`` proves it).
 
+Further sources: folders of RGB-D pairs (``data.rgbd_dirs``), rendered into sweeps the same way (their depth is
+used to render, then dropped), and the user's own unlabeled stacks (``data.stack_dirs``), whose ground-truth files,
+if any, are never opened.
+
 A batch is a dict with ``stack`` (B, N, 3, H, W) in [0, 1], ``focus`` (B, N) metres, ``blur_per_dioptre`` (B, N)
 pixels per dioptre, ``depth_range`` (B, 2) metres and ``protocol`` (one name for the whole batch, which picks the
 PSF model of the loss). There is no depth and no AIF in it.
@@ -44,6 +48,9 @@ class DataConfig:
     p_typical: float = 0.5  # probability of the preset's own N (5)
     n_typical: int = 5
     stack_dirs: list[str] = field(default_factory=list)  # the user's unlabeled stacks (folders)
+    rgbd_dirs: list[str] = field(default_factory=list)  # folders of RGB-D pairs: rgb/<name>.*, depth/<name>.*
+    rgbd_depth_scale: float = 0.0  # metres per unit of integer depth PNGs in rgbd_dirs (0: float depth files)
+    rgbd_preset: str = "nyuv2"  # camera, focus range and image size the RGB-D pairs are rendered with
     stack_protocol: str = "realistic"  # forward model of the loss for real stacks
     seed_offset: int = 0  # procedural seeds used: seed_offset + i; test seeds start at 10**6
 
@@ -93,6 +100,45 @@ def render_sweep_group(
         stacks.append((stack * 255).round().to(torch.uint8))
         focus.append(fd)
         ks.append(camera.blur_per_dioptre_px(fd.double()).float())
+    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
+
+
+def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    rgb_dir, depth_dir = folder / "rgb", folder / "depth"
+    if not rgb_dir.is_dir() or not depth_dir.is_dir():
+        raise DefocusError(f"RGB-D folder {folder} must hold rgb/ and depth/ sub-folders with matching file names")
+    depth_by_stem = {p.stem: p for p in depth_dir.iterdir() if p.is_file()}
+    pairs = [(p, depth_by_stem[p.stem]) for p in sorted(rgb_dir.iterdir()) if p.stem in depth_by_stem]
+    if not pairs:
+        raise DefocusError(f"no RGB-D pairs with matching names in {folder}/rgb and {folder}/depth")
+    return pairs
+
+
+def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> SweepGroup:
+    """Dense sweeps rendered from the user's RGB-D pairs at the preset's image size (depth used for rendering only,
+    then dropped, exactly like the procedural scenes)."""
+    import torch.nn.functional as F
+
+    from defocus.data.stack_io import fill_depth_holes, load_image, read_depth
+
+    preset = get_preset(cfg.rgbd_preset)
+    h, w = preset.image_size
+    if h < cfg.size[0] or w < cfg.size[1]:
+        raise DefocusError(f"preset {preset.name} images are smaller than the training size {cfg.size}")
+    pairs = [pair for folder in cfg.rgbd_dirs for pair in _rgbd_pairs(Path(folder))]
+    stacks, focus, ks = [], [], []
+    for i, (rgb_path, depth_path) in enumerate(tqdm(pairs, desc=f"render RGB-D/{protocol}", disable=not progress,
+                                                    leave=False)):
+        rng = np.random.default_rng([i, 11])
+        rgb = F.interpolate(load_image(rgb_path)[None], size=(h, w), mode="area")[0]
+        filled, _ = fill_depth_holes(read_depth(depth_path, cfg.rgbd_depth_scale or None))
+        depth = F.interpolate(torch.from_numpy(filled)[None, None], size=(h, w), mode="nearest")[0]
+        fd = torch.tensor(_sweep_focus(preset.name, cfg.sweep, rng), dtype=torch.float32)
+        stack = synthesize_stack(rgb, depth, fd, preset.camera, protocol, seed=i)
+        del rgb, depth, filled
+        stacks.append((stack * 255).round().to(torch.uint8))
+        focus.append(fd)
+        ks.append(preset.camera.blur_per_dioptre_px(fd.double()).float())
     return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
 
 
@@ -178,6 +224,9 @@ def build_training_groups(cfg: DataConfig, progress: bool = True) -> list[SweepG
             k += 1
             if cfg.scenes_per_group > 0:
                 groups.append(render_sweep_group(preset, protocol, seeds, cfg.size, cfg.sweep, cfg.pitch_scale, progress))
+    if cfg.rgbd_dirs:
+        for protocol in cfg.protocols:
+            groups.append(render_rgbd_group(cfg, protocol, progress))
     if cfg.stack_dirs:
         groups.extend(load_stack_group(cfg.stack_dirs, cfg.size, cfg.stack_protocol))
     return groups

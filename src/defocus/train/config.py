@@ -6,6 +6,7 @@ The resolved configuration is saved as ``config.yaml`` next to every run and ins
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -85,6 +86,14 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise DefocusError(f"config key {key} must be true or false, got {value!r}")
+    if isinstance(current, (int, float)) and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads exponents without a dot, e.g. 1e-3, as strings.
+        try:
+            as_float = float(value)
+        except ValueError:
+            as_float = None
+        if as_float is not None and math.isfinite(as_float):
+            value = as_float
     if isinstance(current, (int, float)) and not isinstance(value, (int, float)):
         raise DefocusError(f"config key {key} must be a number, got {value!r}")
     if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
