@@ -55,6 +55,7 @@ def refine(
     psf: str = "disk",
     linear_light: bool = True,
     lr: float = 0.05,
+    aif_lr: float = 0.005,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-stack self-supervised optimisation of (inverse depth, AIF); shapes as :class:`DAIFNet` outputs."""
     inv_near, inv_far = 1.0 / depth_range[0], 1.0 / depth_range[1]
@@ -62,7 +63,8 @@ def refine(
     logit = (torch.log(u) - torch.log1p(-u)).detach().requires_grad_(True)
     aif_logit = torch.logit(init_aif.clamp(1e-3, 1 - 1e-3)).detach().requires_grad_(True)
     loss_fn = SelfSupervisedLoss(LossConfig(psf=psf, linear_light=linear_light))
-    opt = torch.optim.Adam([logit, aif_logit], lr=lr)
+    # The AIF moves slowly: the network's AIF is already good, and a fast AIF would fit the sensor noise.
+    opt = torch.optim.Adam([{"params": [logit], "lr": lr}, {"params": [aif_logit], "lr": aif_lr}])
     for _ in range(steps):
         inv = inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
         pred = {"aif": torch.sigmoid(aif_logit), "inv_depth": inv}

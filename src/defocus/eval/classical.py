@@ -51,6 +51,21 @@ def to_grey(images: torch.Tensor) -> torch.Tensor:
     return (images * w.view(3, 1, 1)).sum(dim=-3)
 
 
+def gaussian_presmooth(grey: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (replicate padding, radius ceil(2σ)) of grey images (..., H, W); σ <= 0: identity."""
+    if sigma <= 0:
+        return grey
+    r = max(1, int(math.ceil(2.0 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=grey.dtype, device=grey.device)
+    g = torch.exp(-(t * t) / (2.0 * sigma * sigma))
+    g = g / g.sum()
+    lead, (h, w) = grey.shape[:-2], grey.shape[-2:]
+    x = grey.reshape(-1, 1, h, w)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+    return x.reshape(*lead, h, w)
+
+
 def sum_modified_laplacian(grey: torch.Tensor, window: int = 9) -> torch.Tensor:
     """Sum-modified Laplacian focus measure.
 
@@ -138,13 +153,20 @@ def classical_depth_from_focus(
     focus_m: torch.Tensor | np.ndarray | Sequence[float],
     window: int = 9,
     depth_range_m: tuple[float, float] | None = None,
+    presmooth_sigma: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Depth, AIF and confidence from a focal stack by the classical SML + Gaussian-interpolation method.
+
+    The grey images are smoothed by a small Gaussian (``presmooth_sigma`` px, 0 to switch off) before the
+    modified Laplacian: without it, sensor noise of σ = 0.005 dominates the focus measure in flat regions and the
+    baseline's AbsRel on `realistic` NYU stacks triples (0.33 instead of 0.15); on noise-free stacks it changes
+    little. We keep the baseline as strong as it honestly can be.
 
     Args:
         images: focal stack (N, 3, H, W) or batched (B, N, 3, H, W), float in [0, 1]; any N >= 1, any order.
         focus_m: focus distance of each frame in metres, (N,) or (B, N) (a (N,) vector is shared by the batch).
         window: odd box size (pixels) of the sum-modified Laplacian.
+        presmooth_sigma: standard deviation (pixels) of the Gaussian pre-filter of the grey images.
         depth_range_m: optional (near, far) in metres the depth is clamped to.
 
     Returns:
@@ -167,7 +189,7 @@ def classical_depth_from_focus(
     b, n, c, h, w = imgs.shape
 
     with torch.no_grad():
-        fm = sum_modified_laplacian(to_grey(imgs), window)  # (B, N, H, W)
+        fm = sum_modified_laplacian(gaussian_presmooth(to_grey(imgs), presmooth_sigma), window)  # (B, N, H, W)
         diop = 1.0 / foc  # (B, N) float64
         diop_sorted, order = torch.sort(diop, dim=1)
         fm_sorted = fm.gather(1, order.view(b, n, 1, 1).expand(b, n, h, w))

@@ -16,6 +16,11 @@ Architecture (what follows the paper, and what we changed and why):
   the second gives a focus-weighted mean of the stack's dioptres (a soft arg-max of sharpness) to which the decoder
   adds a bounded correction. Both start the optimisation near the classical answer, which is what makes training
   from scratch converge on a CPU in minutes, and both stay order-invariant.
+* **Classical prior** (ours): the classical depth-from-focus estimate of the stack (SML focus measure, 3-point
+  interpolation; a fixed, gradient-free function of the input, like the focus-measure features), its confidence,
+  and the blur every image would show if it were right, are input planes; the depth head blends it, per pixel and
+  through a learned gate, with the soft arg-max before the bounded correction. The network thus starts from the
+  classical answer and learns, self-supervised, where and how to do better (flat regions, noise, occlusions).
 * **Metric, bounded depth** (changed): the inverse depth is a sigmoid mapped between 1/far and 1/near of the given
   depth range — never the paper code's per-image max normalisation, which forces every image's farthest point to
   the far limit.
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defocus.errors import DefocusError
+from defocus.eval.classical import classical_depth_from_focus
 
 
 @dataclass
@@ -94,7 +100,9 @@ def _broadcast(x: torch.Tensor, n: int) -> torch.Tensor:
 class DAIFNet(nn.Module):
     """Depth + all-in-focus network with layer-wise global pooling over the stack (see module docstring)."""
 
-    IN_EXTRA = 2  # dioptre plane, log-K plane
+    # dioptre plane, log-K plane, classical inverse depth, classical confidence, expected blur under the classical
+    # estimate (K·(1/fd − 1/d_classical), signed).
+    IN_EXTRA = 5
     FOCUS_WINDOWS = (5, 13)  # windows of the focus-measure input features
 
     def __init__(self, config: DAIFNetConfig | None = None) -> None:
@@ -122,12 +130,14 @@ class DAIFNet(nn.Module):
             nn.Conv2d(w0 + 2 * w0 + nf, hw, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hw, 2, 1)
         )
         # Stack-level heads: bounded AIF residual and inverse-depth correction.
-        self.stack_head = nn.Conv2d(w0, 4, 3, padding=1)
+        self.stack_head = nn.Conv2d(w0, 5, 3, padding=1)
         for mod in self.modules():
             if isinstance(mod, nn.Conv2d):  # He initialisation keeps activations alive through plain conv-ReLU
                 nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
                 nn.init.zeros_(mod.bias)
         nn.init.zeros_(self.stack_head.weight)
+        with torch.no_grad():  # start by trusting the classical estimate (gate ≈ 0.88), see forward()
+            self.stack_head.bias[4] = 2.0
 
     # ------------------------------------------------------------------------------------------------ helpers
     @staticmethod
@@ -164,9 +174,28 @@ class DAIFNet(nn.Module):
         hp, wp = x.shape[-2:]
         dioptre = (1.0 / focus).to(x.dtype)
         log_k = torch.log(blur_per_dioptre.to(x.dtype).clamp_min(1e-3))
+        inv_near = (1.0 / depth_range[:, 0]).to(x.dtype)[:, None, None, None]
+        inv_far = (1.0 / depth_range[:, 1]).to(x.dtype)[:, None, None, None]
+        # The classical depth-from-focus estimate (a fixed function of the input, no gradient) as a prior.
+        with torch.no_grad():
+            cls_depth, _, cls_conf = classical_depth_from_focus(stack.detach(), focus.detach())
+            cls_inv = torch.minimum(torch.maximum(1.0 / cls_depth.to(x.dtype), inv_far), inv_near)  # (B, 1, H, W)
+            expected_blur = (dioptre[:, :, None, None, None] - cls_inv[:, None]) * blur_per_dioptre.to(x.dtype)[
+                :, :, None, None, None
+            ]  # (B, N, 1, H, W) signed CoC in pixels
+        cond = torch.cat(
+            [
+                expected_blur / 10.0,
+                (cls_inv - 1.0)[:, None].expand(-1, n, -1, -1, -1),
+                cls_conf.to(x.dtype)[:, None].expand(-1, n, -1, -1, -1),
+            ],
+            dim=2,
+        ).reshape(b * n, 3, h, w)
+        if ph or pw:
+            cond = F.pad(cond, (0, pw, 0, ph), mode="replicate")
         # Centre/scale the conditioning roughly to unit range over the cameras we care about.
         planes = torch.stack([dioptre - 1.0, (log_k - 2.5) / 1.5], dim=-1).reshape(b * n, 2, 1, 1)
-        x = torch.cat([x, planes.expand(-1, -1, hp, wp)], dim=1)
+        x = torch.cat([x, planes.expand(-1, -1, hp, wp), cond], dim=1)
 
         skips = []
         for level, block in enumerate(self.encoder):
@@ -193,10 +222,10 @@ class DAIFNet(nn.Module):
         aif = aif.clamp(0.0, 1.0)
 
         attention = torch.softmax(scores[:, :, 1:2], dim=1)  # (B, N, 1, H, W)
-        inv_near = (1.0 / depth_range[:, 0]).to(x.dtype)[:, None, None, None]
-        inv_far = (1.0 / depth_range[:, 1]).to(x.dtype)[:, None, None, None]
         soft = (attention * dioptre[:, :, None, None, None]).sum(dim=1)  # (B, 1, H, W) dioptres
-        u = ((soft - inv_far) / (inv_near - inv_far)).clamp(1e-4, 1 - 1e-4)
+        gate = torch.sigmoid(extra[:, 4:5])  # per pixel: classical prior vs learned soft arg-max
+        mixed = gate * cls_inv + (1.0 - gate) * soft
+        u = ((mixed - inv_far) / (inv_near - inv_far)).clamp(1e-4, 1 - 1e-4)
         logit = torch.log(u) - torch.log1p(-u) + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])
         inv_depth = inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
         depth = 1.0 / inv_depth
