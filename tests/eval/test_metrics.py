@@ -12,13 +12,6 @@ from defocus.errors import DefocusError
 from defocus.eval.metrics import depth_metrics, mean_metrics, psnr, ssim, ssim_map
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP stalls on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_depth_metrics_by_hand():

@@ -10,7 +10,6 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
