@@ -57,7 +57,7 @@ class ThinLensCamera:
         _check_positive_finite("pixel size", self.pixel_size_m, "--pixel-size-um")
         if self.pixel_size_m > 1e-3:
             raise DefocusError(
-                f"pixel size {self.pixel_size_m * 1e6:g} µm is over 1 mm: is it in µm (pass --pixel-size-um)?"
+                f"pixel size {self.pixel_size_m * 1e6:g} µm is over 1 mm: give --pixel-size-um in micrometres"
             )
         if self.focal_length_m > 10.0:
             raise DefocusError(f"focal length {self.focal_length_m:g} m is impossible: is it in mm?")
@@ -105,6 +105,8 @@ class ThinLensCamera:
             raise DefocusError("no focus distances given (pass --focus)")
         if not torch.isfinite(fd).all():
             raise DefocusError(f"focus distances must be finite, got {fd.flatten().tolist()}")
+        if (fd <= 0).any():
+            raise DefocusError(f"focus distances must be positive (metres), got {fd.flatten().tolist()}")
         if (fd <= self.focal_length_m).any():
             raise DefocusError(
                 f"focus distances must be beyond the focal length ({self.focal_length_m * 1e3:g} mm), "
