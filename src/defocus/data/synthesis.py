@@ -56,7 +56,9 @@ def synthesize_stack(
     aif, depth = aif.float(), depth.float()
     with torch.no_grad():
         if protocol == "paper":
-            stack = render_layered(aif, depth, focus, camera, "gaussian", level_ratio=SYNTHESIS_LEVEL_RATIO)
+            stack = render_layered(
+                aif, depth, focus, camera, "gaussian", level_ratio=SYNTHESIS_LEVEL_RATIO, multires=False
+            )
         else:
             stack = render_occlusion(aif, depth, focus, camera, "disk", linear_light=True)
             gen = torch.Generator().manual_seed(int(seed))
