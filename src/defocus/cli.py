@@ -101,10 +101,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.procedural is not None:
         if args.rgb or args.depth:
             raise DefocusError("pass either --procedural or --rgb/--depth, not both")
+        from defocus.data.training import SCENE_DEPTH_RANGE_M
+
         size = tuple(args.size) if args.size else (preset.image_size if preset else (240, 320))
-        depth_range = preset.depth_range_m if preset else (0.5, 6.0)
-        near = max(depth_range[0], 1.5 * camera.focal_length_m)
-        rgb, depth = make_scene(args.procedural, size[0], size[1], (max(near, 0.3), depth_range[1] * 0.8))
+        if preset is not None:
+            scene_range = SCENE_DEPTH_RANGE_M[preset.name]  # the scenes the package trains and tests on
+        else:  # around the focus distances, never closer than twice the focal length
+            scene_range = (max(0.5 * min(focus), 2.0 * camera.focal_length_m), 2.0 * max(focus))
+        rgb, depth = make_scene(args.procedural, size[0], size[1], scene_range)
         valid = torch.ones_like(depth, dtype=torch.bool)
     else:
         if args.rgb is None or args.depth is None:
