@@ -248,3 +248,14 @@ def test_demo_missing_checkpoint(tmp_path, capsys):
     rc, _, err = _cli(["demo", "-o", tmp_path / "d", "--checkpoint", tmp_path / "nope.safetensors"], capsys)
     _one_error_line(rc, err, "nope.safetensors")
     assert not (tmp_path / "d" / "report.md").exists()
+
+
+def test_refinement_forward_model_is_selectable(trained, stack, tmp_path, capsys):
+    depths = {}
+    for psf in ("disk", "gaussian"):
+        out = tmp_path / f"pred_{psf}"
+        rc, _, err = _cli(["predict", stack, "-o", out, "--checkpoint", trained["weights"], "--refine-steps", "3",
+                           "--refine-psf", psf], capsys)
+        assert rc == 0, err
+        depths[psf] = _check_prediction(out / "proc7", H, W)
+    assert not np.array_equal(depths["disk"], depths["gaussian"])

@@ -183,6 +183,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="weights (.safetensors); default: the weights shipped with defocus")
     p.add_argument("--refine-steps", type=int, default=0, metavar="K",
                    help="test-time self-supervised refinement steps on each stack (no ground truth)")
+    p.add_argument("--refine-psf", choices=("disk", "gaussian"), default="disk",
+                   help="forward model of the refinement: disk PSF in linear light (default, closer to real lenses) "
+                   "or the paper's Gaussian on sRGB values")
     p.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="depth range in metres of the output (default: the preset's, or from the focus distances)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
@@ -227,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from defocus.evaluation import evaluate_folders, format_table, results_to_json
 
     model, meta = _load_model(args)
-    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps)
+    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_psf=args.refine_psf)
     print(format_table(results, markdown=args.markdown))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +297,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, _ = _load_model(args)
     args.output.mkdir(parents=True, exist_ok=True)
     for st in tqdm(stacks, desc="predict", disable=len(stacks) < 2, leave=False):
-        pred = predict_stack(model, st, _depth_range(args), refine_steps=args.refine_steps)
+        pred = predict_stack(model, st, _depth_range(args), refine_steps=args.refine_steps,
+                             refine_psf=args.refine_psf, refine_linear_light=args.refine_psf == "disk")
         write_prediction(args.output / st.name, pred, title=st.name)
         d = pred.depth
         print(f"{st.name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m -> {args.output / st.name}")

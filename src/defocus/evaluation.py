@@ -36,6 +36,7 @@ def evaluate_stack(
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
     keep_predictions: bool = False,
+    refine_psf: str = "disk",
 ) -> StackResult:
     if stack.gt_depth is None:
         raise DefocusError(f"stack {stack.name} has no gt_depth.tiff: evaluation needs ground truth")
@@ -43,7 +44,8 @@ def evaluate_stack(
     dr = depth_range or default_depth_range(camera, stack.focus_distances_m)
     gt = torch.from_numpy(stack.gt_depth)
     res = StackResult(stack.name)
-    net = predict_stack(model, stack, dr, refine_steps=refine_steps)
+    net = predict_stack(model, stack, dr, refine_steps=refine_steps, refine_psf=refine_psf,
+                        refine_linear_light=refine_psf == "disk")
     depth_c, aif_c, conf_c = classical_depth_from_focus(stack.images, stack.focus_distances_m, depth_range_m=dr)
     classical = Prediction(depth=depth_c[0], aif=aif_c, confidence=conf_c[0])
     for method, pred in (("network", net), ("classical", classical)):
@@ -91,13 +93,14 @@ def evaluate_folders(
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
     progress: bool = True,
+    refine_psf: str = "disk",
 ) -> list[StackResult]:
     from tqdm import tqdm
 
     results = []
     for folder in tqdm(list(folders), desc="evaluate", disable=not progress or len(folders) < 2, leave=False):
         stack = read_stack(folder)
-        results.append(evaluate_stack(model, stack, depth_range, refine_steps))
+        results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_psf=refine_psf))
     return results
 
 
