@@ -75,9 +75,7 @@ def _resize(img, size, mode: str):
 
     if tuple(img.shape[-2:]) == tuple(size):
         return img
-    if mode == "area":
-        return F.interpolate(img[None], size=size, mode="area")[0]
-    return F.interpolate(img[None], size=size, mode="nearest")[0]
+    return F.interpolate(img[None], size=size, mode=mode)[0]
 
 
 def cmd_render(args: argparse.Namespace) -> int:

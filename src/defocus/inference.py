@@ -15,7 +15,7 @@ import torch
 from defocus.data.stack_io import FocalStack, require_camera
 from defocus.errors import DefocusError
 from defocus.losses.selfsup import LossConfig, SelfSupervisedLoss
-from defocus.models.daifnet import DAIFNet
+from defocus.models.daifnet import DAIFNet, inverse_depth_to_logit, logit_to_inverse_depth
 from defocus.optics.camera import PRESETS, ThinLensCamera
 
 
@@ -59,22 +59,20 @@ def refine(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-stack self-supervised optimisation of (inverse depth, AIF); shapes as :class:`DAIFNet` outputs."""
     inv_near, inv_far = 1.0 / depth_range[0], 1.0 / depth_range[1]
-    u = ((init_inv_depth - inv_far) / (inv_near - inv_far)).clamp(1e-4, 1 - 1e-4)
-    logit = (torch.log(u) - torch.log1p(-u)).detach().requires_grad_(True)
+    logit = inverse_depth_to_logit(init_inv_depth, inv_near, inv_far).detach().requires_grad_(True)
     aif_logit = torch.logit(init_aif.clamp(1e-3, 1 - 1e-3)).detach().requires_grad_(True)
     loss_fn = SelfSupervisedLoss(LossConfig(psf=psf, linear_light=linear_light))
     # The AIF moves slowly: the network's AIF is already good, and a fast AIF would fit the sensor noise.
     opt = torch.optim.Adam([{"params": [logit], "lr": lr}, {"params": [aif_logit], "lr": aif_lr}])
     for _ in range(steps):
-        inv = inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
+        inv = logit_to_inverse_depth(logit, inv_near, inv_far)
         pred = {"aif": torch.sigmoid(aif_logit), "inv_depth": inv}
         loss, _ = loss_fn(stack, pred, focus, blur_per_dioptre)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        inv = inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
-        return inv, torch.sigmoid(aif_logit)
+        return logit_to_inverse_depth(logit, inv_near, inv_far), torch.sigmoid(aif_logit)
 
 
 @torch.no_grad()

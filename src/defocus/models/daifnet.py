@@ -87,6 +87,17 @@ def focus_measure_features(stack: torch.Tensor, windows: tuple[int, ...] = (5, 1
     return torch.cat(feats, dim=2)
 
 
+def inverse_depth_to_logit(inv_depth: torch.Tensor, inv_near, inv_far) -> torch.Tensor:
+    """Inverse of :func:`logit_to_inverse_depth` (inputs clamped just inside the range)."""
+    u = ((inv_depth - inv_far) / (inv_near - inv_far)).clamp(1e-4, 1 - 1e-4)
+    return torch.log(u) - torch.log1p(-u)
+
+
+def logit_to_inverse_depth(logit: torch.Tensor, inv_near, inv_far) -> torch.Tensor:
+    """The bounded depth parameterisation: inverse depth (dioptres) = 1/far + (1/near − 1/far)·sigmoid(logit)."""
+    return inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
+
+
 def _stack_max(x: torch.Tensor, b: int, n: int) -> torch.Tensor:
     """(B·N, C, H, W) → (B, C, H, W) element-wise max over the stack."""
     return x.view(b, n, *x.shape[1:]).amax(dim=1)
@@ -225,9 +236,9 @@ class DAIFNet(nn.Module):
         soft = (attention * dioptre[:, :, None, None, None]).sum(dim=1)  # (B, 1, H, W) dioptres
         gate = torch.sigmoid(extra[:, 4:5])  # per pixel: classical prior vs learned soft arg-max
         mixed = gate * cls_inv + (1.0 - gate) * soft
-        u = ((mixed - inv_far) / (inv_near - inv_far)).clamp(1e-4, 1 - 1e-4)
-        logit = torch.log(u) - torch.log1p(-u) + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])
-        inv_depth = inv_far + (inv_near - inv_far) * torch.sigmoid(logit)
+        logit = inverse_depth_to_logit(mixed, inv_near, inv_far)
+        logit = logit + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])
+        inv_depth = logit_to_inverse_depth(logit, inv_near, inv_far)
         depth = 1.0 / inv_depth
         # Confidence: how peaked the focus attention is (1 = one image clearly sharpest; 0 = uniform).
         if n > 1:
