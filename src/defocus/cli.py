@@ -63,28 +63,18 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="camera preset: nyuv2 or defocusnet (sets camera, focus distances and image size)")
     p.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated (overrides the preset's)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the preset's, or the input's)")
-    p.add_argument("--protocol", choices=("paper", "realistic"), default="paper", help="synthesis protocol (SPEC §2)")
+    p.add_argument("--protocol", choices=("paper", "realistic"), default="paper", help="synthesis protocol: paper (Gaussian PSF, no noise) or realistic (disk PSF in linear light, occlusion, noise)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sensor noise of the realistic protocol")
     add_camera_flags(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output stack folder")
     p.set_defaults(func=cmd_render)
 
 
-def _resize(img, size, mode: str):
-    import torch.nn.functional as F
-
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    return F.interpolate(img[None], size=size, mode=mode)[0]
-
-
 def cmd_render(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from defocus.data.procedural import make_scene
-    from defocus.data.stack_io import FocalStack, fill_depth_holes, load_image, read_depth, write_stack
-    from defocus.data.synthesis import synthesize_stack
+    from defocus.data.codecs import load_image, read_depth
+    from defocus.data.folders import write_stack
+    from defocus.data.procedural import make_scene, scene_depth_range
+    from defocus.data.synthesis import stack_from_rgbd, stack_from_scene
     from defocus.optics.camera import get_preset
 
     preset = get_preset(args.preset) if args.preset else None
@@ -95,47 +85,26 @@ def cmd_render(args: argparse.Namespace) -> int:
     if focus is None:
         raise DefocusError("no focus distances given: pass --focus or --preset")
     camera.validate_focus(focus)
-
+    name = args.output.name
     if args.procedural is not None:
         if args.rgb or args.depth:
             raise DefocusError("pass either --procedural or --rgb/--depth, not both")
-        from defocus.data.training import SCENE_DEPTH_RANGE_M
-
         size = tuple(args.size) if args.size else (preset.image_size if preset else (240, 320))
-        if preset is not None:
-            scene_range = SCENE_DEPTH_RANGE_M[preset.name]  # the scenes the package trains and tests on
-        else:  # around the focus distances, never closer than twice the focal length
-            scene_range = (max(0.5 * min(focus), 2.0 * camera.focal_length_m), 2.0 * max(focus))
+        scene_range = scene_depth_range(preset.name if preset else None, focus, camera.focal_length_m)
         rgb, depth = make_scene(args.procedural, size[0], size[1], scene_range)
-        valid = torch.ones_like(depth, dtype=torch.bool)
+        stack = stack_from_scene(rgb, depth, focus, camera, args.protocol, seed=args.seed, name=name)
     else:
         if args.rgb is None or args.depth is None:
             raise DefocusError("no source given: pass --rgb and --depth, or --procedural SEED")
         rgb = load_image(args.rgb)
-        depth_np = read_depth(args.depth, args.depth_scale)
-        if depth_np.shape != tuple(rgb.shape[-2:]):
+        depth = read_depth(args.depth, args.depth_scale)
+        if depth.shape != tuple(rgb.shape[-2:]):
             raise DefocusError(
-                f"--rgb is {rgb.shape[-1]}x{rgb.shape[-2]} but --depth is {depth_np.shape[1]}x{depth_np.shape[0]}"
+                f"--rgb is {rgb.shape[-1]}x{rgb.shape[-2]} but --depth is {depth.shape[1]}x{depth.shape[0]}"
             )
-        filled, valid_np = fill_depth_holes(depth_np)
-        depth = torch.from_numpy(filled)[None]
-        valid = torch.from_numpy(valid_np)[None]
         size = tuple(args.size) if args.size else (preset.image_size if preset else tuple(rgb.shape[-2:]))
-        # The preset's pixel pitch belongs to the preset's image size: the camera is used as given at `size`.
-        rgb = _resize(rgb, size, "area")
-        depth = _resize(depth, size, "nearest")
-        valid = _resize(valid.float(), size, "nearest") > 0.5
-    stack = synthesize_stack(rgb, depth, torch.tensor(focus), camera, args.protocol, seed=args.seed)
-    gt_depth = np.where(valid[0].numpy(), depth[0].numpy(), 0.0).astype(np.float32)
-    out = FocalStack(
-        images=stack,
-        focus_distances_m=torch.tensor(focus, dtype=torch.float32),
-        camera=camera,
-        gt_depth=gt_depth,
-        gt_aif=rgb,
-        name=args.output.name,
-    )
-    write_stack(out, args.output)
+        stack = stack_from_rgbd(rgb, depth, focus, camera, args.protocol, size=size, seed=args.seed, name=name)
+    write_stack(stack, args.output)
     print(f"wrote {len(focus)}-image {args.protocol} stack {size[1]}x{size[0]} to {args.output}")
     return 0
 
@@ -149,7 +118,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "key=value overrides (e.g. optim.epochs=3 data.stack_dirs=[my/stack]); the resolved config is saved "
         "next to the run and inside every checkpoint.",
     )
-    p.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    p.add_argument("--config", type=Path, help="YAML config file, or the name of a packaged config: release, tiny")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-3 name=myrun")
     p.add_argument("--resume", action="store_true", help="continue the run of the same name from its last epoch")
     p.add_argument("--export", type=Path, help="after training, copy the best weights to this .safetensors file")
@@ -192,7 +161,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 def _load_model(args: argparse.Namespace):
     import torch
 
-    from defocus.train.checkpoint import load_checkpoint, load_default_model
+    from defocus.models.checkpoint import load_checkpoint, load_default_model
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -214,8 +183,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="depth metrics of the network and the classical baseline, side by side, on stacks with ground truth",
-        description="Evaluate on stack folders holding gt_depth.tiff (and optionally gt_aif.png): SPEC §5 metrics "
-        "per stack and their mean, for the network and for the classical depth-from-focus baseline.",
+        description="Evaluate on stack folders holding gt_depth.tiff (and optionally gt_aif.png): depth metrics "
+        "(AbsRel, SqRel, RMSE, RMSElog, δ1-3; AIF PSNR/SSIM) per stack and their mean, for the network and for the "
+        "classical depth-from-focus baseline.",
     )
     p.add_argument("stacks", nargs="+", type=Path, help="stack folders")
     _model_flags(p)
@@ -225,10 +195,10 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from defocus.evaluation import evaluate_folders, format_table, results_to_json
+    from defocus.evaluate import evaluate_folders, format_table, results_to_json
 
     model, meta = _load_model(args)
-    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_psf=args.refine_psf)
+    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_model=args.refine_psf)
     print(format_table(results, markdown=args.markdown))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -253,36 +223,12 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def write_prediction(out_dir: Path, pred, title: str | None = None) -> None:
-    """Writes the SPEC §6 outputs of one stack into out_dir atomically (a temporary folder renamed into place)."""
-    import shutil
-    import uuid
-
-    from defocus.data.stack_io import save_image, write_depth_png_mm, write_depth_tiff
-    from defocus.eval.visualize import depth_preview
-
-    depth = pred.depth.detach().cpu().numpy().astype("float32")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
-        write_depth_tiff(tmp / "depth.tiff", depth)
-        write_depth_png_mm(tmp / "depth.png", depth)
-        depth_preview(depth, title=title).save(tmp / "depth_preview.png")
-        save_image(tmp / "aif.png", pred.aif.clamp(0, 1))
-        write_depth_tiff(tmp / "confidence.tiff", pred.confidence.detach().cpu().numpy().astype("float32"))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from defocus.data.stack_io import read_stack, require_camera
-    from defocus.inference import predict_stack
+    from defocus.data.folders import read_stack
+    from defocus.data.stack import require_camera
+    from defocus.predict import predict_stack, write_prediction
 
     camera = camera_from_flags(args)
     # Read and check every stack first, so that bad input fails before anything is written.
@@ -296,9 +242,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     for st in tqdm(stacks, desc="predict", disable=len(stacks) < 2, leave=False):
         pred = predict_stack(model, st, _depth_range(args), refine_steps=args.refine_steps,
-                             refine_psf=args.refine_psf, refine_linear_light=args.refine_psf == "disk")
+                             refine_model=args.refine_psf)
         write_prediction(args.output / st.name, pred, title=st.name)
-        d = pred.depth
+        d = pred.depth_map
         print(f"{st.name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m -> {args.output / st.name}")
     return 0
 
@@ -320,7 +266,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from defocus.demo import run_demo
 
     model, meta = _load_model(args)
-    report = run_demo(model, args.output, args.stacks_per_group, _depth_range(args), args.refine_steps)
+    report = run_demo(model, args.output, args.stacks_per_group, _depth_range(args), args.refine_steps,
+                      refine_model=args.refine_psf)
     print(f"report written to {report}")
     return 0
 

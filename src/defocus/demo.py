@@ -11,16 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from defocus.data.procedural import make_scene
-from defocus.data.stack_io import FocalStack, write_stack
-from defocus.data.synthesis import synthesize_stack
-from defocus.data.training import SCENE_DEPTH_RANGE_M, TEST_SEED_START
-from defocus.evaluation import evaluate_stack, format_table, results_to_json, summarize
-from defocus.models.daifnet import DAIFNet
+from torch import nn
+
+from defocus.data.folders import write_stack
+from defocus.data.procedural import SCENE_DEPTH_RANGE_M, TEST_SEED_START, make_scene
+from defocus.data.stack import FocalStack
+from defocus.data.synthesis import stack_from_scene
+from defocus.evaluate import evaluate_stack, format_table, results_to_json, summarize
+from defocus.files import atomic_write
 from defocus.optics.camera import get_preset
+from defocus.optics.forward import ForwardModel
 
 
 def make_test_stack(preset_name: str, protocol: str, index: int) -> FocalStack:
@@ -29,22 +31,20 @@ def make_test_stack(preset_name: str, protocol: str, index: int) -> FocalStack:
     seed = TEST_SEED_START + 10_000 * ("nyuv2", "defocusnet").index(preset_name) + index
     h, w = preset.image_size
     aif, depth = make_scene(seed, h, w, SCENE_DEPTH_RANGE_M[preset_name])
-    fd = torch.tensor(preset.focus_distances_m, dtype=torch.float32)
-    stack = synthesize_stack(aif, depth, fd, preset.camera, protocol, seed=seed)
-    return FocalStack(
-        images=stack, focus_distances_m=fd, camera=preset.camera, gt_depth=depth[0].numpy(), gt_aif=aif,
-        name=f"{preset_name}_{protocol}_{seed}",
-    )
+    return stack_from_scene(aif, depth, preset.focus_distances_m, preset.camera, protocol, seed=seed,
+                            name=f"{preset_name}_{protocol}_{seed}")
 
 
 def run_demo(
-    model: DAIFNet,
+    model: nn.Module,
     out_dir: Path,
     stacks_per_group: int = 2,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
+    refine_model: ForwardModel | str = "disk",
 ) -> Path:
-    from defocus.eval.visualize import colorize, contact_sheet, error_map
+    """Renders, predicts, evaluates and reports (see module docstring); returns the path of ``report.md``."""
+    from defocus.visualize import colorize, contact_sheet, error_map, save_png
 
     out_dir = Path(out_dir)
     (out_dir / "stacks").mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def run_demo(
     for preset_name, protocol, i in tqdm(jobs, desc="demo"):
         stack = make_test_stack(preset_name, protocol, i)
         write_stack(stack, out_dir / "stacks" / stack.name)
-        res = evaluate_stack(model, stack, depth_range, refine_steps, keep_predictions=True)
+        res = evaluate_stack(model, stack, depth_range, refine_steps, keep_predictions=True, refine_model=refine_model)
         results.append(res)
         gt = stack.gt_depth
         net, cls = res.predictions["network"], res.predictions["classical"]
@@ -69,15 +69,19 @@ def run_demo(
         rows.append([
             (f"{stack.name}  focus {stack.focus_distances_m[0]:.2f} m", stack.images[0]),
             (f"focus {stack.focus_distances_m[n - 1]:.2f} m", stack.images[n - 1]),
-            ("predicted AIF", net.aif.clamp(0, 1)),
-            (f"network depth (AbsRel {m['network']['abs_rel']:.3f})", depth_img(net.depth.numpy())),
+            ("predicted AIF", net.aif_image.clamp(0, 1)),
+            (f"network depth (AbsRel {m['network']['abs_rel']:.3f})", depth_img(net.depth_map.numpy())),
             ("ground truth", depth_img(gt)),
-            ("network |error|/gt (0-50%)", error_map(net.depth.numpy(), gt)),
-            (f"classical (AbsRel {m['classical']['abs_rel']:.3f})", depth_img(cls.depth.numpy())),
+            ("network |error|/gt (0-50%)", error_map(net.depth_map.numpy(), gt)),
+            (f"classical (AbsRel {m['classical']['abs_rel']:.3f})", depth_img(cls.depth_map.numpy())),
         ])
     sheet = contact_sheet(rows, cell_height=150, title="defocus demo: procedural test stacks")
-    sheet.save(out_dir / "contact_sheet.png")
-    (out_dir / "metrics.json").write_text(results_to_json(results, {"refine_steps": refine_steps}))
+    save_png(out_dir / "contact_sheet.png", sheet)
+    extra: dict = {"refine_steps": refine_steps}
+    if refine_steps > 0:
+        extra["refine_model"] = refine_model if isinstance(refine_model, str) else refine_model.describe()
+    metrics = results_to_json(results, extra)
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(metrics), "metrics")
     mean = summarize(results)
     lines = [
         "# defocus demo report",
@@ -95,6 +99,6 @@ def run_demo(
         "Stack folders are in `stacks/`; metrics in `metrics.json`.",
     ]
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write(report, lambda tmp: tmp.write_text("\n".join(lines) + "\n"), "report")
     print(format_table(results))
     return report

@@ -25,7 +25,7 @@ A scene is built in three steps:
    many textured surfaces. Finally a mild global illumination gradient, vignetting and an exposure factor are
    applied in linear light, and the image is encoded back to sRGB and clipped to [0, 1].
 
-Conventions (SPEC §1): depth in metres, images sRGB-encoded float32 in [0, 1] (like a stored 8-bit photo / 255),
+Conventions: depth in metres, images sRGB-encoded float32 in [0, 1] (like a stored 8-bit photo / 255),
 tensors ``rgb (3, H, W)`` and ``depth (1, H, W)`` for one scene, ``(B, 3, H, W)`` / ``(B, 1, H, W)`` for a batch.
 """
 
@@ -33,17 +33,35 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from defocus.color import linear_to_srgb, srgb_to_linear
 from defocus.errors import DefocusError
 
-__all__ = ["make_scene", "make_scenes", "DEFAULT_DEPTH_RANGE_M"]
+__all__ = [
+    "make_scene",
+    "make_scenes",
+    "DEFAULT_DEPTH_RANGE_M",
+    "SCENE_DEPTH_RANGE_M",
+    "VALIDATION_SEED_START",
+    "TEST_SEED_START",
+    "scene_depth_range",
+]
 
 #: Default depth range of the generated scenes, in metres (near, far).
 DEFAULT_DEPTH_RANGE_M: tuple[float, float] = (0.5, 6.0)
+
+#: Depth range of the scenes the package trains, validates and tests on for each camera preset (inside the preset's
+#: range, like rooms and table tops).
+SCENE_DEPTH_RANGE_M: dict[str, tuple[float, float]] = {"nyuv2": (0.7, 8.0), "defocusnet": (0.2, 2.5)}
+
+#: Seeds below this are for training; from it up to TEST_SEED_START for validation during training.
+VALIDATION_SEED_START = 900_000
+#: Seeds from here on are for tests and the demo: never trained or validated on.
+TEST_SEED_START = 1_000_000
 
 _MIN_SHAPES, _MAX_SHAPES = 10, 40
 _R_MIN_FRAC, _R_MAX_FRAC = 0.06, 0.6  # shape radius limits, as fractions of sqrt(H*W)
@@ -87,14 +105,6 @@ def _check_depth_range(depth_range_m: object) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------------------------------------------------
 # colour helpers
-
-
-def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.maximum(x, 0.0031308) ** (1.0 / 2.4) - 0.055)
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -348,8 +358,8 @@ def _scene_arrays(seed: int, h: int, w: int, near: float, far: float) -> tuple[n
     for i in np.argsort(inv0, kind="stable"):  # far to near
         _paint_shape(rng, inv, rgb, float(radii[i]), float(inv0[i]), inv_far, inv_near)
 
-    lin = _srgb_to_linear(np.clip(rgb, 0.0, 1.0)) * _illumination(rng, h, w)
-    rgb = _linear_to_srgb(np.clip(lin, 0.0, 1.0))
+    lin = srgb_to_linear(np.clip(rgb, 0.0, 1.0)) * _illumination(rng, h, w)
+    rgb = linear_to_srgb(np.clip(lin, 0.0, 1.0))
 
     depth = (1.0 / inv).astype(np.float32)
     lo, hi = np.float32(near), np.float32(far)
@@ -413,3 +423,11 @@ def make_scenes(
     for i, s in enumerate(seed_list):
         rgb[i], depth[i] = _scene_arrays(s, h, w, near, far)
     return torch.from_numpy(rgb), torch.from_numpy(depth)
+
+
+def scene_depth_range(preset_name: str | None, focus_m: Sequence[float], focal_length_m: float) -> tuple[float, float]:
+    """Depth range (metres) of procedural scenes for a camera: the preset's scene range, else around the focus
+    distances (half the nearest, never nearer than twice the focal length, to twice the farthest)."""
+    if preset_name is not None:
+        return SCENE_DEPTH_RANGE_M[preset_name]
+    return max(0.5 * min(focus_m), 2.0 * focal_length_m), 2.0 * max(focus_m)

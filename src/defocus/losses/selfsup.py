@@ -1,8 +1,10 @@
 """The fully self-supervised objective: re-render the observed stack from the prediction and compare.
 
-All named terms of :mod:`defocus.losses.terms` are combined here, in one place, with weights from the config.
-The forward model inside the loss (PSF model, linear light) is a config choice too: the paper uses a Gaussian PSF
-on sRGB values; real lenses and our ``realistic`` protocol are closer to a disk PSF in linear light (SPEC §4).
+All named terms of :mod:`defocus.losses.terms` are combined here, in one place, with weights from the config. The
+forward model inside the loss is a :class:`~defocus.optics.forward.ForwardModel` passed with every call: the paper
+uses a Gaussian PSF on sRGB values; real lenses and our ``realistic`` protocol are closer to a disk PSF in linear
+light. ``LossConfig`` keeps the config's default forward model (``psf``, ``linear_light``, ``level_ratio``,
+``multires``); :meth:`LossConfig.forward_model` builds it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from torch import nn
 
 from defocus.errors import DefocusError
 from defocus.losses.terms import LOSS_TERMS
-from defocus.optics.render import blur_from_inverse_depth, linear_to_srgb, render_layered_from_blur, srgb_to_linear
+from defocus.models.prediction import Prediction
+from defocus.optics.forward import ForwardModel
 
 
 def _paper_weights() -> dict[str, float]:
@@ -23,7 +26,7 @@ def _paper_weights() -> dict[str, float]:
 
 @dataclass
 class LossConfig:
-    """Weights of the named terms and the forward model used to re-render (paper values by default)."""
+    """Weights of the named terms and the default forward model used to re-render (paper values by default)."""
 
     weights: dict[str, float] = field(default_factory=_paper_weights)
     psf: str = "gaussian"
@@ -35,22 +38,11 @@ class LossConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def rerender(
-    aif: torch.Tensor,
-    inv_depth: torch.Tensor,
-    focus: torch.Tensor,
-    blur_per_dioptre: torch.Tensor,
-    psf: str = "gaussian",
-    linear_light: bool = False,
-    level_ratio: float = 1.5,
-    multires: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward model of the loss: (rendered stack (B, N, 3, H, W), blur size (B, N, 1, H, W) px)."""
-    blur = blur_from_inverse_depth(inv_depth, focus, blur_per_dioptre, psf)
-    img = srgb_to_linear(aif) if linear_light else aif
-    out = render_layered_from_blur(img, blur, psf, level_ratio=level_ratio, multires=multires)
-    return (linear_to_srgb(out) if linear_light else out), blur
+    def forward_model(self, **overrides) -> ForwardModel:
+        """The forward model this config describes; ``overrides`` (e.g. ``psf``, ``linear_light``) replace fields."""
+        values = {k: v for k, v in self.to_dict().items() if k != "weights"}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return ForwardModel.from_config(values)
 
 
 class SelfSupervisedLoss(nn.Module):
@@ -66,34 +58,19 @@ class SelfSupervisedLoss(nn.Module):
     def forward(
         self,
         observed: torch.Tensor,
-        pred: dict[str, torch.Tensor],
+        pred: Prediction,
+        physics: ForwardModel,
         focus: torch.Tensor,
         blur_per_dioptre: torch.Tensor,
-        psf: str | None = None,
-        linear_light: bool | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Args: observed (B, N, 3, H, W); pred with ``aif`` and ``inv_depth``; focus and K (B, N).
-
-        ``psf`` / ``linear_light`` override the config for this call (e.g. per data source).
-        """
-        cfg = self.config
-        rendered, blur = rerender(
-            pred["aif"],
-            pred["inv_depth"],
-            focus,
-            blur_per_dioptre,
-            psf or cfg.psf,
-            cfg.linear_light if linear_light is None else linear_light,
-            cfg.level_ratio,
-            cfg.multires,
-        )
-        pred = {**pred, "blur": blur}
+        """Args: observed (B, N, 3, H, W); the prediction; the forward model; focus and K (B, N)."""
+        rendered = physics.rerender(pred.aif, pred.inv_depth, focus, blur_per_dioptre)
         total = observed.new_zeros(())
         parts: dict[str, float] = {}
-        for name, weight in cfg.weights.items():
+        for name, weight in self.config.weights.items():
             if weight == 0:
                 continue
-            value = LOSS_TERMS[name](observed, rendered, pred)
+            value = LOSS_TERMS[name](observed, pred, physics, rendered)
             total = total + weight * value
             parts[name] = float(value.detach())
         return total, parts

@@ -1,13 +1,16 @@
-"""Self-supervised loss terms (SPEC §4), each a small named function with one shared signature.
+"""Self-supervised loss terms, each a small named function with one shared signature (and a thin module).
 
-Every term is ``term(observed, rendered, pred) -> scalar`` where
+Every term is ``term(observed, pred, physics, rendered) -> scalar``, as DeepInverse's ``loss(y, x_net, physics)``:
 
 * ``observed``: (B, N, 3, H, W) the input focal stack;
-* ``rendered``: (B, N, 3, H, W) the stack re-rendered by the forward model from the prediction;
-* ``pred``: the network's output dict (``aif`` (B, 3, H, W), ``inv_depth`` (B, 1, H, W), ``blur`` (B, N, 1, H, W)
-  — the PSF size of every image at every pixel, added by the loss before calling the terms).
+* ``pred``: the :class:`~defocus.models.prediction.Prediction` (``aif`` (B, 3, H, W), ``inv_depth`` (B, 1, H, W));
+* ``physics``: the :class:`~defocus.optics.forward.ForwardModel` that re-renders the prediction;
+* ``rendered``: ``physics.rerender(pred.aif, pred.inv_depth, focus, K)``, the re-rendered stack (B, N, 3, H, W) and
+  the PSF size of every image at every pixel (B, N, 1, H, W), computed once by
+  :class:`~defocus.losses.selfsup.SelfSupervisedLoss` and shared by the terms.
 
-So the self-supervised loss is literally "re-render and compare", and a term never sees ground truth.
+So the self-supervised loss is literally "re-render and compare", and a term never sees ground truth. A new term is
+a function with this signature added to :data:`LOSS_TERMS`; its weight then comes from the config.
 Changes from the paper's code, and why:
 
 * ``aif_sharpness`` is applied to the *predicted* AIF (in the paper's code it was computed on the coarse AIF, a
@@ -23,10 +26,14 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from defocus.eval.metrics import ssim_map
+from defocus.color import to_grey
+from defocus.metrics import ssim_map
+from defocus.models.prediction import Prediction
+from defocus.optics.forward import ForwardModel, Rerendering
 
-LossTerm = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+LossTerm = Callable[[torch.Tensor, Prediction, ForwardModel, Rerendering], torch.Tensor]
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -40,9 +47,11 @@ def photometric(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.85) -> torch.
     return alpha * (1.0 - s).mean() + (1.0 - alpha) * (a - b).abs().mean()
 
 
-def reconstruction(observed: torch.Tensor, rendered: torch.Tensor, pred: dict) -> torch.Tensor:
+def reconstruction(
+    observed: torch.Tensor, pred: Prediction, physics: ForwardModel, rendered: Rerendering
+) -> torch.Tensor:
     """Photometric mix between every re-rendered image and the observed one."""
-    return photometric(rendered, observed)
+    return photometric(rendered.stack, observed)
 
 
 def coarse_aif(observed: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
@@ -52,9 +61,11 @@ def coarse_aif(observed: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
         return observed.gather(1, idx)[:, 0]
 
 
-def aif_vs_coarse(observed: torch.Tensor, rendered: torch.Tensor, pred: dict) -> torch.Tensor:
+def aif_vs_coarse(
+    observed: torch.Tensor, pred: Prediction, physics: ForwardModel, rendered: Rerendering
+) -> torch.Tensor:
     """Photometric mix between the predicted AIF and the coarse AIF (stop-gradient target)."""
-    return photometric(pred["aif"], coarse_aif(observed, pred["blur"]))
+    return photometric(pred.aif, coarse_aif(observed, rendered.blur))
 
 
 _LOG_KERNEL_CACHE: dict[tuple, torch.Tensor] = {}
@@ -72,20 +83,23 @@ def _log_kernel(dtype: torch.dtype, device: torch.device, size: int = 5, sigma: 
     return _LOG_KERNEL_CACHE[key]
 
 
-def aif_sharpness(observed: torch.Tensor, rendered: torch.Tensor, pred: dict) -> torch.Tensor:
+def aif_sharpness(
+    observed: torch.Tensor, pred: Prediction, physics: ForwardModel, rendered: Rerendering
+) -> torch.Tensor:
     """−log of the mean Laplacian-of-Gaussian energy of the grey predicted AIF (rewards detail)."""
-    aif = pred["aif"]
-    grey = (0.299 * aif[:, 0] + 0.587 * aif[:, 1] + 0.114 * aif[:, 2])[:, None]
+    grey = to_grey(pred.aif)[:, None]
     k = _log_kernel(grey.dtype, grey.device)
     response = F.conv2d(F.pad(grey, (2, 2, 2, 2), mode="reflect"), k)
     return -torch.log(response.pow(2).mean() + 1e-8)
 
 
-def depth_smoothness(observed: torch.Tensor, rendered: torch.Tensor, pred: dict) -> torch.Tensor:
+def depth_smoothness(
+    observed: torch.Tensor, pred: Prediction, physics: ForwardModel, rendered: Rerendering
+) -> torch.Tensor:
     """Edge-aware smoothness of mean-normalised inverse depth, ×2.5 as in the paper's code."""
-    inv = pred["inv_depth"]
+    inv = pred.inv_depth
     inv = inv / inv.mean(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-    aif = pred["aif"].detach()
+    aif = pred.aif.detach()
     dx = (inv[..., :, 1:] - inv[..., :, :-1]).abs()
     dy = (inv[..., 1:, :] - inv[..., :-1, :]).abs()
     wx = torch.exp(-(aif[..., :, 1:] - aif[..., :, :-1]).abs().mean(1, keepdim=True))
@@ -99,3 +113,38 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "aif_sharpness": aif_sharpness,
     "depth_smoothness": depth_smoothness,
 }
+
+
+class _Term(nn.Module):
+    """Thin module around a term function (kornia style): ``module(...) == function(...)``."""
+
+    function: LossTerm
+
+    def forward(
+        self, observed: torch.Tensor, pred: Prediction, physics: ForwardModel, rendered: Rerendering
+    ) -> torch.Tensor:
+        return type(self).function(observed, pred, physics, rendered)
+
+
+class Reconstruction(_Term):
+    """Module form of :func:`reconstruction`."""
+
+    function = staticmethod(reconstruction)
+
+
+class AifVsCoarse(_Term):
+    """Module form of :func:`aif_vs_coarse`."""
+
+    function = staticmethod(aif_vs_coarse)
+
+
+class AifSharpness(_Term):
+    """Module form of :func:`aif_sharpness`."""
+
+    function = staticmethod(aif_sharpness)
+
+
+class DepthSmoothness(_Term):
+    """Module form of :func:`depth_smoothness`."""
+
+    function = staticmethod(depth_smoothness)

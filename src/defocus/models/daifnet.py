@@ -1,4 +1,4 @@
-"""DAIF-Net: depth and all-in-focus image from a focal stack of any length (SPEC §3).
+"""DAIF-Net: depth and all-in-focus image from a focal stack of any length.
 
 Architecture (what follows the paper, and what we changed and why):
 
@@ -26,23 +26,25 @@ Architecture (what follows the paper, and what we changed and why):
   the far limit.
 
 Inputs: stack (B, N, 3, H, W) in [0, 1]; focus (B, N) metres; blur_per_dioptre K (B, N) pixels per dioptre;
-depth_range (B, 2) metres. Outputs: ``depth`` (B, 1, H, W) metres, ``aif`` (B, 3, H, W) in [0, 1], ``inv_depth``
-(B, 1, H, W) dioptres, ``attention`` (B, N, 1, H, W) (the focus weights behind the depth), ``confidence``
-(B, 1, H, W) in [0, 1]. H and W can be anything: the input is padded inside to a multiple of 2^levels.
+depth_range (B, 2) metres. Output: a :class:`~defocus.models.prediction.Prediction` with ``depth`` (B, 1, H, W)
+metres, ``aif`` (B, 3, H, W) in [0, 1], ``inv_depth`` (B, 1, H, W) dioptres, ``attention`` (B, N, 1, H, W) (the
+focus weights behind the depth) and ``confidence`` (B, 1, H, W) in [0, 1]. H and W can be anything: the input is padded inside to a multiple of 2^levels.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defocus.checks import check_shape
+from defocus.color import to_grey
 from defocus.errors import DefocusError
-from defocus.eval.classical import classical_depth_from_focus
+from defocus.models.classical import classical_depth_from_focus
+from defocus.models.prediction import Prediction
 
 
 @dataclass
@@ -75,7 +77,7 @@ def focus_measure_features(stack: torch.Tensor, windows: tuple[int, ...] = (5, 1
     of having to discover it, which is what lets it train in minutes on a CPU.
     """
     b, n, _, h, w = stack.shape
-    grey = (0.299 * stack[:, :, 0] + 0.587 * stack[:, :, 1] + 0.114 * stack[:, :, 2]).reshape(b * n, 1, h, w)
+    grey = to_grey(stack).reshape(b * n, 1, h, w)
     lap_k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=grey.dtype, device=grey.device)
     lap = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), lap_k[None, None])
     energy = lap * lap
@@ -155,15 +157,10 @@ class DAIFNet(nn.Module):
     def check_inputs(
         stack: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor, depth_range: torch.Tensor
     ) -> None:
-        if stack.dim() != 5 or stack.shape[2] != 3:
-            raise DefocusError(f"stack must have shape (B, N, 3, H, W), got {tuple(stack.shape)}")
-        b, n = stack.shape[:2]
-        if tuple(focus.shape) != (b, n):
-            raise DefocusError(f"focus must have shape {(b, n)}, got {tuple(focus.shape)}")
-        if tuple(blur_per_dioptre.shape) != (b, n):
-            raise DefocusError(f"blur_per_dioptre must have shape {(b, n)}, got {tuple(blur_per_dioptre.shape)}")
-        if tuple(depth_range.shape) != (b, 2):
-            raise DefocusError(f"depth_range must have shape {(b, 2)}, got {tuple(depth_range.shape)}")
+        sizes = check_shape(stack, "B N 3 H W", "stack")
+        check_shape(focus, "B N", "focus", sizes)
+        check_shape(blur_per_dioptre, "B N", "blur_per_dioptre", sizes)
+        check_shape(depth_range, "B 2", "depth_range", sizes)
         if not (depth_range[:, 0] > 0).all() or not (depth_range[:, 1] > depth_range[:, 0]).all():
             raise DefocusError("depth_range must satisfy 0 < near < far")
 
@@ -173,8 +170,9 @@ class DAIFNet(nn.Module):
         focus: torch.Tensor,
         blur_per_dioptre: torch.Tensor,
         depth_range: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
+    ) -> Prediction:
         self.check_inputs(stack, focus, blur_per_dioptre, depth_range)
+        depth_range = depth_range.float()  # a float64 range gives the same network input as a float32 one
         b, n, _, h, w = stack.shape
         mult = 2**self.levels
         ph, pw = (-h) % mult, (-w) % mult
@@ -246,44 +244,4 @@ class DAIFNet(nn.Module):
             confidence = (1.0 - entropy / math.log(n)).clamp(0.0, 1.0)
         else:
             confidence = torch.zeros_like(depth)
-        return {"depth": depth, "inv_depth": inv_depth, "aif": aif, "attention": attention, "confidence": confidence}
-
-
-# ---------------------------------------------------------------------------------------------------- factory
-MODEL_REGISTRY: dict[str, DAIFNetConfig] = {
-    # The paper's widths (about 2 M parameters).
-    "daifnet": DAIFNetConfig(widths=(16, 32, 64, 128), bottleneck=256, head_width=16),
-    # CPU-friendly default for training on two cores.
-    "daifnet_small": DAIFNetConfig(widths=(16, 24, 32, 64), bottleneck=96, head_width=16),
-    # For tests: a few thousand parameters.
-    "daifnet_tiny": DAIFNetConfig(widths=(4, 8), bottleneck=8, head_width=4),
-}
-
-
-def list_models() -> list[str]:
-    return sorted(MODEL_REGISTRY)
-
-
-def create_model(name: str = "daifnet", **overrides) -> DAIFNet:
-    """Builds a registered DAIF-Net variant; keyword overrides replace fields of its config."""
-    if name not in MODEL_REGISTRY:
-        raise DefocusError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    base = MODEL_REGISTRY[name].to_dict()
-    base.update(overrides)
-    base["widths"] = tuple(base["widths"])
-    return DAIFNet(DAIFNetConfig(**base))
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def model_inputs_from_camera(
-    camera, focus: torch.Tensor, depth_range_m: Sequence[float] | torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(blur_per_dioptre (B, N), depth_range (B, 2)) for one camera and (B, N) focus distances."""
-    k = camera.blur_per_dioptre_px(focus.double()).to(torch.float32)
-    dr = torch.as_tensor(depth_range_m, dtype=torch.float32)
-    if dr.dim() == 1:
-        dr = dr[None].expand(focus.shape[0], 2)
-    return k, dr
+        return Prediction(depth=depth, aif=aif, confidence=confidence, inv_depth=inv_depth, attention=attention)

@@ -1,6 +1,6 @@
 """Thin-lens camera model and the camera presets of the paper.
 
-Conventions used everywhere in ``defocus`` (SPEC §1):
+Conventions used everywhere in ``defocus``:
 
 * every distance is in **metres** inside the code (depth, focus distance, focal length, pixel pitch); only file
   formats and CLI flags use mm / µm, and then the name says so (``focal_length_mm``, ``pixel_size_um``);
@@ -123,6 +123,16 @@ class ThinLensCamera:
         """K = A·s/p: CoC diameter in pixels per dioptre of defocus, for focus distance(s) ``fd``."""
         return self.aperture_m * self.sensor_distance_m(focus_m) / self.pixel_size_m
 
+    def blur_per_dioptre(self, focus_m: Tensorish) -> torch.Tensor:
+        """K as the network, the loss and the renderers take it: computed in float64, returned as float32.
+
+        Args:
+            focus_m: (..., N) focus distances in metres.
+        Returns:
+            float32 tensor of the same shape, CoC diameter in pixels per dioptre.
+        """
+        return self.blur_per_dioptre_px(torch.as_tensor(focus_m).double()).float()
+
     def coc_m(self, depth_m: Tensorish, focus_m: Tensorish) -> torch.Tensor:
         """CoC diameter on the sensor in metres, c = A·s·|1/fd − 1/d| (broadcasts depth against focus)."""
         d = torch.as_tensor(depth_m)
@@ -136,7 +146,7 @@ class ThinLensCamera:
 
 @dataclass(frozen=True)
 class CameraPreset:
-    """A named camera with its image size, focus distances and depth range (SPEC §2)."""
+    """A named camera with its image size, focus distances and depth range (the paper's two protocols)."""
 
     name: str
     camera: ThinLensCamera
@@ -164,6 +174,30 @@ PRESETS: dict[str, CameraPreset] = {
         description="table-top scenes (DefocusNet protocol of the paper)",
     ),
 }
+
+
+def depth_range_from_focus(camera: ThinLensCamera, focus_m: Tensorish) -> tuple[float, float]:
+    """A depth range around the focus distances: from half the nearest (never nearer than twice the focal length)
+    to four times the farthest, in metres."""
+    fd = torch.as_tensor(focus_m, dtype=torch.float64)
+    near = max(0.5 * float(fd.min()), 2.0 * camera.focal_length_m)
+    return near, 4.0 * float(fd.max())
+
+
+def default_depth_range(camera: ThinLensCamera, focus_m: Tensorish) -> tuple[float, float]:
+    """The depth range (near, far) in metres that the network's bounded output spans for a stack.
+
+    The range of a preset whose camera matches (same lens and pitch), else :func:`depth_range_from_focus`.
+    """
+    for preset in PRESETS.values():
+        c = preset.camera
+        if (
+            abs(c.focal_length_m - camera.focal_length_m) < 1e-9
+            and abs(c.f_number - camera.f_number) < 1e-9
+            and abs(c.pixel_size_m - camera.pixel_size_m) < 1e-12
+        ):
+            return preset.depth_range_m
+    return depth_range_from_focus(camera, focus_m)
 
 
 def get_preset(name: str) -> CameraPreset:

@@ -1,6 +1,6 @@
 """Point-spread functions: blur size from the optics and discrete kernels that are smooth down to zero blur.
 
-Two PSF models (SPEC §2), both parameterised by one per-pixel size in pixels:
+Two PSF models, both parameterised by one per-pixel size in pixels:
 
 * ``gaussian`` — isotropic Gaussian, standard deviation σ = c / (4p) pixels (half the CoC radius);
 * ``disk`` — uniform disk of radius r = c / (2p) pixels, anti-aliased at its edge.
@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from defocus.checks import check_shape
 from defocus.errors import DefocusError
 from defocus.optics.camera import ThinLensCamera
 
@@ -39,6 +40,12 @@ def check_psf(psf: str) -> str:
     return psf
 
 
+def psf_size_from_coc(coc_px: torch.Tensor, psf: str) -> torch.Tensor:
+    """The one rule from CoC diameter (pixels) to PSF size: σ = c/4 for ``gaussian``, radius r = c/2 for ``disk``."""
+    check_psf(psf)
+    return coc_px / (4.0 if psf == "gaussian" else 2.0)
+
+
 def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.Tensor, psf: str) -> torch.Tensor:
     """Per-pixel PSF size in pixels: σ = c/(4p) for ``gaussian``, radius r = c/(2p) for ``disk``.
 
@@ -49,13 +56,10 @@ def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.T
         (B, N, 1, H, W) blur size in pixels.
     """
     check_psf(psf)
-    if depth_m.dim() != 4 or depth_m.shape[1] != 1:
-        raise DefocusError(f"depth must have shape (B, 1, H, W), got {tuple(depth_m.shape)}")
-    if focus_m.dim() != 2 or focus_m.shape[0] != depth_m.shape[0]:
-        raise DefocusError(f"focus must have shape (B, N) with B = {depth_m.shape[0]}, got {tuple(focus_m.shape)}")
+    sizes = check_shape(depth_m, "B 1 H W", "depth")
+    check_shape(focus_m, "B N", "focus", sizes)
     fd = focus_m.to(depth_m.dtype)[:, :, None, None, None]
-    coc = camera.coc_px(depth_m[:, None], fd)  # (B, N, 1, H, W)
-    return coc / 4.0 if psf == "gaussian" else coc / 2.0
+    return psf_size_from_coc(camera.coc_px(depth_m[:, None], fd), psf)  # (B, N, 1, H, W)
 
 
 def kernel_radius(size_px: float, psf: str) -> int:

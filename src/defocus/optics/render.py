@@ -1,6 +1,7 @@
 """Differentiable defocus renderers: all-in-focus image + depth + focus distances → focal stack.
 
-One interface, :func:`render_stack` (and the module :class:`DefocusRenderer`), with three methods (SPEC §2):
+One interface, :func:`render_stack`, with three methods; :class:`defocus.optics.forward.ForwardModel` is the object
+that holds a camera, a PSF, a light model and one of these methods:
 
 ``exact``
     The reference and test oracle. Every source pixel q spreads its own normalised kernel k_q; each output pixel
@@ -32,8 +33,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from defocus.checks import check_shape
+from defocus.color import linear_to_srgb, srgb_to_linear
 from defocus.errors import DefocusError
 from defocus.optics.camera import ThinLensCamera
 from defocus.optics.psf import (
@@ -44,6 +46,7 @@ from defocus.optics.psf import (
     disk_weights,
     kernel_radius,
     psf_kernel_2d,
+    psf_size_from_coc,
 )
 
 RENDER_METHODS: tuple[str, ...] = ("exact", "layered", "occlusion")
@@ -51,16 +54,15 @@ RENDER_METHODS: tuple[str, ...] = ("exact", "layered", "occlusion")
 
 # ------------------------------------------------------------------------------------------------ input checks
 def _check_inputs(aif: torch.Tensor, depth: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
-    if not isinstance(aif, torch.Tensor) or aif.dim() != 4:
-        raise DefocusError(f"aif must be a (B, C, H, W) tensor, got shape {tuple(getattr(aif, 'shape', ()))}")
-    b, _, h, w = aif.shape
-    if not isinstance(depth, torch.Tensor) or tuple(depth.shape) != (b, 1, h, w):
-        raise DefocusError(f"depth must have shape {(b, 1, h, w)} to match the aif, got {tuple(depth.shape)}")
+    """Checks shapes and values; returns focus as (B, N) in the AIF's dtype ((N,) is shared by the batch)."""
+    sizes = check_shape(aif, "B C H W", "aif")
+    check_shape(depth, "B 1 H W", "depth", sizes)
     focus = torch.as_tensor(focus, dtype=aif.dtype, device=aif.device)
     if focus.dim() == 1:
-        focus = focus[None].expand(b, -1)
-    if focus.dim() != 2 or focus.shape[0] != b or focus.shape[1] < 1:
-        raise DefocusError(f"focus must have shape (B, N) = ({b}, N>=1), got {tuple(focus.shape)}")
+        focus = focus[None].expand(sizes["B"], -1)
+    check_shape(focus, "B N", "focus", sizes)
+    if focus.shape[1] < 1:
+        raise DefocusError("focus must hold at least one distance per stack")
     if not torch.isfinite(focus).all() or (focus <= 0).any():
         raise DefocusError("focus distances must be finite and positive")
     if (depth.detach() <= 0).any() or not torch.isfinite(depth.detach()).all():
@@ -332,10 +334,12 @@ def blur_from_inverse_depth(
         (B, N, 1, H, W): K·|1/fd − 1/d| / 4 for ``gaussian``, / 2 for ``disk``.
     """
     check_psf(psf)
+    sizes = check_shape(inv_depth, "B 1 H W", "inverse depth")
+    check_shape(focus, "B N", "focus", sizes)
+    check_shape(blur_per_dioptre, "B N", "blur_per_dioptre", sizes)
     fd_inv = (1.0 / focus).to(inv_depth.dtype)[:, :, None, None, None]
     k = blur_per_dioptre.to(inv_depth.dtype)[:, :, None, None, None]
-    coc = k * (inv_depth[:, None] - fd_inv).abs()
-    return coc / (4.0 if psf == "gaussian" else 2.0)
+    return psf_size_from_coc(k * (inv_depth[:, None] - fd_inv).abs(), psf)
 
 
 def render_layered_from_blur(
@@ -355,9 +359,9 @@ def render_layered_from_blur(
         (B, N, C, H, W).
     """
     check_psf(psf)
+    sizes = check_shape(aif, "B C H W", "aif")
+    check_shape(size, "B N 1 H W", "blur size", sizes)
     b, c, h, w = aif.shape
-    if size.dim() != 5 or size.shape[0] != b or size.shape[2] != 1 or tuple(size.shape[-2:]) != (h, w):
-        raise DefocusError(f"blur size must have shape ({b}, N, 1, {h}, {w}), got {tuple(size.shape)}")
     n = size.shape[1]
     if levels is None:
         levels = default_levels(float(size.detach().max()), psf, level_ratio)
@@ -374,18 +378,6 @@ def render_layered_from_blur(
 
 
 # ---------------------------------------------------------------------------------------------------- occlusion
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """Decodes sRGB-encoded values in [0, 1] to linear light."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    """Encodes linear light in [0, 1] to sRGB."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-12) ** (1.0 / 2.4) - 0.055)
-
-
 def render_occlusion(
     aif: torch.Tensor,
     depth: torch.Tensor,
@@ -423,7 +415,7 @@ def render_occlusion(
         # PSF size of every (layer, focus) pair.
         fd = focus[i].double()
         coc = camera.aperture_m * camera.sensor_distance_m(fd)[None, :] * (1.0 / fd[None, :] - layer_inv[:, None]).abs()
-        sizes = coc / camera.pixel_size_m / (4.0 if psf == "gaussian" else 2.0)  # (L, N)
+        sizes = psf_size_from_coc(coc / camera.pixel_size_m, psf)  # (L, N)
         half = min(kernel_radius(float(sizes.max()), psf), max(h, w))
         kernels = torch.stack(
             [torch.stack([psf_kernel_2d(float(sizes[l, k]), psf, half) for k in range(n)]) for l in range(n_layers)]
@@ -473,25 +465,3 @@ def render_stack(
     if method == "occlusion":
         return render_occlusion(aif, depth, focus, camera, psf, **kwargs)
     raise DefocusError(f"unknown render method {method!r}; choose one of {', '.join(RENDER_METHODS)}")
-
-
-class DefocusRenderer(nn.Module):
-    """The forward model as an object: a camera, a PSF model and a render method (no learnable parameters).
-
-    ``renderer(aif, depth, focus)`` → (B, N, C, H, W); the camera may be replaced per call with ``camera=``.
-    """
-
-    def __init__(self, camera: ThinLensCamera, psf: str = "gaussian", method: str = "layered", **kwargs) -> None:
-        super().__init__()
-        check_psf(psf)
-        if method not in RENDER_METHODS:
-            raise DefocusError(f"unknown render method {method!r}; choose one of {', '.join(RENDER_METHODS)}")
-        self.camera, self.psf, self.method, self.kwargs = camera, psf, method, kwargs
-
-    def forward(
-        self, aif: torch.Tensor, depth: torch.Tensor, focus: torch.Tensor, camera: ThinLensCamera | None = None
-    ) -> torch.Tensor:
-        return render_stack(aif, depth, focus, camera or self.camera, self.psf, self.method, **self.kwargs)
-
-    def extra_repr(self) -> str:
-        return f"psf={self.psf!r}, method={self.method!r}, camera={self.camera}"

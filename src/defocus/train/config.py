@@ -1,6 +1,8 @@
 """Typed training configuration: dataclass defaults, overlaid by a YAML file, overlaid by ``key=value`` overrides.
 
-The resolved configuration is saved as ``config.yaml`` next to every run and inside every checkpoint.
+The resolved configuration is saved as ``config.yaml`` next to every run and inside every checkpoint. The configs
+shipped with the package (``defocus/configs/*.yaml``: ``release``, the shipped weights; ``tiny``, a seconds-long
+smoke run) are found by name, so ``defocus train --config release`` works from an installed wheel.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from defocus.data.training import DataConfig
+from defocus.data.sweeps import DataConfig
 from defocus.errors import DefocusError
 from defocus.losses.selfsup import LossConfig
 
@@ -125,13 +127,31 @@ def parse_override(text: str) -> dict:
     return out
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The configs shipped inside the package, by name (file stem)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("defocus") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a packaged config (``release``, ``tiny``, with or without .yaml)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = packaged_configs()
+    name = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if name in shipped and (str(p) == p.name or not p.exists()):
+        return shipped[name]
+    raise DefocusError(f"config file {p} does not exist (packaged configs: {', '.join(shipped)})")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults ← YAML file ← overrides."""
+    """Defaults ← YAML file (a path or a packaged config's name) ← overrides."""
     cfg = TrainConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise DefocusError(f"config file {p} does not exist")
+        p = resolve_config_path(path)
         try:
             values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:

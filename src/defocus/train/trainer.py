@@ -1,4 +1,4 @@
-"""The self-supervised training loop (SPEC §4): AdamW + warm-up + cosine, a CSV row per epoch, safetensors
+"""The self-supervised training loop: AdamW + warm-up + cosine, a CSV row per epoch, safetensors
 checkpoints carrying the resolved config, exact ``--resume`` from the last epoch boundary, repeatable per seed.
 
 Files of a run, in ``<out_dir>/<name>/``: ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch: losses,
@@ -12,24 +12,25 @@ import csv
 import math
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from defocus.data.procedural import make_scene
+from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
+from defocus.data.sweeps import FocalSweepSampler, build_training_groups
 from defocus.data.synthesis import synthesize_stack
-from defocus.data.training import SCENE_DEPTH_RANGE_M, FocalSweepSampler, build_training_groups
 from defocus.errors import DefocusError
-from defocus.eval.metrics import depth_metrics, mean_metrics
 from defocus.losses.selfsup import SelfSupervisedLoss
-from defocus.models.daifnet import DAIFNet, create_model
+from defocus.losses.terms import LOSS_TERMS
+from defocus.metrics import depth_metrics, mean_metrics
+from defocus.models.checkpoint import load_checkpoint, save_checkpoint
+from defocus.models.daifnet import DAIFNet
+from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
-from defocus.train.checkpoint import load_checkpoint, save_checkpoint
 from defocus.train.config import TrainConfig, dump_config
-
-VAL_SEED_START = 900_000  # validation scenes: never used for training (< 900000) nor testing (>= 1000000)
 
 
 def seed_everything(seed: int) -> None:
@@ -45,7 +46,7 @@ def make_validation_set(n_scenes: int, size: tuple[int, int] = (96, 96)) -> list
         preset = get_preset(preset_name)
         for protocol in ("paper", "realistic"):
             for i in range(n_scenes):
-                seed = VAL_SEED_START + 1000 * len(items) + i
+                seed = VALIDATION_SEED_START + 1000 * len(items) + i
                 aif, depth = make_scene(seed, size[0], size[1], SCENE_DEPTH_RANGE_M[preset_name])
                 fd = torch.tensor(preset.focus_distances_m, dtype=torch.float32)
                 stack = synthesize_stack(aif, depth, fd, preset.camera, protocol, seed=seed)
@@ -62,10 +63,10 @@ def validate(model: DAIFNet, items: list[dict]) -> dict[str, float]:
     per = []
     for it in items:
         fd = it["focus"][None]
-        k = it["camera"].blur_per_dioptre_px(fd.double()).float()
+        k = it["camera"].blur_per_dioptre(fd)
         dr = torch.tensor(it["depth_range"], dtype=torch.float32)[None]
         pred = model(it["stack"][None], fd, k, dr)
-        per.append(depth_metrics(pred["depth"][0, 0], it["depth"][0], depth_range_m=it["depth_range"]))
+        per.append(depth_metrics(pred.depth_map, it["depth"][0], depth_range_m=it["depth_range"]))
     model.train()
     m = mean_metrics(per)
     return {"val_abs_rel": m["abs_rel"], "val_rmse": m["rmse"], "val_delta1": m["delta1"]}
@@ -106,6 +107,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     loss_fn = SelfSupervisedLoss(cfg.loss)
+    default_physics = cfg.loss.forward_model()
+    # The forward model of the loss for each data source's protocol (real stacks use data.stack_protocol).
+    physics = {
+        protocol: cfg.loss.forward_model(psf=pl.get("psf"), linear_light=pl.get("linear_light"))
+        for protocol, pl in asdict(cfg.protocol_loss).items()
+    }
     val_items = make_validation_set(cfg.val_scenes) if cfg.val_scenes > 0 else []
 
     start_epoch, best, elapsed = 0, float("inf"), 0.0
@@ -120,8 +127,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         start_epoch, best, elapsed = state["epoch"], state["best"], state.get("elapsed", 0.0)
 
     csv_path = run_dir / "metrics.csv"
-    fields = ["epoch", "step", "loss", "reconstruction", "aif_vs_coarse", "aif_sharpness", "depth_smoothness",
-              "lr", "seconds", "val_abs_rel", "val_rmse", "val_delta1"]
+    fields = ["epoch", "step", "loss", *LOSS_TERMS, "lr", "seconds", "val_abs_rel", "val_rmse", "val_delta1"]
     if not csv_path.exists():
         with csv_path.open("w", newline="") as f:
             csv.writer(f).writerow(fields)
@@ -135,9 +141,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         for _ in bar:
             batch = sampler.sample(cfg.optim.batch_size)
             pred = model(batch["stack"], batch["focus"], batch["blur_per_dioptre"], batch["depth_range"])
-            pl = getattr(cfg.protocol_loss, batch["protocol"], {}) or {}
-            loss, parts = loss_fn(batch["stack"], pred, batch["focus"], batch["blur_per_dioptre"],
-                                  psf=pl.get("psf"), linear_light=pl.get("linear_light"))
+            loss, parts = loss_fn(batch["stack"], pred, physics.get(batch["protocol"], default_physics), batch["focus"],
+                                  batch["blur_per_dioptre"])
             if not torch.isfinite(loss):
                 raise DefocusError(f"training diverged at step {step} (loss {float(loss)}); lower optim.lr")
             optimizer.zero_grad(set_to_none=True)

@@ -7,16 +7,15 @@ scheduler and random-generator states needed for an exact ``--resume`` go beside
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from defocus.errors import DefocusError
-from defocus.models.daifnet import DAIFNet, create_model
-
-SHIPPED_WEIGHTS = "daifnet_release.safetensors"
+from defocus.files import atomic_write
+from defocus.models.daifnet import DAIFNet
+from defocus.models.factory import DEFAULT_MODEL, create_model, shipped_weights_path
 
 
 def save_checkpoint(path: str | Path, model: DAIFNet, model_name: str, config: dict, extra: dict | None = None) -> None:
@@ -29,9 +28,7 @@ def save_checkpoint(path: str | Path, model: DAIFNet, model_name: str, config: d
         "extra": json.dumps(extra or {}),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "checkpoint")
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -65,16 +62,12 @@ def load_checkpoint(path: str | Path) -> tuple[DAIFNet, dict]:
     return model, meta
 
 
-def shipped_weights_path() -> Path:
-    """Path of the weights shipped inside the package (may not exist in a development tree without them)."""
-    return Path(str(resources.files("defocus") / "weights" / SHIPPED_WEIGHTS))
-
-
 def load_default_model() -> tuple[DAIFNet, dict]:
-    p = shipped_weights_path()
+    """The shipped model and its metadata (a DefocusError naming what to do when the weights are absent)."""
+    p = shipped_weights_path(DEFAULT_MODEL)
     if not p.is_file():
         raise DefocusError(
             "no shipped weights found in the package; pass --checkpoint or train them with "
-            "'defocus train --config configs/release.yaml'"
+            "'defocus train --config release'"
         )
     return load_checkpoint(p)

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from defocus.data.procedural import make_scene
-from defocus.data.stack_io import read_stack, require_camera
+from defocus.color import to_uint8
+from defocus.data.codecs import load_image, read_depth
+from defocus.data.folders import read_stack
+from defocus.data.holes import fill_depth_holes
+from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
+from defocus.data.stack import require_camera
 from defocus.data.synthesis import synthesize_stack
 from defocus.errors import DefocusError
-from defocus.optics.camera import get_preset
-
-# Depth range of the procedural scenes of each preset (inside the preset's range, like rooms / table tops).
-SCENE_DEPTH_RANGE_M = {"nyuv2": (0.7, 8.0), "defocusnet": (0.2, 2.5)}
+from defocus.optics.camera import depth_range_from_focus, get_preset
 
 
 @dataclass
@@ -52,10 +53,7 @@ class DataConfig:
     rgbd_depth_scale: float = 0.0  # metres per unit of integer depth PNGs in rgbd_dirs (0: float depth files)
     rgbd_preset: str = "nyuv2"  # camera, focus range and image size the RGB-D pairs are rendered with
     stack_protocol: str = "realistic"  # forward model of the loss for real stacks
-    seed_offset: int = 0  # procedural seeds used: seed_offset + i; test seeds start at 10**6
-
-
-TEST_SEED_START = 1_000_000  # procedural seeds at or above this are never used for training
+    seed_offset: int = 0  # procedural seeds used: seed_offset + i (below VALIDATION_SEED_START)
 
 
 @dataclass
@@ -88,8 +86,8 @@ def render_sweep_group(
     h, w = int(size[0]), int(size[1])
     stacks, focus, ks = [], [], []
     for seed in tqdm(seeds, desc=f"render {preset_name}/{protocol}", disable=not progress, leave=False):
-        if seed >= TEST_SEED_START:
-            raise DefocusError(f"procedural seed {seed} is reserved for testing")
+        if seed >= VALIDATION_SEED_START:
+            raise DefocusError(f"procedural seed {seed} is reserved for validation and testing")
         rng = np.random.default_rng([seed, 7])
         camera = preset.camera.resized(float(rng.uniform(*pitch_scale)))
         # Scenes are rendered a little larger than the crops, so that crops vary and see no image border.
@@ -97,9 +95,9 @@ def render_sweep_group(
         fd = torch.tensor(_sweep_focus(preset_name, sweep, rng), dtype=torch.float32)
         stack = synthesize_stack(aif, depth, fd, camera, protocol, seed=int(seed))
         del aif, depth  # ground truth goes no further
-        stacks.append((stack * 255).round().to(torch.uint8))
+        stacks.append(to_uint8(stack))
         focus.append(fd)
-        ks.append(camera.blur_per_dioptre_px(fd.double()).float())
+        ks.append(camera.blur_per_dioptre(fd))
     return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
 
 
@@ -119,8 +117,6 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> 
     then dropped, exactly like the procedural scenes)."""
     import torch.nn.functional as F
 
-    from defocus.data.stack_io import fill_depth_holes, load_image, read_depth
-
     preset = get_preset(cfg.rgbd_preset)
     h, w = preset.image_size
     if h < cfg.size[0] or w < cfg.size[1]:
@@ -136,9 +132,9 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> 
         fd = torch.tensor(_sweep_focus(preset.name, cfg.sweep, rng), dtype=torch.float32)
         stack = synthesize_stack(rgb, depth, fd, preset.camera, protocol, seed=i)
         del rgb, depth, filled
-        stacks.append((stack * 255).round().to(torch.uint8))
+        stacks.append(to_uint8(stack))
         focus.append(fd)
-        ks.append(preset.camera.blur_per_dioptre_px(fd.double()).float())
+        ks.append(preset.camera.blur_per_dioptre(fd))
     return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
 
 
@@ -149,13 +145,11 @@ def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str)
         st = read_stack(folder, load_ground_truth=False)
         cam = require_camera(st)
         fd = st.focus_distances_m
-        k = cam.blur_per_dioptre_px(fd.double()).float()
-        near = max(0.5 * float(fd.min()), 2 * cam.focal_length_m)
-        far = 4.0 * float(fd.max())
+        k = cam.blur_per_dioptre(fd)
         if st.images.shape[-2] < size[0] or st.images.shape[-1] < size[1]:
             raise DefocusError(f"stack {folder} is smaller than the training size {size[0]}x{size[1]}")
         groups.append(
-            SweepGroup((st.images * 255).round().to(torch.uint8)[None], fd[None], k[None], (near, far), protocol)
+            SweepGroup(to_uint8(st.images)[None], fd[None], k[None], depth_range_from_focus(cam, fd), protocol)
         )
     return groups
 

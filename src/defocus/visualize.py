@@ -1,7 +1,7 @@
-"""Pictures for humans: colourised depth and error maps, contact sheets and line plots, drawn with Pillow only.
+"""Pictures for humans: colourised depth and error maps and contact sheets, drawn with Pillow only.
 
-Nothing here needs matplotlib; even where it is installed the Pillow versions are used, so outputs look the same on
-every machine.
+The package needs nothing more for the pictures its commands write, so outputs look the same on every machine;
+plots of benchmark results are drawn with matplotlib (the ``plot`` extra) by the scripts in ``benchmarks/``.
 
 Colour maps (:data:`COLORMAPS`), all sampled into 256-entry lookup tables:
 
@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from defocus.errors import DefocusError
+from defocus.files import atomic_write
 
 __all__ = [
     "COLORMAPS",
@@ -41,7 +41,6 @@ __all__ = [
     "contact_sheet",
     "to_pil",
     "save_png",
-    "plot_curve",
 ]
 
 #: Colour of pixels without a value in depth previews (NaN, ≤ 0 or masked).
@@ -451,249 +450,7 @@ def contact_sheet(
 
 
 def save_png(path: str | os.PathLike, image) -> Path:
-    """Write ``image`` (anything :func:`to_pil` takes) as PNG at ``path`` atomically: into a temporary file in the
-    same folder, then renamed over ``path``. Missing parent folders are created. Returns the path."""
-    path = Path(path)
+    """Write ``image`` (anything :func:`to_pil` takes) as PNG at ``path`` atomically (see :mod:`defocus.files`).
+    Missing parent folders are created. Returns the path."""
     pil = to_pil(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Line plots
-# ---------------------------------------------------------------------------------------------------------------
-
-#: Series colours of :func:`plot_curve`, in order (the common "category 10" palette).
-PLOT_COLORS: tuple[tuple[int, int, int], ...] = tuple(
-    tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))
-    for h in ("1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf")
-)
-
-
-def _nice_step(span: float, n: int) -> float:
-    """A 1/2/5 × 10^k step giving about ``n`` intervals over ``span``."""
-    raw = span / max(n, 1)
-    mag = 10.0 ** math.floor(math.log10(raw))
-    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
-        if raw <= m * mag * 1.0000001:
-            return m * mag
-    return 10.0 * mag
-
-
-def _linear_axis(lo: float, hi: float, n: int = 5) -> tuple[float, float, list[float], float]:
-    """Round limits enclosing [lo, hi] and the ticks between them; returns (lo, hi, ticks, step)."""
-    if hi <= lo:
-        pad = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    step = _nice_step(hi - lo, n)
-    lo_r = math.floor(lo / step + 1e-9) * step
-    hi_r = math.ceil(hi / step - 1e-9) * step
-    k = int(round((hi_r - lo_r) / step))
-    ticks = [lo_r + i * step for i in range(k + 1)]
-    return lo_r, hi_r, ticks, step
-
-
-def _compact_exp(text: str) -> str:
-    """"1.5e+06" → "1.5e6", "2e-05" → "2e-5"."""
-    mant, e, exp = text.partition("e")
-    if not e:
-        return text
-    sign = "-" if exp.startswith("-") else ""
-    return f"{mant}e{sign}{exp.lstrip('+-').lstrip('0') or '0'}"
-
-
-def _fmt_tick(v: float, step: float) -> str:
-    if v == 0 or abs(v) < step * 1e-6:
-        return "0"
-    if abs(v) >= 1e5 or step < 1e-3:
-        return _compact_exp(f"{v:.2g}" if abs(step / v) > 0.05 else f"{v:.3g}")
-    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
-    if abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:  # 2.5 steps
-        decimals += 1
-    return f"{v:.{decimals}f}"
-
-
-def _log_axis(lo: float, hi: float) -> tuple[float, float, list[float]]:
-    """Decade limits enclosing [lo, hi] (positive) and ticks; 2 and 5 multiples added for short ranges."""
-    e_lo, e_hi = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
-    if e_hi == e_lo:
-        e_hi += 1
-    every = (e_hi - e_lo + 7) // 8  # at most about 8 labelled decades
-    e_lo -= (e_lo % every) if every > 1 else 0
-    e_hi += (-e_hi % every) if every > 1 else 0
-    ticks = [10.0**e for e in range(e_lo, e_hi + 1, every)]
-    if e_hi - e_lo <= 2:
-        ticks = sorted(ticks + [m * 10.0**e for e in range(e_lo, e_hi) for m in (2.0, 5.0)])
-    return 10.0**e_lo, 10.0**e_hi, ticks
-
-
-def _fmt_log_tick(v: float) -> str:
-    return f"{v:g}" if 1e-4 <= v < 1e5 else _compact_exp(f"{v:.0e}")
-
-
-def _as_1d(seq, name: str) -> np.ndarray:
-    if isinstance(seq, torch.Tensor):
-        seq = seq.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(seq, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DefocusError(f"{name} must be a 1-D sequence of numbers ({exc})") from None
-    if arr.ndim != 1:
-        raise DefocusError(f"{name} must be a 1-D sequence of numbers, got shape {arr.shape}")
-    return arr
-
-
-def plot_curve(
-    xs: Sequence[float],
-    ys_dict: Mapping[str, Sequence[float]],
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    path: str | os.PathLike | None,
-    size: tuple[int, int] = (640, 400),
-    logy: bool = False,
-) -> Image.Image:
-    """Line plot of one or more series over shared ``xs``, with axes, ticks, grid, labels, title and a legend.
-
-    ``ys_dict`` maps a legend name to values aligned with ``xs``; NaN/inf values leave gaps (and, with ``logy``, so
-    do values ≤ 0). Text is drawn with Pillow's built-in font, which covers Latin script only (write "delta1", not
-    "δ1"). Points are marked when a series has at most 40 of them. The legend goes in whichever corner of
-    the plot area holds fewest points. Drawn at twice the size and downsampled, so lines are anti-aliased.
-    Written atomically as PNG to ``path`` unless it is None; returns the image either way.
-    """
-    xs_a = _as_1d(xs, "xs")
-    if xs_a.size == 0:
-        raise DefocusError("plot_curve needs at least one x value")
-    if not ys_dict:
-        raise DefocusError("plot_curve needs at least one series in ys_dict")
-    width, height = int(size[0]), int(size[1])
-    if width < 200 or height < 150:
-        raise DefocusError(f"plot size must be at least 200x150, got {width}x{height}")
-    series: list[tuple[str, np.ndarray]] = []
-    for name, ys in ys_dict.items():
-        y = _as_1d(ys, f"series {name!r}")
-        if y.shape != xs_a.shape:
-            raise DefocusError(f"series {name!r} has {y.size} values but there are {xs_a.size} x values")
-        if logy:
-            y = np.where(y > 0, y, np.nan)
-        series.append((str(name), np.where(np.isfinite(y), y, np.nan)))
-
-    # Data ranges.
-    fin_x = xs_a[np.isfinite(xs_a)]
-    all_y = np.concatenate([y for _, y in series])
-    fin_y = all_y[np.isfinite(all_y)]
-    if fin_x.size == 0:
-        raise DefocusError("plot_curve: no finite x value")
-    x_lo, x_hi, x_ticks, x_step = _linear_axis(float(fin_x.min()), float(fin_x.max()), 6)
-    if logy:
-        y_lo, y_hi, y_ticks = _log_axis(*((float(fin_y.min()), float(fin_y.max())) if fin_y.size else (1.0, 10.0)))
-        y_labels = [_fmt_log_tick(t) for t in y_ticks]
-        y_map = lambda v: (np.log10(v) - math.log10(y_lo)) / (math.log10(y_hi) - math.log10(y_lo))  # noqa: E731
-    else:
-        y_range = (float(fin_y.min()), float(fin_y.max())) if fin_y.size else (0.0, 1.0)
-        y_lo, y_hi, y_ticks, y_step = _linear_axis(*y_range)
-        y_labels = [_fmt_tick(t, y_step) for t in y_ticks]
-        y_map = lambda v: (np.asarray(v) - y_lo) / (y_hi - y_lo)  # noqa: E731
-    x_labels = [_fmt_tick(t, x_step) for t in x_ticks]
-
-    s = 2  # supersampling factor
-    W, H = width * s, height * s
-    font, title_font = _font(12 * s), _font(15 * s)
-    _, line_h = _text_size("0", font)
-    y_label_w = max(_text_size(t, font)[0] for t in y_labels)
-    left = 8 * s + line_h + 6 * s + y_label_w + 6 * s
-    right = W - max(16 * s, _text_size(x_labels[-1], font)[0] // 2 + 6 * s)
-    top = (_text_size(title, title_font)[1] + 16 * s) if title else 14 * s
-    bottom = H - (line_h * 2 + 16 * s)
-    if right - left < 40 * s or bottom - top < 40 * s:
-        raise DefocusError(f"plot size {width}x{height} is too small for its labels")
-
-    def px(xv, yv):
-        fx = (np.asarray(xv) - x_lo) / (x_hi - x_lo)
-        fy = y_map(yv)
-        return left + fx * (right - left), bottom - fy * (bottom - top)
-
-    img = Image.new("RGB", (W, H), _WHITE)
-    draw = ImageDraw.Draw(img)
-    grid, axis = (228, 228, 228), (60, 60, 60)
-    for t, lab in zip(x_ticks, x_labels):
-        x, _ = px(t, y_lo if logy else y_ticks[0])
-        draw.line([x, top, x, bottom], fill=grid, width=s)
-        draw.line([x, bottom, x, bottom + 5 * s], fill=axis, width=s)
-        draw.text((x, bottom + 7 * s), lab, fill=_TEXT, font=font, anchor="ma")
-    for t, lab in zip(y_ticks, y_labels):
-        _, y = px(x_lo, t)
-        draw.line([left, y, right, y], fill=grid, width=s)
-        draw.line([left - 5 * s, y, left, y], fill=axis, width=s)
-        draw.text((left - 7 * s, y), lab, fill=_TEXT, font=font, anchor="rm")
-    draw.rectangle([left, top, right, bottom], outline=axis, width=s)
-
-    # Series (the axis limits enclose every finite point, so nothing needs clipping).
-    counts = np.zeros(4)  # points per corner: top-left, top-right, bottom-left, bottom-right
-    for i, (name, y) in enumerate(series):
-        color = PLOT_COLORS[i % len(PLOT_COLORS)]
-        ok = np.isfinite(y) & np.isfinite(xs_a)
-        X, Y = px(xs_a, np.where(ok, y, y_lo if logy else 0.0))
-        run: list[tuple[float, float]] = []
-        for k in range(xs_a.size + 1):
-            if k < xs_a.size and ok[k]:
-                run.append((float(X[k]), float(Y[k])))
-                continue
-            if len(run) >= 2:
-                draw.line(run, fill=color, width=2 * s, joint="curve")
-            elif len(run) == 1:
-                cx, cy = run[0]
-                draw.ellipse([cx - 2 * s, cy - 2 * s, cx + 2 * s, cy + 2 * s], fill=color)
-            run = []
-        if ok.sum() <= 40:
-            for cx, cy in zip(X[ok], Y[ok]):
-                r = 3 * s
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color, outline=_WHITE, width=max(1, s // 2))
-        fx, fy = (X[ok] - left) / (right - left), (Y[ok] - top) / (bottom - top)
-        counts += [
-            np.sum((fx < 0.5) & (fy < 0.5)), np.sum((fx >= 0.5) & (fy < 0.5)),
-            np.sum((fx < 0.5) & (fy >= 0.5)), np.sum((fx >= 0.5) & (fy >= 0.5)),
-        ]  # fmt: skip
-    # Legend.
-    legend_font = font
-    entries = [(name, PLOT_COLORS[i % len(PLOT_COLORS)]) for i, (name, _) in enumerate(series)]
-    sw = 22 * s
-    max_name_w = max(right - left - sw - 30 * s, 20 * s)
-    names = [_fit_text(n, legend_font, max_name_w) for n, _ in entries]
-    lw = max(_text_size(n, legend_font)[0] for n in names) + sw + 18 * s
-    lh = len(entries) * (line_h + 4 * s) + 8 * s
-    corner = int(np.argmin(counts + np.array([0.1, 0.0, 0.2, 0.3])))  # ties: top-right, top-left, bottom-left…
-    lx = left + 8 * s if corner in (0, 2) else right - 8 * s - lw
-    ly = top + 8 * s if corner in (0, 1) else bottom - 8 * s - lh
-    draw.rectangle([lx, ly, lx + lw, ly + lh], fill=_WHITE, outline=(170, 170, 170), width=s)
-    for j, ((_, color), name) in enumerate(zip(entries, names)):
-        cy = ly + 4 * s + j * (line_h + 4 * s) + (line_h + 4 * s) // 2
-        draw.line([lx + 6 * s, cy, lx + 6 * s + sw, cy], fill=color, width=2 * s)
-        draw.text((lx + 12 * s + sw, cy), name, fill=_TEXT, font=legend_font, anchor="lm")
-
-    # Labels.
-    if title:
-        draw.text(((left + right) // 2, 8 * s), title, fill=_TEXT, font=title_font, anchor="ma")
-    draw.text(((left + right) // 2, H - 6 * s), xlabel, fill=_TEXT, font=font, anchor="md")
-    if ylabel:
-        yw, yh = _text_size(ylabel, font)
-        yl = Image.new("RGB", (yw + 4 * s, yh + 2 * s), _WHITE)
-        ImageDraw.Draw(yl).text((2 * s, 0), ylabel, fill=_TEXT, font=font)
-        yl = yl.rotate(90, expand=True)
-        img.paste(yl, (8 * s, int((top + bottom) / 2 - yl.height / 2)))
-
-    out = img.resize((width, height), Image.LANCZOS)
-    if path is not None:
-        save_png(path, out)
-    return out
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"), "image")

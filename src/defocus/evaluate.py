@@ -1,7 +1,7 @@
-"""Evaluation of stack folders: the network and the classical baseline side by side (SPEC §5).
+"""Evaluation of stack folders: the network and the classical baseline side by side.
 
 Depth metrics per stack over valid pixels (ground truth > 0 and inside the depth range), then averaged over
-stacks; no median scaling. AIF PSNR / SSIM against ``gt_aif.png`` where present.
+stacks; no median scaling (see :mod:`defocus.metrics`). AIF PSNR / SSIM against ``gt_aif.png`` where present.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from typing import Sequence
 
 import torch
 
-from defocus.data.stack_io import FocalStack, read_stack, require_camera
+from torch import nn
+
+from defocus.data.folders import read_stack
+from defocus.data.stack import FocalStack
 from defocus.errors import DefocusError
-from defocus.eval.classical import classical_depth_from_focus
-from defocus.eval.metrics import DEPTH_METRIC_KEYS, depth_metrics, mean_metrics, psnr, ssim
-from defocus.inference import Prediction, default_depth_range, predict_stack
-from defocus.models.daifnet import DAIFNet
+from defocus.metrics import DEPTH_METRIC_KEYS, depth_metrics, mean_metrics, psnr, ssim
+from defocus.models.classical import ClassicalEstimator
+from defocus.models.prediction import Prediction
+from defocus.optics.forward import ForwardModel
+from defocus.predict import predict_stack, resolve_depth_range
 
 METHODS = ("network", "classical")
 
@@ -31,28 +35,27 @@ class StackResult:
 
 
 def evaluate_stack(
-    model: DAIFNet,
+    model: nn.Module,
     stack: FocalStack,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
     keep_predictions: bool = False,
-    refine_psf: str = "disk",
+    refine_model: ForwardModel | str = "disk",
+    baseline: nn.Module | None = None,
 ) -> StackResult:
+    """Metrics of ``model`` (with optional refinement) and of the classical ``baseline`` on one stack."""
     if stack.gt_depth is None:
         raise DefocusError(f"stack {stack.name} has no gt_depth.tiff: evaluation needs ground truth")
-    camera = require_camera(stack)
-    dr = depth_range or default_depth_range(camera, stack.focus_distances_m)
+    dr = resolve_depth_range(stack, depth_range)
     gt = torch.from_numpy(stack.gt_depth)
     res = StackResult(stack.name)
-    net = predict_stack(model, stack, dr, refine_steps=refine_steps, refine_psf=refine_psf,
-                        refine_linear_light=refine_psf == "disk")
-    depth_c, aif_c, conf_c = classical_depth_from_focus(stack.images, stack.focus_distances_m, depth_range_m=dr)
-    classical = Prediction(depth=depth_c[0], aif=aif_c, confidence=conf_c[0])
+    net = predict_stack(model, stack, dr, refine_steps=refine_steps, refine_model=refine_model)
+    classical = predict_stack(baseline or ClassicalEstimator(), stack, dr)
     for method, pred in (("network", net), ("classical", classical)):
-        m = depth_metrics(pred.depth, gt, depth_range_m=dr)
+        m = depth_metrics(pred.depth_map, gt, depth_range_m=dr)
         if stack.gt_aif is not None:
-            m["aif_psnr"] = psnr(pred.aif.clamp(0, 1), stack.gt_aif)
-            m["aif_ssim"] = ssim(pred.aif.clamp(0, 1), stack.gt_aif)
+            m["aif_psnr"] = psnr(pred.aif_image.clamp(0, 1), stack.gt_aif)
+            m["aif_ssim"] = ssim(pred.aif_image.clamp(0, 1), stack.gt_aif)
         res.metrics[method] = m
         if keep_predictions:
             res.predictions[method] = pred
@@ -88,19 +91,20 @@ def format_table(results: Sequence[StackResult], markdown: bool = False) -> str:
 
 
 def evaluate_folders(
-    model: DAIFNet,
+    model: nn.Module,
     folders: Sequence[str | Path],
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
     progress: bool = True,
-    refine_psf: str = "disk",
+    refine_model: ForwardModel | str = "disk",
 ) -> list[StackResult]:
+    """:func:`evaluate_stack` on every stack folder (read with ground truth)."""
     from tqdm import tqdm
 
     results = []
     for folder in tqdm(list(folders), desc="evaluate", disable=not progress or len(folders) < 2, leave=False):
         stack = read_stack(folder)
-        results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_psf=refine_psf))
+        results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_model=refine_model))
     return results
 
 

@@ -1,7 +1,7 @@
-"""Classical depth-from-focus baseline (SPEC §5).
+"""Classical depth-from-focus baseline: a plain function and a thin module, both behind the model factory.
 
-It runs side by side with the learned model in every evaluation. Units follow SPEC §1: focus distances and depth in
-metres, images float in [0, 1] (sRGB-encoded, as stored).
+It runs side by side with the learned model in every evaluation, and DAIF-Net takes its estimate as an input
+prior. Units: focus distances and depth in metres, images float in [0, 1] (sRGB-encoded, as stored).
 
 Method, per stack:
 
@@ -30,25 +30,17 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from defocus.checks import check_shape
+from defocus.color import to_grey
 from defocus.errors import DefocusError
+from defocus.models.prediction import Prediction
 
-__all__ = ["classical_depth_from_focus", "sum_modified_laplacian", "to_grey"]
+__all__ = ["ClassicalEstimator", "classical_depth_from_focus", "sum_modified_laplacian", "gaussian_presmooth"]
 
-_LUMA = (0.299, 0.587, 0.114)
 _LOG_EPS = 1e-12  # added to the focus measure before its log
 _CONF_EPS = 1e-12
-
-
-def to_grey(images: torch.Tensor) -> torch.Tensor:
-    """Grey image of (..., C, H, W) images with C = 3 (Rec. 601 luma) or C = 1; returns (..., H, W)."""
-    c = images.shape[-3]
-    if c == 1:
-        return images[..., 0, :, :]
-    if c != 3:
-        raise DefocusError(f"images must have 1 or 3 channels, got {c}")
-    w = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
-    return (images * w.view(3, 1, 1)).sum(dim=-3)
 
 
 def gaussian_presmooth(grey: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -229,3 +221,35 @@ def classical_depth_from_focus(
     if not batched:
         return depth[0], aif[0], conf[0]
     return depth, aif, conf
+
+
+class ClassicalEstimator(nn.Module):
+    """:func:`classical_depth_from_focus` as a module with the same call as DAIF-Net, returning a :class:`Prediction`.
+
+    ``estimator(stack, focus, blur_per_dioptre=None, depth_range=None)``: stack (B, N, 3, H, W), focus (B, N)
+    metres; ``blur_per_dioptre`` is ignored (the focus measure needs no camera); ``depth_range`` (B, 2) or
+    (near, far) metres clamps the depth (the first row is used for the whole batch).
+    """
+
+    def __init__(self, window: int = 9, presmooth_sigma: float = 1.0) -> None:
+        super().__init__()
+        self.window, self.presmooth_sigma = window, presmooth_sigma
+
+    def forward(
+        self,
+        stack: torch.Tensor,
+        focus: torch.Tensor,
+        blur_per_dioptre: torch.Tensor | None = None,
+        depth_range: torch.Tensor | Sequence[float] | None = None,
+    ) -> Prediction:
+        sizes = check_shape(stack, "B N 3 H W", "stack")
+        check_shape(torch.as_tensor(focus), "B N", "focus", sizes)
+        dr = None
+        if depth_range is not None:
+            d = torch.as_tensor(depth_range, dtype=torch.float64).reshape(-1, 2)
+            dr = (float(d[0, 0]), float(d[0, 1]))
+        depth, aif, conf = classical_depth_from_focus(stack, focus, self.window, dr, self.presmooth_sigma)
+        return Prediction(depth=depth, aif=aif, confidence=conf)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, presmooth_sigma={self.presmooth_sigma}"

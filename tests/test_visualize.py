@@ -148,30 +148,3 @@ def test_save_png_atomic(tmp_path):
     with Image.open(path) as im:
         assert im.size == (6, 5)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary left behind
-
-
-def test_plot_curve_writes_png(tmp_path):
-    xs = list(range(10))
-    path = tmp_path / "curve.png"
-    out = viz.plot_curve(
-        xs, {"train": [1.0 / (x + 1) for x in xs], "val": [1.2 / (x + 1) for x in xs]},
-        "time [s]", "AbsRel", "time to accuracy", path, size=(320, 240),
-    )  # fmt: skip
-    assert out.size == (320, 240)
-    with Image.open(path) as im:
-        im.load()
-        assert im.size == (320, 240) and im.mode == "RGB"
-        a = np.asarray(im).astype(int)
-    blue = np.array(viz.PLOT_COLORS[0])
-    assert (np.abs(a - blue).sum(axis=2) < 40).sum() > 50  # the first series is drawn
-    logp = viz.plot_curve(xs, {"loss": [10.0 ** -x for x in xs]}, "step", "loss", "", None, logy=True)
-    assert logp.size == (640, 400)
-
-
-def test_plot_curve_bad_inputs(tmp_path):
-    with pytest.raises(DefocusError):
-        viz.plot_curve([0, 1], {"a": [1.0]}, "x", "y", "t", tmp_path / "a.png")
-    with pytest.raises(DefocusError):
-        viz.plot_curve([0, 1], {}, "x", "y", "t", tmp_path / "a.png")
-    with pytest.raises(DefocusError):
-        viz.plot_curve([[0, 1]], {"a": [[1.0, 2.0]]}, "x", "y", "t", tmp_path / "a.png")

@@ -1,0 +1,250 @@
+"""Focal-stack folders on disk: :func:`read_stack` and :func:`write_stack`.
+
+A stack folder holds the images and a ``stack.json``::
+
+    {"images": ["focus_0.png", ...], "focus_distances_m": [1.0, ...],
+     "camera": {"focal_length_mm": 50.0, "f_number": 8.0, "pixel_size_um": 12.0}}
+
+and may hold ``gt_depth.tiff`` (float32 metres, 0 = unknown) and ``gt_aif.png``. Without ``stack.json`` the images
+are the picture files of the folder and focus / camera come from arguments or EXIF. Reading never changes a file;
+writing is atomic (:func:`defocus.files.atomic_folder`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from defocus.data.codecs import IMAGE_EXTENSIONS, load_image, read_depth, save_image, write_depth_tiff
+from defocus.data.exif import camera_from_exif, read_exif_metadata
+from defocus.data.stack import FocalStack, check_focus, focus_list
+from defocus.errors import DefocusError
+from defocus.files import atomic_folder, describe_os_error
+from defocus.optics.camera import ThinLensCamera
+
+PathLike = str | os.PathLike
+
+STACK_JSON = "stack.json"
+GT_DEPTH_NAME = "gt_depth.tiff"
+GT_AIF_NAME = "gt_aif.png"
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``focus_2`` before ``focus_10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _list_stack_images(folder: Path) -> list[str]:
+    """Picture files of a folder without stack.json: by name (numbers in natural order), ``gt_*`` excluded."""
+    names = [
+        e.name
+        for e in folder.iterdir()
+        if e.is_file()
+        and e.suffix.lower() in IMAGE_EXTENSIONS
+        and not e.name.lower().startswith("gt_")
+        and not e.name.startswith(".")
+    ]
+    return sorted(names, key=_natural_key)
+
+
+def _read_stack_json(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefocusError(f"bad stack.json in {path.parent}: {describe_os_error(exc)}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise DefocusError(f"bad stack.json in {path.parent}: {exc.msg} ({where})") from None
+    bad = f"bad stack.json in {path.parent}"
+    if not isinstance(data, dict):
+        raise DefocusError(f"{bad}: expected an object with images, focus_distances_m, camera")
+    images = data.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(s, str) and s for s in images):
+        raise DefocusError(f"{bad}: 'images' must be a non-empty list of file names")
+    if "focus_distances_m" in data:
+        fd = data["focus_distances_m"]
+        if not isinstance(fd, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fd):
+            raise DefocusError(f"{bad}: 'focus_distances_m' must be a list of numbers (metres)")
+        if len(fd) != len(images):
+            raise DefocusError(f"{bad}: {len(images)} images but {len(fd)} focus distances")
+    if "camera" in data and data["camera"] is not None and not isinstance(data["camera"], dict):
+        raise DefocusError(f"{bad}: 'camera' must be an object with focal_length_mm, f_number, pixel_size_um")
+    return data
+
+
+def read_stack(
+    folder: PathLike,
+    focus: Sequence[float] | torch.Tensor | np.ndarray | None = None,
+    camera: ThinLensCamera | None = None,
+    load_ground_truth: bool = True,
+) -> FocalStack:
+    """Reads a focal-stack folder (SPEC §6).
+
+    Images and focus distances come from ``stack.json`` when present, else the folder's picture files
+    (``*.png, *.jpg, *.jpeg, *.tif, *.tiff`` except ``gt_*``, by name with numbers in natural order) and EXIF
+    SubjectDistance. The camera comes from ``camera``, else ``stack.json``, else EXIF (see
+    :func:`read_exif_metadata`), else is None — use :func:`require_camera` where it is needed. ``focus`` (metres,
+    one per image) and ``camera`` override the files. ``gt_depth.tiff`` and ``gt_aif.png`` are read when present
+    and ``load_ground_truth`` is true; the training code passes False, so it never opens them.
+
+    Raises:
+        DefocusError: missing folder or images, corrupt files, bad JSON, sizes or counts that differ, focus
+            distances that are missing (names ``--focus``), not finite, not positive or inside the focal length.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DefocusError(f"stack folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
+    name = root.resolve().name or str(root)
+    json_path = root / STACK_JSON
+    data: dict | None = _read_stack_json(json_path) if json_path.is_file() else None
+    if data is not None:
+        image_names: list[str] = list(data["images"])
+    else:
+        image_names = _list_stack_images(root)
+        if not image_names:
+            raise DefocusError(f"no images in {root}: expected stack.json or *.png / *.jpg / *.tif files")
+    n = len(image_names)
+    paths = [root / s for s in image_names]
+
+    # camera: argument > stack.json > EXIF
+    exif_cache: dict[int, dict[str, float]] = {}
+
+    def exif(i: int) -> dict[str, float]:
+        if i not in exif_cache:
+            exif_cache[i] = read_exif_metadata(paths[i]) if paths[i].is_file() else {}
+        return exif_cache[i]
+
+    cam = camera
+    if cam is None and data is not None and data.get("camera") is not None:
+        try:
+            cam = ThinLensCamera.from_dict(data["camera"])
+        except DefocusError as exc:
+            raise DefocusError(f"bad stack.json in {root}: {exc}") from None
+    if cam is None:
+        cam = camera_from_exif(exif(0))
+
+    # focus: argument > stack.json > EXIF
+    if focus is not None:
+        fd = focus_list(focus, f"stack {name}")
+        if len(fd) != n:
+            raise DefocusError(f"--focus gives {len(fd)} distances but stack {name} has {n} images")
+    elif data is not None and "focus_distances_m" in data:
+        fd = [float(v) for v in data["focus_distances_m"]]
+    else:
+        fd = []
+        for i in range(n):
+            v = exif(i).get("focus_distance_m")
+            if v is None:
+                where = "add focus_distances_m to stack.json" if data is not None else "add stack.json"
+                raise DefocusError(
+                    f"no focus distances for {name}: pass --focus or {where} "
+                    f"({image_names[i]} has no EXIF SubjectDistance)"
+                )
+            fd.append(v)
+    check_focus(fd, cam, f"stack {name}")
+
+    images = []
+    size0: tuple[int, int] | None = None
+    for i, p in enumerate(paths):
+        img = load_image(p)
+        size = (int(img.shape[2]), int(img.shape[1]))
+        if size0 is None:
+            size0 = size
+        elif size != size0:
+            raise DefocusError(
+                f"image sizes differ in {name}: {image_names[0]} is {size0[0]}x{size0[1]} "
+                f"but {image_names[i]} is {size[0]}x{size[1]} (WxH)"
+            )
+        images.append(img)
+
+    gt_depth = None
+    if load_ground_truth and (root / GT_DEPTH_NAME).is_file():
+        gt_depth = read_depth(root / GT_DEPTH_NAME)
+        if (gt_depth.shape[1], gt_depth.shape[0]) != size0:
+            raise DefocusError(
+                f"{GT_DEPTH_NAME} in {name} is {gt_depth.shape[1]}x{gt_depth.shape[0]} but the images are "
+                f"{size0[0]}x{size0[1]} (WxH)"
+            )
+    gt_aif = None
+    if load_ground_truth and (root / GT_AIF_NAME).is_file():
+        gt_aif = load_image(root / GT_AIF_NAME)
+        if (gt_aif.shape[2], gt_aif.shape[1]) != size0:
+            raise DefocusError(
+                f"{GT_AIF_NAME} in {name} is {gt_aif.shape[2]}x{gt_aif.shape[1]} but the images are "
+                f"{size0[0]}x{size0[1]} (WxH)"
+            )
+    return FocalStack(
+        images=torch.stack(images),
+        focus_distances_m=torch.tensor(fd, dtype=torch.float32),
+        camera=cam,
+        gt_depth=gt_depth,
+        gt_aif=gt_aif,
+        image_names=image_names,
+        name=name,
+    )
+
+
+_WRITTEN_NAME = re.compile(r"^(focus_\d+\.png|stack\.json|gt_depth\.tiff|gt_aif\.png)$")
+
+
+def _check_replaceable(folder: Path) -> None:
+    """A non-empty existing folder may be replaced only if it looks like write_stack's own output."""
+    entries = list(folder.iterdir())
+    if not entries:
+        return
+    if not (folder / STACK_JSON).is_file():
+        raise DefocusError(
+            f"refusing to write a stack into {folder}: the folder is not empty and holds no stack.json "
+            "(choose a new or empty output folder)"
+        )
+    for e in entries:
+        if not e.is_file() or not _WRITTEN_NAME.match(e.name):
+            raise DefocusError(
+                f"refusing to replace stack folder {folder}: it holds {e.name}, which write_stack does not write "
+                "(choose a new or empty output folder)"
+            )
+
+
+def _json_float(v: float) -> float:
+    """A float32 value as the shortest decimal that reads back to the same float32 (0.3, not 0.30000001...)."""
+    return float(str(np.float32(v)))
+
+
+def write_stack(stack: FocalStack, folder: PathLike) -> None:
+    """Writes ``stack`` as a stack folder: ``focus_<i>.png`` (8-bit), ``stack.json``, ``gt_depth.tiff`` (float32
+    metres) and ``gt_aif.png`` when present.
+
+    Atomic: everything is written into a temporary sibling folder that is then renamed into place, so a failure
+    leaves no half-written output. An existing non-empty ``folder`` is replaced only if it is a stack folder holding
+    nothing but what this function writes; otherwise it is a DefocusError and nothing changes.
+    """
+    dest = Path(folder)
+    if dest.exists() and not dest.is_dir():
+        raise DefocusError(f"cannot write a stack to {dest}: it exists and is not a folder")
+    if dest.is_dir():
+        _check_replaceable(dest)
+    names = [f"focus_{i}.png" for i in range(stack.num_images)]
+    meta: dict[str, Any] = {
+        "images": names,
+        "focus_distances_m": [_json_float(v) for v in stack.focus_distances_m.tolist()],
+    }
+    if stack.camera is not None:
+        meta["camera"] = stack.camera.to_dict()
+    def fill(tmp: Path) -> None:
+        for i, nm in enumerate(names):
+            save_image(tmp / nm, stack.images[i])
+        (tmp / STACK_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if stack.gt_depth is not None:
+            write_depth_tiff(tmp / GT_DEPTH_NAME, stack.gt_depth)
+        if stack.gt_aif is not None:
+            save_image(tmp / GT_AIF_NAME, stack.gt_aif)
+
+    atomic_folder(dest, fill, "a stack to")
