@@ -23,10 +23,10 @@ import torch
 
 from defocus.cli import main as cli_main
 from defocus.demo import make_test_stack
-from defocus.data.stack_io import write_stack
-from defocus.evaluation import evaluate_stack, format_table, summarize
-from defocus.data.stack_io import read_stack
-from defocus.train.checkpoint import load_checkpoint, load_default_model
+from defocus.data.folders import write_stack
+from defocus.evaluate import evaluate_stack, format_table, summarize
+from defocus.data.folders import read_stack
+from defocus.models.checkpoint import load_checkpoint, load_default_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RGBD = ROOT.parent / "shared" / "data" / "rgbd"

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from defocus.demo import make_test_stack
-from defocus.eval.classical import classical_depth_from_focus
-from defocus.inference import predict_stack
+from defocus.models.classical import classical_depth_from_focus
+from defocus.predict import predict_stack
 from defocus.losses.selfsup import SelfSupervisedLoss
-from defocus.models.daifnet import count_parameters, create_model
-from defocus.train.checkpoint import load_checkpoint, load_default_model
+from defocus.models.factory import count_parameters, create_model
+from defocus.models.checkpoint import load_checkpoint, load_default_model
 from defocus.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from defocus.errors import DefocusError
-from defocus.eval import visualize as viz
+from defocus import visualize as viz
 
 
 def _ramp(h=8, w=64):

@@ -1,4 +1,5 @@
-"""Tests for defocus.data.stack_io: images, depth files, hole filling, stack folders, EXIF, errors."""
+"""Tests of defocus.data's codecs, holes, exif, stack and folders modules: images, depth files, hole filling, stack
+folders, EXIF, errors."""
 
 from __future__ import annotations
 
@@ -14,21 +15,13 @@ import tifffile
 import torch
 from PIL import Image, ImageOps
 
-from defocus.data import stack_io
-from defocus.data.stack_io import (
-    FocalStack,
-    fill_depth_holes,
-    load_image,
-    quantize_8bit,
-    read_depth,
-    read_exif_metadata,
-    read_stack,
-    require_camera,
-    save_image,
-    write_depth_png_mm,
-    write_depth_tiff,
-    write_stack,
-)
+from defocus.color import quantize_8bit
+from defocus.data import folders
+from defocus.data.codecs import load_image, read_depth, save_image, write_depth_png_mm, write_depth_tiff
+from defocus.data.exif import read_exif_metadata
+from defocus.data.folders import read_stack, write_stack
+from defocus.data.holes import fill_depth_holes
+from defocus.data.stack import FocalStack, require_camera
 from defocus.errors import DefocusError
 from defocus.optics.camera import ThinLensCamera
 
@@ -322,7 +315,7 @@ def test_write_stack_failure_leaves_no_partial_output(tmp_path, monkeypatch):
     def boom(path, depth):
         raise DefocusError("disk full")
 
-    monkeypatch.setattr(stack_io, "write_depth_tiff", boom)
+    monkeypatch.setattr(folders, "write_depth_tiff", boom)
     for dest in (tmp_path / "s", tmp_path / "new"):
         with pytest.raises(DefocusError, match="disk full"):
             write_stack(_stack(), dest)

@@ -1,4 +1,4 @@
-"""Tests of DAIF-Net (SPEC §3): factory, output contract, order invariance, any N, any size, gradients."""
+"""Tests of DAIF-Net: factory, output contract, order invariance, any N, any size, gradients."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from defocus.errors import DefocusError
-from defocus.models.daifnet import (
-    MODEL_REGISTRY,
-    DAIFNet,
-    count_parameters,
-    create_model,
-    focus_measure_features,
-    list_models,
-    model_inputs_from_camera,
-)
+from defocus.models.daifnet import DAIFNet, focus_measure_features
+from defocus.models.prediction import Prediction
+from defocus.models.factory import DAIFNET_VARIANTS, count_parameters, create_model, list_models
 from defocus.optics.camera import get_preset
 
 NYU = get_preset("nyuv2")
@@ -27,7 +21,7 @@ def _inputs(b: int = 2, n: int = 5, h: int = 24, w: int = 20, seed: int = 0, dty
     g = torch.Generator().manual_seed(seed)
     stack = torch.rand(b, n, 3, h, w, generator=g, dtype=torch.float64).to(dtype)
     focus = (0.8 + 5.0 * torch.rand(b, n, generator=g, dtype=torch.float64)).to(dtype)
-    k = NYU.camera.blur_per_dioptre_px(focus.double()).to(dtype)
+    k = NYU.camera.blur_per_dioptre(focus).to(dtype)
     dr = torch.tensor([[0.1, 10.0], [0.5, 4.0]], dtype=dtype)[:b] if b <= 2 else torch.tensor([[0.1, 10.0]]).expand(b, 2)
     return stack, focus, k, dr
 
@@ -40,13 +34,13 @@ def tiny() -> DAIFNet:
 
 # ------------------------------------------------------------------------------------------------- factory
 def test_every_registered_name_builds():
-    assert set(list_models()) == set(MODEL_REGISTRY)
+    assert set(list_models()) == set(DAIFNET_VARIANTS) | {"classical"}
     assert {"daifnet", "daifnet_small", "daifnet_tiny"} <= set(list_models())
-    for name in list_models():
+    for name in DAIFNET_VARIANTS:
         model = create_model(name)
         assert isinstance(model, DAIFNet)
-        assert tuple(model.config.widths) == tuple(MODEL_REGISTRY[name].widths)
-        assert model.config.bottleneck == MODEL_REGISTRY[name].bottleneck
+        assert tuple(model.config.widths) == tuple(DAIFNET_VARIANTS[name].widths)
+        assert model.config.bottleneck == DAIFNET_VARIANTS[name].bottleneck
 
 
 def test_unknown_model_name_is_defocus_error():
@@ -62,7 +56,7 @@ def test_overrides_replace_config_fields():
     assert model.encoder[0][0].out_channels == 6
     assert model.bottleneck[0].out_channels == 14
     # The registry entry itself is untouched by the override.
-    assert create_model("daifnet_tiny").config.widths == tuple(MODEL_REGISTRY["daifnet_tiny"].widths)
+    assert create_model("daifnet_tiny").config.widths == tuple(DAIFNET_VARIANTS["daifnet_tiny"].widths)
     with pytest.raises(TypeError):
         create_model("daifnet_tiny", no_such_field=3)
 
@@ -83,23 +77,23 @@ def test_output_keys_shapes_and_ranges(tiny):
     stack, focus, k, dr = _inputs(b, n, h, w)
     with torch.no_grad():
         out = tiny(stack, focus, k, dr)
-    assert {"depth", "inv_depth", "aif", "attention", "confidence"} <= set(out)
-    assert out["depth"].shape == (b, 1, h, w)
-    assert out["inv_depth"].shape == (b, 1, h, w)
-    assert out["aif"].shape == (b, 3, h, w)
-    assert out["attention"].shape == (b, n, 1, h, w)
-    assert out["confidence"].shape == (b, 1, h, w)
-    for v in out.values():
+    assert isinstance(out, Prediction)
+    assert out.depth.shape == (b, 1, h, w)
+    assert out.inv_depth.shape == (b, 1, h, w)
+    assert out.aif.shape == (b, 3, h, w)
+    assert out.attention.shape == (b, n, 1, h, w)
+    assert out.confidence.shape == (b, 1, h, w)
+    for v in (out.depth, out.inv_depth, out.aif, out.attention, out.confidence):
         assert v.dtype == torch.float32 and torch.isfinite(v).all()
     for i in range(b):
         near, far = float(dr[i, 0]), float(dr[i, 1])
-        d = out["depth"][i]
+        d = out.depth[i]
         assert float(d.min()) >= near * (1 - 1e-5) and float(d.max()) <= far * (1 + 1e-5)
-    torch.testing.assert_close(out["inv_depth"] * out["depth"], torch.ones_like(out["depth"]), rtol=1e-5, atol=1e-5)
-    assert float(out["aif"].min()) >= 0.0 and float(out["aif"].max()) <= 1.0
-    assert float(out["confidence"].min()) >= 0.0 and float(out["confidence"].max()) <= 1.0
-    assert float(out["attention"].min()) >= 0.0
-    torch.testing.assert_close(out["attention"].sum(dim=1), torch.ones(b, 1, h, w), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.inv_depth * out.depth, torch.ones_like(out.depth), rtol=1e-5, atol=1e-5)
+    assert float(out.aif.min()) >= 0.0 and float(out.aif.max()) <= 1.0
+    assert float(out.confidence.min()) >= 0.0 and float(out.confidence.max()) <= 1.0
+    assert float(out.attention.min()) >= 0.0
+    torch.testing.assert_close(out.attention.sum(dim=1), torch.ones(b, 1, h, w), rtol=0, atol=1e-5)
 
 
 def test_depth_stays_in_range_with_extreme_weights():
@@ -112,11 +106,11 @@ def test_depth_stays_in_range_with_extreme_weights():
     stack, focus, k, dr = _inputs(2, 4, 16, 16, seed=3)
     with torch.no_grad():
         out = model(stack, focus, k, dr)
-    assert torch.isfinite(out["depth"]).all()
+    assert torch.isfinite(out.depth).all()
     for i in range(2):
-        assert float(out["depth"][i].min()) >= float(dr[i, 0]) * (1 - 1e-5)
-        assert float(out["depth"][i].max()) <= float(dr[i, 1]) * (1 + 1e-5)
-    assert float(out["aif"].min()) >= 0 and float(out["aif"].max()) <= 1
+        assert float(out.depth[i].min()) >= float(dr[i, 0]) * (1 - 1e-5)
+        assert float(out.depth[i].max()) <= float(dr[i, 1]) * (1 + 1e-5)
+    assert float(out.aif.min()) >= 0 and float(out.aif.max()) <= 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -129,11 +123,11 @@ def test_order_invariance(dtype):
         a = model(stack, focus, k, dr)
         b = model(stack[:, perm], focus[:, perm], k[:, perm], dr)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(a["depth"], b["depth"], rtol=tol, atol=tol)
-    torch.testing.assert_close(a["aif"], b["aif"], rtol=tol, atol=tol)
-    torch.testing.assert_close(a["confidence"], b["confidence"], rtol=tol, atol=tol)
+    torch.testing.assert_close(a.depth, b.depth, rtol=tol, atol=tol)
+    torch.testing.assert_close(a.aif, b.aif, rtol=tol, atol=tol)
+    torch.testing.assert_close(a.confidence, b.confidence, rtol=tol, atol=tol)
     # Attention follows the images it belongs to.
-    torch.testing.assert_close(a["attention"][:, perm], b["attention"], rtol=tol, atol=tol)
+    torch.testing.assert_close(a.attention[:, perm], b.attention, rtol=tol, atol=tol)
 
 
 def test_order_matters_only_through_focus():
@@ -143,8 +137,8 @@ def test_order_matters_only_through_focus():
     stack, focus, k, dr = _inputs(1, 4, 16, 16, seed=5, dtype=torch.float64)
     perm = torch.tensor([1, 0, 3, 2])
     with torch.no_grad():
-        a = model(stack, focus, k, dr)["depth"]
-        b = model(stack[:, perm], focus, k, dr)["depth"]
+        a = model(stack, focus, k, dr).depth
+        b = model(stack[:, perm], focus, k, dr).depth
     assert (a - b).abs().max() > 1e-6
 
 
@@ -153,13 +147,13 @@ def test_any_stack_length(tiny, n):
     stack, focus, k, dr = _inputs(1, n, 12, 16, seed=n)
     with torch.no_grad():
         out = tiny(stack, focus, k, dr)
-    assert out["depth"].shape == (1, 1, 12, 16)
-    assert out["attention"].shape == (1, n, 1, 12, 16)
-    assert torch.isfinite(out["depth"]).all() and torch.isfinite(out["aif"]).all()
-    torch.testing.assert_close(out["attention"].sum(1), torch.ones(1, 1, 12, 16), rtol=0, atol=1e-5)
+    assert out.depth.shape == (1, 1, 12, 16)
+    assert out.attention.shape == (1, n, 1, 12, 16)
+    assert torch.isfinite(out.depth).all() and torch.isfinite(out.aif).all()
+    torch.testing.assert_close(out.attention.sum(1), torch.ones(1, 1, 12, 16), rtol=0, atol=1e-5)
     if n == 1:
-        assert float(out["confidence"].abs().max()) == 0.0  # one image says nothing about focus
-    assert float(out["confidence"].min()) >= 0 and float(out["confidence"].max()) <= 1
+        assert float(out.confidence.abs().max()) == 0.0  # one image says nothing about focus
+    assert float(out.confidence.min()) >= 0 and float(out.confidence.max()) <= 1
 
 
 @pytest.mark.parametrize("size", [(17, 23), (5, 7), (1, 1), (3, 40), (33, 16)])
@@ -168,11 +162,11 @@ def test_odd_sizes_give_outputs_of_input_size(tiny, size):
     stack, focus, k, dr = _inputs(2, 3, h, w, seed=h * w)
     with torch.no_grad():
         out = tiny(stack, focus, k, dr)
-    assert out["depth"].shape == (2, 1, h, w)
-    assert out["aif"].shape == (2, 3, h, w)
-    assert out["confidence"].shape == (2, 1, h, w)
-    assert out["attention"].shape == (2, 3, 1, h, w)
-    assert torch.isfinite(out["depth"]).all()
+    assert out.depth.shape == (2, 1, h, w)
+    assert out.aif.shape == (2, 3, h, w)
+    assert out.confidence.shape == (2, 1, h, w)
+    assert out.attention.shape == (2, 3, 1, h, w)
+    assert torch.isfinite(out.depth).all()
 
 
 def test_paper_width_model_on_odd_size():
@@ -181,8 +175,8 @@ def test_paper_width_model_on_odd_size():
     stack, focus, k, dr = _inputs(1, 3, 17, 23)
     with torch.no_grad():
         out = model(stack, focus, k, dr)
-    assert out["depth"].shape == (1, 1, 17, 23)
-    assert out["aif"].shape == (1, 3, 17, 23)
+    assert out.depth.shape == (1, 1, 17, 23)
+    assert out.aif.shape == (1, 3, 17, 23)
 
 
 def test_bad_shapes_raise_defocus_error(tiny):
@@ -207,11 +201,10 @@ def test_bad_shapes_raise_defocus_error(tiny):
             DAIFNet.check_inputs(*args)
 
 
-def test_model_inputs_from_camera():
+def test_camera_gain_as_the_model_takes_it():
     focus = torch.tensor([[1.0, 1.5, 2.5, 4.0, 6.0]])
-    k, dr = model_inputs_from_camera(NYU.camera, focus, NYU.depth_range_m)
-    assert k.shape == (1, 5) and dr.shape == (1, 2)
-    torch.testing.assert_close(dr, torch.tensor([[0.1, 10.0]]))
+    k = NYU.camera.blur_per_dioptre(focus)
+    assert k.shape == (1, 5) and k.dtype == torch.float32
     # K = A·s/p with s = f·fd/(fd − f)
     f, n, p = 0.05, 8.0, 12e-6
     expected = torch.tensor([(f / n) * (f * fd / (fd - f)) / p for fd in [1.0, 1.5, 2.5, 4.0, 6.0]])
@@ -263,8 +256,8 @@ def test_gradient_reaches_every_parameter():
     model = create_model("daifnet_tiny").train()
     stack, focus, k, dr = _inputs(2, 4, 16, 16, seed=9)
     out = model(stack, focus, k, dr)
-    target_depth = torch.full_like(out["depth"], 2.0)
-    loss = (out["depth"] - target_depth).abs().mean() + (out["aif"] - stack[:, 0]).abs().mean()
+    target_depth = torch.full_like(out.depth, 2.0)
+    loss = (out.depth - target_depth).abs().mean() + (out.aif - stack[:, 0]).abs().mean()
     loss.backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert missing == []

@@ -19,7 +19,6 @@ from defocus.optics.camera import PRESETS, ThinLensCamera
 from defocus.optics.psf import discrete_gaussian_1d, disk_weights, kernel_radius
 from defocus.optics.render import (
     RENDER_METHODS,
-    DefocusRenderer,
     default_levels,
     render_exact,
     render_layered,
@@ -446,30 +445,6 @@ def test_unknown_method():
         render_stack(torch.rand(1, 3, 4, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1), NYU, method="fast")
     for m in RENDER_METHODS:
         assert m in str(exc.value)
-
-
-# ------------------------------------------------------------------------------------------------ the module
-def test_defocus_renderer_wraps_render_stack():
-    aif = _rand(2, 3, 8, 9)
-    depth = 0.8 + 2 * _rand(2, 1, 8, 9, seed=1)
-    focus = torch.tensor([[1.0, 2.0], [1.5, 3.0]])
-    for method in RENDER_METHODS:
-        for psf in PSFS:
-            mod = DefocusRenderer(NYU, psf=psf, method=method)
-            assert isinstance(mod, torch.nn.Module)
-            assert list(mod.parameters()) == []
-            torch.testing.assert_close(mod(aif, depth, focus), render_stack(aif, depth, focus, NYU, psf, method))
-            assert method in repr(mod) and psf in repr(mod)
-    # keyword options are forwarded, and the camera may be replaced per call
-    mod = DefocusRenderer(NYU, method="layered", level_ratio=2.0)
-    torch.testing.assert_close(mod(aif, depth, focus), render_layered(aif, depth, focus, NYU, level_ratio=2.0))
-    other = NYU.resized(0.5)
-    torch.testing.assert_close(mod(aif, depth, focus, camera=other),
-                               render_layered(aif, depth, focus, other, level_ratio=2.0))
-    with pytest.raises(DefocusError):
-        DefocusRenderer(NYU, method="fft")
-    with pytest.raises(DefocusError):
-        DefocusRenderer(NYU, psf="airy")
 
 
 def test_default_levels():

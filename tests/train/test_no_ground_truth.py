@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import defocus.data.stack_io as stack_io
+import defocus.data.folders as folders
+import defocus.data.sweeps as sweeps
 from defocus.data.procedural import make_scene
-from defocus.data.stack_io import FocalStack, read_stack, write_stack
+from defocus.data.folders import read_stack, write_stack
+from defocus.data.stack import FocalStack
 from defocus.data.synthesis import synthesize_stack
-from defocus.data.training import (
+from defocus.data.sweeps import (
     DataConfig,
     FocalSweepSampler,
     SweepGroup,
@@ -83,15 +85,16 @@ def test_training_on_a_user_stack_never_opens_ground_truth(poisoned_stack, tmp_p
     def no_depth(*args, **kwargs):
         raise AssertionError("training read a depth map")
 
-    real_load_image = stack_io.load_image
+    real_load_image = folders.load_image
 
     def load_image_no_gt(path, *args, **kwargs):
         if Path(path).name.startswith("gt_"):
             raise AssertionError(f"training loaded ground-truth image {path}")
         return real_load_image(path, *args, **kwargs)
 
-    monkeypatch.setattr(stack_io, "read_depth", no_depth)
-    monkeypatch.setattr(stack_io, "load_image", load_image_no_gt)
+    for module in (folders, sweeps):
+        monkeypatch.setattr(module, "read_depth", no_depth)
+        monkeypatch.setattr(module, "load_image", load_image_no_gt)
     before = {p.name: p.read_bytes() for p in poisoned_stack.iterdir()}
     cfg = load_config(
         None,
@@ -137,7 +140,8 @@ def test_building_groups_and_sampling_never_call_read_depth(poisoned_stack, monk
         calls.append(args)
         raise AssertionError("read_depth called on the training path")
 
-    monkeypatch.setattr(stack_io, "read_depth", spy)
+    for module in (folders, sweeps):
+        monkeypatch.setattr(module, "read_depth", spy)
     cfg = DataConfig(presets=["nyuv2"], protocols=["paper"], scenes_per_group=1, size=[24, 24], sweep=5,
                      stack_dirs=[str(poisoned_stack)])
     with _Watch() as opened:

@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import defocus.data.training as training
-from defocus.data.training import DataConfig, FocalSweepSampler, SweepGroup
+import defocus.data.sweeps as training
+from defocus.data.sweeps import DataConfig, FocalSweepSampler, SweepGroup
 from defocus.errors import DefocusError
-from defocus.models.daifnet import create_model
-from defocus.train.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from defocus.models.factory import create_model
+from defocus.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from defocus.train.config import config_from_dict, load_config
 from defocus.train.trainer import train
 
@@ -177,7 +177,7 @@ def test_checkpoint_round_trip(tmp_path):
     dr = torch.tensor([[0.1, 10.0]])
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x, fd, k, dr)["depth"], loaded(x, fd, k, dr)["depth"], rtol=0, atol=0)
+        torch.testing.assert_close(model(x, fd, k, dr).depth, loaded(x, fd, k, dr).depth, rtol=0, atol=0)
 
 
 def test_corrupt_or_missing_checkpoint_is_defocus_error(tmp_path):

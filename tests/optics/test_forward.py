@@ -1,0 +1,130 @@
+"""Tests of the ForwardModel: module equals the renderer functions, light models, named families, synthesis and
+loss constructors, re-rendering from inverse depth and K, errors, float64 gradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from defocus.color import linear_to_srgb, srgb_to_linear
+from defocus.data.synthesis import synthesize_stack
+from defocus.errors import DefocusError
+from defocus.losses.selfsup import LossConfig
+from defocus.optics.camera import PRESETS
+from defocus.optics.forward import FAMILIES, ForwardModel
+from defocus.optics.render import RENDER_METHODS, render_layered, render_layered_from_blur, render_occlusion, render_stack
+
+NYU = PRESETS["nyuv2"].camera
+
+
+def _inputs(b=2, h=8, w=9, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    aif = (0.1 + 0.8 * torch.rand(b, 3, h, w, generator=g)).to(dtype)
+    depth = (0.8 + 2 * torch.rand(b, 1, h, w, generator=g)).to(dtype)
+    focus = torch.tensor([[1.0, 2.0], [1.5, 3.0]], dtype=dtype)[:b]
+    return aif, depth, focus
+
+
+@pytest.mark.parametrize("method", RENDER_METHODS)
+@pytest.mark.parametrize("psf", ("gaussian", "disk"))
+def test_srgb_module_equals_render_stack(method, psf):
+    aif, depth, focus = _inputs()
+    fm = ForwardModel(NYU, psf=psf, light="srgb", method=method)
+    assert isinstance(fm, torch.nn.Module) and list(fm.parameters()) == []
+    ref = render_stack(aif, depth, focus, NYU, psf, method, **({"linear_light": False} if method == "occlusion" else {}))
+    torch.testing.assert_close(fm(aif, depth, focus), ref)
+    assert method in repr(fm) and psf in repr(fm)
+
+
+def test_linear_light_decodes_blurs_encodes():
+    aif, depth, focus = _inputs()
+    fm = ForwardModel(NYU, psf="disk", light="linear", method="layered", level_ratio=1.25)
+    ref = linear_to_srgb(render_layered(srgb_to_linear(aif), depth, focus, NYU, "disk", level_ratio=1.25))
+    torch.testing.assert_close(fm(aif, depth, focus), ref)
+    # different from blurring the encoded values
+    assert (fm(aif, depth, focus) - fm.replace(light="srgb")(aif, depth, focus)).abs().max() > 1e-3
+    occ = ForwardModel(NYU, psf="disk", light="linear", method="occlusion")
+    torch.testing.assert_close(occ(aif, depth, focus), render_occlusion(aif, depth, focus, NYU, "disk", True))
+
+
+def test_camera_can_be_replaced_per_call_and_is_required():
+    aif, depth, focus = _inputs()
+    fm = ForwardModel(None, method="layered")
+    with pytest.raises(DefocusError, match="no camera"):
+        fm(aif, depth, focus)
+    other = NYU.resized(0.5)
+    torch.testing.assert_close(fm(aif, depth, focus, camera=other), render_layered(aif, depth, focus, other))
+
+
+def test_families_and_constructors():
+    assert FAMILIES == {"gaussian": ("gaussian", "srgb"), "disk": ("disk", "linear")}
+    g = ForwardModel.from_family("gaussian")
+    assert (g.psf, g.light, g.linear_light) == ("gaussian", "srgb", False)
+    d = ForwardModel.from_preset("nyuv2", "disk")
+    assert (d.psf, d.light, d.linear_light, d.camera) == ("disk", "linear", True, NYU)
+    assert ForwardModel.for_synthesis("paper", NYU).method == "layered"
+    assert ForwardModel.for_synthesis("realistic", NYU).method == "occlusion"
+    cfg = LossConfig(psf="disk", linear_light=True, level_ratio=1.3, multires=True)
+    fm = cfg.forward_model()
+    assert (fm.psf, fm.light, fm.spec.level_ratio, fm.spec.multires) == ("disk", "linear", 1.3, True)
+    assert cfg.forward_model(psf="gaussian", linear_light=False).describe()["light"] == "srgb"
+    assert cfg.forward_model(psf=None).psf == "disk"  # None keeps the config's value
+    desc = d.describe()
+    assert desc["camera"]["focal_length_mm"] == pytest.approx(50.0) and desc["psf"] == "disk"
+
+
+def test_for_synthesis_is_what_synthesize_stack_renders():
+    aif, depth, focus = _inputs(b=1, h=16, w=16)
+    fm = ForwardModel.for_synthesis("paper", NYU)
+    out = synthesize_stack(aif, depth, focus, NYU, "paper", quantize=False)
+    torch.testing.assert_close(out, fm(aif, depth, focus).clamp(0, 1))
+
+
+@pytest.mark.parametrize("family", ("gaussian", "disk"))
+def test_rerender_matches_depth_rendering(family):
+    aif, depth, focus = _inputs()
+    fm = ForwardModel.from_family(family, NYU)
+    k = NYU.blur_per_dioptre(focus)
+    out = fm.rerender(aif, 1.0 / depth, focus, k)
+    assert out.stack.shape == (2, 2, 3, 8, 9) and out.blur.shape == (2, 2, 1, 8, 9)
+    torch.testing.assert_close(out.stack, fm(aif, depth, focus), rtol=1e-4, atol=1e-4)
+    img = srgb_to_linear(aif) if fm.linear_light else aif
+    ref = render_layered_from_blur(img, out.blur, fm.psf)
+    torch.testing.assert_close(out.stack, linear_to_srgb(ref) if fm.linear_light else ref)
+
+
+def test_rerender_needs_layered_and_right_shapes():
+    aif, depth, focus = _inputs()
+    k = NYU.blur_per_dioptre(focus)
+    with pytest.raises(DefocusError, match="layered"):
+        ForwardModel(NYU, method="exact").rerender(aif, 1 / depth, focus, k)
+    with pytest.raises(DefocusError, match="blur_per_dioptre"):
+        ForwardModel(NYU).rerender(aif, 1 / depth, focus, k[:, :1])
+    with pytest.raises(DefocusError, match="inverse depth"):
+        ForwardModel(NYU).rerender(aif, (1 / depth)[:, 0], focus, k)
+
+
+def test_bad_settings_are_defocus_errors():
+    with pytest.raises(DefocusError, match="airy"):
+        ForwardModel(NYU, psf="airy")
+    with pytest.raises(DefocusError, match="light model"):
+        ForwardModel(NYU, light="log")
+    with pytest.raises(DefocusError, match="render method"):
+        ForwardModel(NYU, method="fft")
+    with pytest.raises(DefocusError, match="level_ratio"):
+        ForwardModel(NYU, level_ratio=1.0)
+    with pytest.raises(DefocusError, match="family"):
+        ForwardModel.from_family("airy")
+    with pytest.raises(DefocusError, match="protocol"):
+        ForwardModel.for_synthesis("cinematic", NYU)
+
+
+@pytest.mark.parametrize("family", ("gaussian", "disk"))
+def test_gradcheck_rerender_float64(family):
+    g = torch.Generator().manual_seed(3)
+    aif = (0.2 + 0.6 * torch.rand(1, 3, 5, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    inv = (0.3 + 0.5 * torch.rand(1, 1, 5, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    focus = torch.tensor([[1.2, 2.5]], dtype=torch.float64)
+    k = NYU.blur_per_dioptre_px(focus)
+    fm = ForwardModel.from_family(family, level_ratio=1.5)
+    assert torch.autograd.gradcheck(lambda a, i: fm.rerender(a, i, focus, k).stack, (aif, inv), eps=1e-6, atol=1e-5)
