@@ -1,4 +1,4 @@
-"""Accuracy of the network against the classical baseline on the issue-3 test stacks (SPEC §5).
+"""Accuracy of the network against the classical baseline on the issue-3 test stacks.
 
 Test stacks (none used for training):
 * the real RGB-D frames of ../shared/data/rgbd (NYU #0045 and the 5 PrimeSense frames) rendered at 320x240 with the

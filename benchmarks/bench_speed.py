@@ -20,6 +20,7 @@ from defocus.demo import make_test_stack
 from defocus.models.classical import classical_depth_from_focus
 from defocus.predict import predict_stack
 from defocus.losses.selfsup import SelfSupervisedLoss
+from defocus.optics.forward import ForwardModel
 from defocus.models.factory import count_parameters, create_model
 from defocus.models.checkpoint import load_checkpoint, load_default_model
 from defocus.train.config import load_config
@@ -54,20 +55,21 @@ def main() -> None:
     rows.append((f"network {meta['model_name']} ({count_parameters(model) / 1e6:.2f} M parameters)", t_net))
     rows.append(("network + 20 refinement steps", t_ref))
 
-    cfg = load_config(ROOT / "configs" / "release.yaml")
+    cfg = load_config("release")
     train_model = create_model(cfg.model.name)
     loss_fn = SelfSupervisedLoss(cfg.loss)
+    physics = ForwardModel.from_family("disk")
     opt = torch.optim.AdamW(train_model.parameters(), lr=1e-4)
     b, n, (h, w) = cfg.optim.batch_size, 5, cfg.data.size
     gen = torch.Generator().manual_seed(0)
     batch = torch.rand(b, n, 3, h, w, generator=gen)
     fd = torch.tensor([[1.0, 1.5, 2.5, 4.0, 6.0]]).expand(b, n)
-    k = stack.camera.blur_per_dioptre_px(fd.double()).float()
+    k = stack.camera.blur_per_dioptre(fd)
     dr = torch.tensor([[0.1, 10.0]]).expand(b, 2)
 
     def step() -> None:
         pred = train_model(batch, fd, k, dr)
-        loss, _ = loss_fn(batch, pred, fd, k, psf="disk", linear_light=True)
+        loss, _ = loss_fn(batch, pred, physics, fd, k)
         opt.zero_grad()
         loss.backward()
         opt.step()

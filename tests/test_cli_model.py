@@ -1,4 +1,4 @@
-"""End-to-end tests of `defocus train / evaluate / predict / demo` on tiny configs (SPEC §6).
+"""End-to-end tests of `defocus train / evaluate / predict / demo` on tiny configs.
 
 The training run goes once through ``python -m defocus.cli`` in a subprocess (the real entry point); everything else
 runs ``defocus.cli.main([...])`` in-process with the weights it exported.
@@ -42,12 +42,13 @@ def _one_error_line(rc: int, err: str, *needles: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    """`defocus train --config configs/tiny.yaml ... --export` in a subprocess; a rendered stack beside it."""
+    """`defocus train --config tiny ... --export` (the packaged config, by name) in a subprocess; a rendered stack
+    beside it."""
     root = tmp_path_factory.mktemp("cli_model")
     weights = root / "w.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "defocus.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
+        [sys.executable, "-m", "defocus.cli", "train", "--config", "tiny",
          f"out_dir={root / 'runs'}", "name=x", "--quiet", "--export", str(weights)],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -83,13 +84,13 @@ def test_train_writes_run_files_and_exports(trained):
 
 
 def test_train_overrides_and_errors(tmp_path, capsys):
-    rc, out, err = _cli(["train", "--config", REPO / "configs" / "tiny.yaml", f"out_dir={tmp_path}", "name=y",
+    rc, out, err = _cli(["train", "--config", "tiny", f"out_dir={tmp_path}", "name=y",
                          "optim.nope=1", "--quiet"], capsys)
     _one_error_line(rc, err, "optim.nope")
     assert not (tmp_path / "y").exists()
     rc, out, err = _cli(["train", "--config", tmp_path / "missing.yaml", "--quiet"], capsys)
     _one_error_line(rc, err, "missing.yaml")
-    rc, out, err = _cli(["train", "--config", REPO / "configs" / "tiny.yaml", f"out_dir={tmp_path}", "name=z",
+    rc, out, err = _cli(["train", "--config", "tiny", f"out_dir={tmp_path}", "name=z",
                          "--resume", "--quiet"], capsys)
     _one_error_line(rc, err, "resume")
 
@@ -259,3 +260,25 @@ def test_refinement_forward_model_is_selectable(trained, stack, tmp_path, capsys
         assert rc == 0, err
         depths[psf] = _check_prediction(out / "proc7", H, W)
     assert not np.array_equal(depths["disk"], depths["gaussian"])
+
+
+@pytest.mark.parametrize("psf", ["gaussian", "disk"])
+def test_demo_refine_psf_reaches_the_refinement(trained, tmp_path, capsys, monkeypatch, psf):
+    import defocus.predict as predict_module
+
+    seen = []
+    real_refine = predict_module.refine
+
+    def spy(*args, **kwargs):
+        seen.append(args[6])  # the forward model of the refinement
+        return real_refine(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "refine", spy)
+    out = tmp_path / f"demo_{psf}"
+    rc, _, err = _cli(["demo", "-o", out, "--checkpoint", trained["weights"], "--stacks-per-group", "1",
+                       "--refine-steps", "1", "--refine-psf", psf], capsys)
+    assert rc == 0, err
+    assert len(seen) == 4  # one refinement per demo stack (the classical baseline is not refined)
+    want = {"gaussian": ("gaussian", "srgb"), "disk": ("disk", "linear")}[psf]
+    assert all((fm.psf, fm.light) == want for fm in seen)
+    assert json.loads((out / "metrics.json").read_text())["refine_model"] == psf

@@ -237,7 +237,7 @@ def test_subprocess_entry_point(tmp_path, inputs):
 # ------------------------------------------------------------------------------------- done when (issue 2)
 def _reference_paper_stack(rgb: np.ndarray, depth: np.ndarray, focus: list[float], f: float, n_f: float,
                            p: float) -> np.ndarray:
-    """SPEC §2 `paper` protocol written independently of defocus.optics, in numpy.
+    """The `paper` protocol written independently of defocus.optics, in numpy.
 
     rgb (H, W, 3) in [0, 1], depth (H, W) metres, thin lens f (m), f-number n_f, pixel pitch p (m).
     Per pixel σ = c/(4p) with c = A·s·|1/fd − 1/d|; each source pixel spreads a sampled Gaussian

@@ -6,7 +6,7 @@ The public API, what a notebook user types::
 
     stack = defocus.read_stack("my_stack/")                     # a folder (stack.json, or images + EXIF)
     stack = defocus.FocalStack.from_arrays(images, focus_m, defocus.ThinLensCamera.from_mm_um(50, 8, 12))
-    pred = defocus.predict(stack)                               # shipped weights; refine_steps=K to refine
+    pred = defocus.estimate(stack)                              # shipped weights; refine_steps=K to refine
     defocus.write_prediction("out/my_stack", pred)              # depth.tiff, depth.png, previews, aif.png, ...
     pred.depth_map                                              # (H, W) metres
 
@@ -32,7 +32,7 @@ _PUBLIC: dict[str, str] = {
     "Prediction": "defocus.models.prediction",
     "create_model": "defocus.models.factory",
     "list_models": "defocus.models.factory",
-    "predict": "defocus.predict",
+    "estimate": "defocus.predict",
     "predict_stack": "defocus.predict",
     "write_prediction": "defocus.predict",
     "evaluate_stack": "defocus.evaluate",

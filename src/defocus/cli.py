@@ -129,6 +129,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
+    from defocus.files import atomic_write
     from defocus.train.config import load_config
     from defocus.train.trainer import train
 
@@ -139,8 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         src = run_dir / "best.safetensors"
         if not src.is_file():
             src = run_dir / "last.safetensors"
-        args.export.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, args.export)
+        atomic_write(args.export, lambda tmp: shutil.copyfile(src, tmp), "weights")
         print(f"weights exported to {args.export}")
     return 0
 
@@ -196,14 +196,15 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from defocus.evaluate import evaluate_folders, format_table, results_to_json
+    from defocus.files import atomic_write
 
     model, meta = _load_model(args)
     results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_model=args.refine_psf)
     print(format_table(results, markdown=args.markdown))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         extra = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}
-        args.json.write_text(results_to_json(results, extra))
+        text = results_to_json(results, extra)
+        atomic_write(args.json, lambda tmp: tmp.write_text(text), "results")
         print(f"results written to {args.json}")
     return 0
 

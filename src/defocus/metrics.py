@@ -1,4 +1,4 @@
-"""Depth and all-in-focus image metrics (SPEC §5).
+"""Depth and all-in-focus image metrics.
 
 Depth metrics are computed **per image** over its valid pixels, then averaged over images with
 :func:`mean_metrics`; depth is metric, so there is no median scaling. With ``d`` the prediction and ``g`` the
@@ -70,7 +70,7 @@ def depth_metrics(
     valid: torch.Tensor | np.ndarray | None = None,
     depth_range_m: tuple[float, float] | None = None,
 ) -> dict[str, float]:
-    """Depth metrics of one image (SPEC §5).
+    """Depth metrics of one image.
 
     Args:
         pred: predicted depth, (H, W) or (1, H, W), metres.
@@ -129,7 +129,7 @@ def depth_metrics(
 
 
 def mean_metrics(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Average per-image metric dicts over images (each image weighs the same, SPEC §5).
+    """Average per-image metric dicts over images (each image weighs the same).
 
     Args:
         per_image: dicts as returned by :func:`depth_metrics` (or any dicts of numbers with the same keys).
@@ -219,7 +219,7 @@ def ssim_map(
 
     Args:
         x, y: images (B, C, H, W) with data range 1 (C1, C2 assume that range).
-        window_size: odd window width in pixels (11 in SPEC §4/§5).
+        window_size: odd window width in pixels (11 for the loss and the metrics).
         sigma: Gaussian standard deviation in pixels (1.5).
         padding: ``"valid"`` — no padding, output (B, C, H − ws + 1, W − ws + 1); ``"reflect"`` — the input is
             reflect-padded by ``ws // 2`` so the output is (B, C, H, W).
@@ -262,7 +262,7 @@ def ssim_map(
 
 
 def ssim(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
-    """Mean SSIM of AIF images (SPEC §5), computed in float64.
+    """Mean SSIM of AIF images, computed in float64.
 
     11x11 Gaussian window, σ = 1.5, C1 = 0.01², C2 = 0.03², 'valid' padding; the map is averaged over channels
     and pixels of each image, then over the batch.

@@ -2,7 +2,8 @@
 
 ``predict_stack`` runs any model of the factory (DAIF-Net or the classical baseline) on one stack at its own
 resolution and returns a :class:`~defocus.models.prediction.Prediction` (batch of one); ``write_prediction`` writes
-the files of ``defocus predict``; :func:`predict` is the one-call version for notebooks.
+the files of ``defocus predict``; :func:`estimate` is the one-call version for notebooks (``defocus.estimate``; not ``defocus.predict``, which is
+this module).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def write_prediction(out_dir: str | os.PathLike, pred: Prediction, title: str | 
     return atomic_folder(Path(out_dir), fill, "predictions to")
 
 
-def predict(
+def estimate(
     stack: FocalStack | str | os.PathLike,
     model: nn.Module | None = None,
     depth_range: tuple[float, float] | None = None,

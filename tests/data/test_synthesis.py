@@ -1,4 +1,4 @@
-"""Tests for defocus.data.synthesis: the `paper` and `realistic` protocols of SPEC §2."""
+"""Tests for defocus.data.synthesis: the `paper` and `realistic` synthesis protocols."""
 
 from __future__ import annotations
 

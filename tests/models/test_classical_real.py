@@ -1,6 +1,6 @@
-"""Sanity of the classical baseline on real data: a NYU Depth v2 frame rendered with `defocus render` (SPEC §5).
+"""Sanity of the classical baseline on real data: a NYU Depth v2 frame rendered with `defocus render`.
 
-SPEC §5 measured about δ1 0.96 / AbsRel 0.11 for this baseline on real NYUv2 frames under the `paper` protocol.
+The project specification measured about δ1 0.96 / AbsRel 0.11 for this baseline on real NYUv2 frames under the `paper` protocol.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from defocus.cli import main
-from defocus.data.stack_io import read_stack
-from defocus.eval.classical import classical_depth_from_focus
-from defocus.eval.metrics import depth_metrics
+from defocus.data.folders import read_stack
+from defocus.models.classical import classical_depth_from_focus
+from defocus.metrics import depth_metrics
 from defocus.optics.camera import get_preset
 
 FRAME = Path("rgbd") / "nyuv2_labeled_0045_hollyjackson"

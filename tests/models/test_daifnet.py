@@ -67,7 +67,7 @@ def test_parameter_counts():
     paper = count_parameters(create_model("daifnet"))
     assert tiny < 20_000
     assert tiny < small < paper
-    # The paper's widths give about 2 M parameters (SPEC §3: about 1.96 M).
+    # The paper's widths give about 2 M parameters (the paper reports about 1.96 M).
     assert 1.5e6 < paper < 3.0e6
 
 

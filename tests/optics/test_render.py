@@ -34,7 +34,7 @@ F64 = torch.float64
 
 
 def _k_px_per_dioptre(camera: ThinLensCamera, fd: float) -> float:
-    """K = A·s/p written out from SPEC §2 (independent of ThinLensCamera's methods)."""
+    """K = A·s/p written out from the thin-lens formula (independent of ThinLensCamera's methods)."""
     f = camera.focal_length_m
     return (f / camera.f_number) * (fd * f / (fd - f)) / camera.pixel_size_m
 
@@ -129,7 +129,7 @@ def test_constant_image_stays_constant(method, psf):
 # ------------------------------------------------------------------------------ exact vs explicit double sum
 def _direct_double_sum(aif: torch.Tensor, depth: torch.Tensor, focus: torch.Tensor, camera: ThinLensCamera,
                        psf: str, radius: int) -> torch.Tensor:
-    """SPEC §2 literally: out(p) = Σ_q k_q(p − q)·I(q) / Σ_q k_q(p − q), q over the image, plain Python loops.
+    """The exact renderer's definition literally: out(p) = Σ_q k_q(p − q)·I(q) / Σ_q k_q(p − q), q over the image, plain Python loops.
 
     k_q is normalised over its full (2R+1)² window: for the Gaussian, g_q ⊗ g_q with g_q the discrete Gaussian of
     σ_q on −R..R (sums to 1); for the disk, disk weights of radius r_q divided by their sum over the window.

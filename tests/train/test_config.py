@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,7 +15,6 @@ from defocus.train.config import (
     parse_override,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_follow_the_paper_where_it_matters():
@@ -60,12 +58,22 @@ def test_yaml_overlay(tmp_path):
     assert cfg.data.protocols == ["paper", "realistic"]
 
 
-def test_shipped_configs_load():
-    for name in ("tiny.yaml", "release.yaml"):
-        cfg = load_config(REPO / "configs" / name)
-        assert cfg.name
-    tiny = load_config(REPO / "configs" / "tiny.yaml")
+def test_shipped_configs_load_by_name_and_path(tmp_path, monkeypatch):
+    from defocus.train.config import packaged_configs
+
+    shipped = packaged_configs()
+    assert {"tiny", "release"} <= set(shipped)
+    for name in ("tiny", "release", "tiny.yaml", "release.yaml"):
+        assert load_config(name).name == name.replace(".yaml", "")
+    assert load_config(shipped["tiny"]).name == "tiny"
+    tiny = load_config("tiny")
     assert tiny.model.name == "daifnet_tiny" and tiny.data.size == [32, 32]
+    # A file of that name in the working folder wins over the packaged config.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").write_text("name: local\n")
+    assert load_config("tiny").name == "local"
+    with pytest.raises(DefocusError, match="packaged configs: .*release"):
+        load_config("no_such_config")
 
 
 def test_overrides_nested_lists_numbers_bools(tmp_path):

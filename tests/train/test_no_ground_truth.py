@@ -1,4 +1,4 @@
-"""Proof that the training path never reads ground truth (SPEC §4).
+"""Proof that the training path never reads ground truth.
 
 * A user stack folder holds ``gt_depth.tiff`` and ``gt_aif.png`` replaced by garbage, so any read of them would fail;
   training on it succeeds, and an audit hook on file opens records that neither file is ever opened, while the same

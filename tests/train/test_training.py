@@ -1,4 +1,4 @@
-"""Tests of the training loop, checkpoints and the focal-sweep sampler (SPEC §4, §8: exact resume)."""
+"""Tests of the training loop, checkpoints and the focal-sweep sampler (exact resume)."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def read_stack(
     camera: ThinLensCamera | None = None,
     load_ground_truth: bool = True,
 ) -> FocalStack:
-    """Reads a focal-stack folder (SPEC §6).
+    """Reads a focal-stack folder.
 
     Images and focus distances come from ``stack.json`` when present, else the folder's picture files
     (``*.png, *.jpg, *.jpeg, *.tif, *.tiff`` except ``gt_*``, by name with numbers in natural order) and EXIF
@@ -165,22 +165,20 @@ def read_stack(
             )
         images.append(img)
 
+    def same_size(file_name: str, w: int, h: int) -> None:
+        if (w, h) != size0:
+            raise DefocusError(
+                f"{file_name} in {name} is {w}x{h} but the images are {size0[0]}x{size0[1]} (WxH)"
+            )
+
     gt_depth = None
     if load_ground_truth and (root / GT_DEPTH_NAME).is_file():
         gt_depth = read_depth(root / GT_DEPTH_NAME)
-        if (gt_depth.shape[1], gt_depth.shape[0]) != size0:
-            raise DefocusError(
-                f"{GT_DEPTH_NAME} in {name} is {gt_depth.shape[1]}x{gt_depth.shape[0]} but the images are "
-                f"{size0[0]}x{size0[1]} (WxH)"
-            )
+        same_size(GT_DEPTH_NAME, gt_depth.shape[1], gt_depth.shape[0])
     gt_aif = None
     if load_ground_truth and (root / GT_AIF_NAME).is_file():
         gt_aif = load_image(root / GT_AIF_NAME)
-        if (gt_aif.shape[2], gt_aif.shape[1]) != size0:
-            raise DefocusError(
-                f"{GT_AIF_NAME} in {name} is {gt_aif.shape[2]}x{gt_aif.shape[1]} but the images are "
-                f"{size0[0]}x{size0[1]} (WxH)"
-            )
+        same_size(GT_AIF_NAME, gt_aif.shape[2], gt_aif.shape[1])
     return FocalStack(
         images=torch.stack(images),
         focus_distances_m=torch.tensor(fd, dtype=torch.float32),

@@ -23,6 +23,7 @@ from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, 
 from defocus.data.sweeps import FocalSweepSampler, build_training_groups
 from defocus.data.synthesis import synthesize_stack
 from defocus.errors import DefocusError
+from defocus.files import atomic_write
 from defocus.losses.selfsup import SelfSupervisedLoss
 from defocus.losses.terms import LOSS_TERMS
 from defocus.metrics import depth_metrics, mean_metrics
@@ -99,7 +100,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         raise DefocusError(f"run folder {run_dir} already has a run: pass --resume or choose another name=")
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = config_dict or cfg.to_dict()
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    config_text = dump_config(cfg)
+    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text), "config")
 
     groups = build_training_groups(cfg.data, progress=progress)
     sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed)
@@ -169,12 +171,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
             save_checkpoint(run_dir / "best.safetensors", model, cfg.model.name, resolved, extra)
         if (epoch + 1) % cfg.save_every_epochs == 0 or epoch + 1 == cfg.optim.epochs:
             save_checkpoint(last, model, cfg.model.name, resolved, extra)
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-                 "best": best, "elapsed": elapsed},
-                state_path,
-            )
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                     "best": best, "elapsed": elapsed}
+            atomic_write(state_path, lambda tmp: torch.save(state, tmp), "training state")
         if progress:
             msg = f"epoch {epoch + 1}: loss {row['loss']:.3f}"
             if val_items:
