@@ -28,6 +28,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from defocus.errors import DefocusError
 
@@ -38,6 +39,7 @@ __all__ = [
     "psnr",
     "ssim",
     "ssim_map",
+    "SSIM",
     "gaussian_window_1d",
 ]
 
@@ -259,6 +261,21 @@ def ssim_map(
     num = (2 * mu_xy + c1) * (2 * cov + c2)
     den = (mu_xx + mu_yy + c1) * (var_x + var_y + c2)
     return num / den
+
+
+class SSIM(nn.Module):
+    """Module form of :func:`ssim_map` (kornia style): ``SSIM(**options)(x, y) == ssim_map(x, y, **options)``."""
+
+    def __init__(self, window_size: int = 11, sigma: float = 1.5, padding: str = "valid",
+                 c1: float = 0.01**2, c2: float = 0.03**2) -> None:
+        super().__init__()
+        self.options = {"window_size": window_size, "sigma": sigma, "padding": padding, "c1": c1, "c2": c2}
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ssim_map(x, y, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
 
 def ssim(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
