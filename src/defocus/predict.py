@@ -9,9 +9,14 @@ this module).
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from defocus.data.codecs import save_image, write_depth_png_mm, write_depth_tiff
@@ -102,3 +107,295 @@ def estimate(
         stack = read_stack(stack, load_ground_truth=False)
     model = model if model is not None else create_model(DEFAULT_MODEL, pretrained=True)
     return predict_stack(model, stack, depth_range, refine_steps, refine_model)
+
+
+# ============================================================================================ real photos
+#: Default working size (longest side, pixels) of the real-photo path; see BENCHMARKS.md for the accuracy per second
+#: behind it.
+DEFAULT_MAX_SIZE = 640
+
+
+@dataclass
+class PhotoResult:
+    """The result of :func:`predict_photo_stack`: full-resolution outputs plus what is needed to report them.
+
+    Attributes:
+        full: the prediction at the (aligned, cropped) input resolution, batch of one.
+        working: the prediction at the working size.
+        working_size: (h, w) of the estimation; scale: working / full size.
+        crop_box: (x0, y0, x1, y1) of the area all aligned frames cover, in input pixels (the outputs' extent).
+        alignment: the alignment (or None without alignment).
+        camera_full: the camera for the outputs' pixels.
+        timings: seconds per stage; warnings: one-line messages for the user.
+    """
+
+    full: Prediction
+    working: Prediction
+    working_size: tuple[int, int]
+    scale: float
+    crop_box: tuple[int, int, int, int]
+    alignment: object | None
+    camera_full: object
+    timings: dict
+    warnings: list
+    frames_mean: torch.Tensor | None = None  # (3, h, w) mean of the aligned frames at the working size
+
+
+def _area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="area")
+
+
+def working_size(height: int, width: int, max_size: int) -> tuple[tuple[int, int], float]:
+    """(h, w) no larger than ``max_size`` on the longest side (never upscaled), and the scale factor."""
+    if max_size < 16:
+        raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
+    scale = min(1.0, max_size / max(height, width))
+    return (max(1, round(height * scale)), max(1, round(width * scale))), scale
+
+
+def compose_aif(
+    frames: torch.Tensor, inv_depth: torch.Tensor, focus_m: torch.Tensor, blur_per_dioptre: torch.Tensor,
+    tolerance_px: float = 1.0,
+) -> torch.Tensor:
+    """All-in-focus image from the frames themselves: each pixel mixes the frames by how sharp each should be at the
+    predicted depth (weight exp(−c²/2τ²), c the CoC diameter in pixels), one frame at a time to bound memory.
+
+    Args:
+        frames: (N, 3, H, W) aligned frames; inv_depth: (1, 1, H, W) dioptres; focus_m, blur_per_dioptre: (N,) for
+            these frames' pixels; tolerance_px: τ.
+    Returns:
+        (1, 3, H, W).
+    """
+    num = torch.zeros(1, 3, *frames.shape[-2:])
+    den = torch.zeros(1, 1, *frames.shape[-2:])
+    for i in range(frames.shape[0]):
+        coc = float(blur_per_dioptre[i]) * (inv_depth - 1.0 / float(focus_m[i])).abs()
+        w = torch.exp(-0.5 * (coc / tolerance_px) ** 2) + 1e-6
+        num += w * frames[i : i + 1]
+        den += w
+    return (num / den).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def predict_photo_stack(
+    model: nn.Module,
+    stack: FocalStack,
+    max_size: int = DEFAULT_MAX_SIZE,
+    align: bool = True,
+    depth_range: tuple[float, float] | None = None,
+    refine_steps: int = 0,
+    refine_model: ForwardModel | str = "disk",
+    fill_threshold: float = 0.15,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> PhotoResult:
+    """Depth and AIF for a stack of any size in bounded memory, with outputs at the input's full resolution.
+
+    Stages: align the frames to the middle-focus frame and crop to the area all cover (unless ``align`` is False);
+    estimate at the working size (pixel pitch follows the resize); fill low-confidence regions edge-aware from
+    confident neighbours; bring inverse depth back to full resolution by guided upsampling on the full-resolution
+    all-in-focus image, which is composed from the full-resolution aligned frames.
+    """
+    from tqdm import tqdm
+
+    camera = require_camera(stack)
+    dr = resolve_depth_range(stack, depth_range)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    n, _, h0, w0 = stack.images.shape
+    bar = tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False)
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 3)
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    t = time.perf_counter()
+    frames = stack.images
+    alignment = None
+    box = (0, 0, w0, h0)
+    if align and n > 1:
+        from defocus.data.align import check_focus_order, estimate_alignment, warp_to_reference
+
+        alignment = estimate_alignment(frames, focus_m=stack.focus_distances_m, focal_length_m=camera.focal_length_m)
+        warning = check_focus_order(alignment, stack.focus_distances_m)
+        if warning:
+            warnings.append(warning)
+        frames, _ = warp_to_reference(frames, alignment)
+        box = tuple(int(v) for v in alignment.valid_box)
+        frames = frames[..., box[1] : box[3], box[0] : box[2]].contiguous()
+    stage("align", t)
+
+    t = time.perf_counter()
+    h, w = frames.shape[-2:]
+    (hw, ww), scale = working_size(h, w, max_size)
+    small = _area_resize(frames, (hw, ww))
+    cam_w = camera.resized(scale)
+    fd = stack.focus_distances_m.float()[None]
+    k_w = cam_w.blur_per_dioptre(fd)
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    pred = model(small[None].to(dev), fd.to(dev), k_w.to(dev), torch.tensor([dr], dtype=torch.float64).to(dev))
+    if refine_steps > 0:
+        physics = refine_model if isinstance(refine_model, ForwardModel) else ForwardModel.from_family(refine_model)
+        with torch.enable_grad():
+            pred = refine(small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred, refine_steps, physics)
+    pred = Prediction(**{k: (None if v is None else v.cpu()) for k, v in vars(pred).items()})
+    stage("estimate", t)
+
+    t = time.perf_counter()
+    from defocus.color import to_grey
+    from defocus.filters import confidence_fill, guided_upsample
+
+    inv_lo, inv_hi = 1.0 / dr[1], 1.0 / dr[0]
+    guide_w = to_grey(pred.aif)[:, None]
+    inv_w = confidence_fill(pred.inv_depth, pred.confidence, guide_w, threshold=fill_threshold).clamp(inv_lo, inv_hi)
+    working = Prediction(depth=1.0 / inv_w, aif=pred.aif, confidence=pred.confidence, inv_depth=inv_w,
+                         attention=pred.attention)
+    stage("fill", t)
+
+    t = time.perf_counter()
+    camera_full = camera  # cropping keeps the pitch
+    if scale < 1.0:
+        k_full = camera_full.blur_per_dioptre(stack.focus_distances_m)
+        inv_up = F.interpolate(inv_w, size=(h, w), mode="bilinear", align_corners=False)
+        aif_full = compose_aif(frames, inv_up, stack.focus_distances_m, k_full)
+        del inv_up
+        # Window of 3 working-size pixels, eps small enough that AIF edges of a few grey levels carry depth edges.
+        inv_full = guided_upsample(inv_w, guide_w, to_grey(aif_full)[:, None], radius=3, eps=1e-4)
+        inv_full = inv_full.clamp(inv_lo, inv_hi)
+        conf_full = F.interpolate(working.confidence, size=(h, w), mode="bilinear", align_corners=False)
+        full = Prediction(depth=1.0 / inv_full, aif=aif_full, confidence=conf_full.clamp(0, 1), inv_depth=inv_full)
+    else:
+        full = working
+    stage("upsample", t)
+    bar.close()
+    return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
+                       alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
+                       frames_mean=small.mean(0))
+
+
+def point_cloud(
+    depth_m: torch.Tensor, aif: torch.Tensor, focal_length_px: float, principal_point: tuple[float, float],
+    mask: torch.Tensor | None = None, max_points: int = 1_000_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Metric XYZ (camera at the origin, x right, y down, z forward) and colours of a depth map, by the pinhole model.
+
+    Args:
+        depth_m: (H, W) metres (z); aif: (3, H, W) colours in [0, 1]; focal_length_px: f / pixel pitch;
+        principal_point: (cx, cy) in these pixels; mask: optional (H, W) bool of pixels to keep;
+        max_points: the grid is subsampled by a regular step to stay below this.
+    Returns:
+        (xyz (M, 3) float32, rgb (M, 3) uint8).
+    """
+    from defocus.color import to_uint8
+
+    h, w = depth_m.shape
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_points))))
+    ys = torch.arange(0, h, step, dtype=torch.float64)
+    xs = torch.arange(0, w, step, dtype=torch.float64)
+    z = depth_m[::step, ::step].double()
+    keep = torch.isfinite(z) & (z > 0)
+    if mask is not None:
+        keep &= mask[::step, ::step]
+    cx, cy = principal_point
+    x = (xs[None, :] + 0.5 - cx) / focal_length_px * z
+    y = (ys[:, None] + 0.5 - cy) / focal_length_px * z
+    xyz = torch.stack([x, y, z], dim=-1)[keep].float().numpy()
+    rgb = to_uint8(aif[:, ::step, ::step]).permute(1, 2, 0)[keep].numpy()
+    return xyz, rgb
+
+
+def photo_report(stack: FocalStack, result: PhotoResult, title: str) -> Image.Image:
+    """One page per stack: input thumbnails labelled with their focus, aligned AIF, depth with a colour bar in
+    metres, confidence, and the mean of the aligned frames with the alignment residual (doubled edges show there)."""
+    from defocus.visualize import colorize, contact_sheet, depth_preview
+
+    full = result.full
+    thumbs = [(f"{name}: {float(fd):.3g} m" if not getattr(stack, "provenance", {}).get("relative") else f"{name}: frame {i}",
+               img) for i, (name, img, fd) in enumerate(zip(stack.image_names, stack.images,
+                                                               stack.focus_distances_m))]
+    depth = result.working.depth[0, 0].numpy()
+    conf = result.working.confidence[0, 0].numpy()
+    aligned_mean = result.frames_mean if result.frames_mean is not None else result.working.aif[0]
+    label_mean = "mean of the frames (not aligned)"
+    if result.alignment is not None:
+        before = getattr(result.alignment, "residual_before", None)
+        after = getattr(result.alignment, "residual_after", None)
+        if before is not None and after is not None:
+            label_mean = f"alignment residual {float(torch.as_tensor(before).mean()):.3f} -> " \
+                         f"{float(torch.as_tensor(after).mean()):.3f}"
+    rows = [
+        thumbs,
+        [
+            ("all-in-focus", full.aif[0]),
+            ("depth (m)", depth_preview(depth)),
+            ("confidence (black 0, white 1)", colorize(conf, 0.0, 1.0, "gray")),
+            (label_mean, aligned_mean),
+        ],
+    ]
+    return contact_sheet(rows, cell_height=220, title=title)
+
+
+#: Files :func:`write_photo_outputs` writes for each stack, besides those of :data:`OUTPUT_FILES`.
+PHOTO_OUTPUT_FILES = ("confidence.png", "points.ply", "report.png", "prediction.json")
+
+
+def write_photo_outputs(
+    out_dir: str | os.PathLike,
+    stack: FocalStack,
+    result: PhotoResult,
+    info: dict,
+    min_confidence: float = 0.0,
+    max_points: int = 1_000_000,
+) -> Path:
+    """Writes every output of one real-photo stack into ``out_dir`` atomically: the files of
+    :func:`write_prediction` at full resolution (depth set to 0 = unknown where the confidence is below
+    ``min_confidence``), ``confidence.png``, ``points.ply`` (metric XYZ + AIF colour, masked likewise),
+    ``report.png`` and ``prediction.json`` (``info`` plus what the run found)."""
+    import json
+
+    from defocus.visualize import colorize, depth_preview, save_png
+
+    full = result.full
+    depth = full.depth[0, 0].clone()
+    conf = full.confidence[0, 0]
+    keep = conf >= min_confidence if min_confidence > 0 else torch.ones_like(conf, dtype=torch.bool)
+    depth[~keep] = 0.0
+    depth_np = depth.numpy().astype("float32")
+    cam = result.camera_full
+    x0, y0, _, _ = result.crop_box
+    h0, w0 = stack.images.shape[-2:]
+    xyz, rgb = point_cloud(depth, full.aif[0], cam.focal_length_m / cam.pixel_size_m,
+                           (w0 / 2.0 - x0, h0 / 2.0 - y0), keep, max_points)
+    info = {
+        **info,
+        "output_size": [int(depth.shape[1]), int(depth.shape[0])],
+        "crop_box_xyxy": list(result.crop_box),
+        "working_size": [result.working_size[1], result.working_size[0]],
+        "scale": result.scale,
+        "min_confidence": min_confidence,
+        "masked_fraction": float((~keep).float().mean()),
+        "points": int(len(xyz)),
+        "alignment": result.alignment.to_dict() if result.alignment is not None else None,
+        "timings_s": result.timings,
+        "warnings": result.warnings,
+    }
+    report = photo_report(stack, result, title=f"{stack.name}: depth from {stack.num_images} frames")
+
+    def fill(tmp: Path) -> None:
+        from defocus.data.codecs import write_ply_points
+
+        write_depth_tiff(tmp / "depth.tiff", depth_np)
+        write_depth_png_mm(tmp / "depth.png", depth_np)
+        depth_preview(depth_np, title=stack.name).save(tmp / "depth_preview.png")
+        save_image(tmp / "aif.png", full.aif[0].clamp(0, 1))
+        write_depth_tiff(tmp / "confidence.tiff", conf.numpy().astype("float32"))
+        save_png(tmp / "confidence.png", colorize(conf.numpy(), 0.0, 1.0, "gray"))
+        write_ply_points(tmp / "points.ply", xyz, rgb)
+        save_png(tmp / "report.png", report)
+        (tmp / "prediction.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    return atomic_folder(Path(out_dir), fill, "predictions to")

@@ -277,3 +277,47 @@ def write_depth_png_mm(path: PathLike, depth: np.ndarray | torch.Tensor) -> None
     u16 = np.clip(np.floor(mm + 0.5), 0, 65535).astype(np.uint16)
     pil = Image.fromarray(u16)
     atomic_write(p, lambda tmp: pil.save(tmp, format="PNG"), "depth")
+
+
+# ================================================================================================ point clouds
+def write_ply_points(path: PathLike, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """Writes a binary little-endian PLY point cloud: float32 x, y, z (metres) and uint8 red, green, blue.
+
+    Args:
+        xyz: (M, 3) float; rgb: (M, 3) uint8 (or float in [0, 1]).
+    """
+    p = Path(path)
+    xyz = np.ascontiguousarray(np.asarray(xyz, dtype=np.float32))
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        rgb = np.floor(np.clip(rgb.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or rgb.shape != xyz.shape:
+        raise DefocusError(f"cannot write points {p}: expected (M, 3) xyz and rgb, got {xyz.shape} and {rgb.shape}")
+    rec = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    rec["r"], rec["g"], rec["b"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment defocus point cloud: metres, camera at the origin, "
+        f"x right, y down, z forward\nelement vertex {len(rec)}\nproperty float x\nproperty float y\n"
+        "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    ).encode("ascii")
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(rec.tobytes())
+
+    atomic_write(p, write, "points")
+
+
+def read_ply_points(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Reads what :func:`write_ply_points` writes: (xyz (M, 3) float32, rgb (M, 3) uint8)."""
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii")
+    if "binary_little_endian" not in header:
+        raise DefocusError(f"{path}: only binary little-endian PLY files written by defocus are read")
+    m = int(next(line.split()[-1] for line in header.splitlines() if line.startswith("element vertex")))
+    rec = np.frombuffer(data[end:], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"),
+                                            ("b", "u1")], count=m)
+    return np.stack([rec["x"], rec["y"], rec["z"]], 1), np.stack([rec["r"], rec["g"], rec["b"]], 1)
