@@ -1,0 +1,96 @@
+"""Tests of the real-photo path: working size and full-resolution outputs, AIF composition, point cloud, files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from defocus.data.codecs import read_depth, read_ply_points
+from defocus.data.procedural import SCENE_DEPTH_RANGE_M, make_scene
+from defocus.data.synthesis import stack_from_scene
+from defocus.errors import DefocusError
+from defocus.metrics import depth_metrics
+from defocus.models.factory import create_model
+from defocus.optics.camera import get_preset
+from defocus.predict import compose_aif, point_cloud, predict_photo_stack, working_size, write_photo_outputs
+
+NYU = get_preset("nyuv2")
+
+
+@pytest.fixture(scope="module")
+def big_stack():
+    """A 480 x 640 procedural stack (the nyuv2 camera at twice the preset's resolution: half the pitch)."""
+    rgb, depth = make_scene(1_000_500, 480, 640, SCENE_DEPTH_RANGE_M["nyuv2"])
+    return stack_from_scene(rgb, depth, NYU.focus_distances_m, NYU.camera.resized(2.0), "paper", name="big")
+
+
+def test_working_size_never_upscales():
+    assert working_size(480, 640, 320) == ((240, 320), 0.5)
+    assert working_size(100, 80, 640) == ((100, 80), 1.0)
+    with pytest.raises(DefocusError, match="max-size"):
+        working_size(100, 100, 8)
+
+
+def test_outputs_come_back_at_full_resolution_and_close_to_full_estimation(big_stack):
+    model = create_model("classical")
+    full_res = predict_photo_stack(model, big_stack, max_size=640, align=False)
+    small = predict_photo_stack(model, big_stack, max_size=320, align=False)
+    assert small.working_size == (240, 320) and small.scale == 0.5
+    assert small.full.depth.shape == (1, 1, 480, 640) and small.full.aif.shape == (1, 3, 480, 640)
+    assert small.full.confidence.shape == (1, 1, 480, 640)
+    gt = torch.from_numpy(big_stack.gt_depth)
+    m_full = depth_metrics(full_res.full.depth_map, gt)
+    m_small = depth_metrics(small.full.depth_map, gt)
+    assert m_small["abs_rel"] < 1.5 * m_full["abs_rel"] + 0.02  # the cost of the speed stays small
+    assert set(small.timings) == {"align", "estimate", "fill", "upsample"}
+
+
+def test_full_resolution_aif_is_composed_from_the_frames():
+    # Two frames: frame 0 sharp where the depth equals its focus, frame 1 elsewhere: the AIF picks accordingly.
+    frames = torch.zeros(2, 3, 4, 6)
+    frames[0] = 0.2
+    frames[1] = 0.8
+    inv = torch.full((1, 1, 4, 6), 1.0)  # depth 1 m: frame 0 (focus 1 m) is in focus
+    inv[..., 3:] = 0.25  # depth 4 m: frame 1 (focus 4 m) is in focus
+    aif = compose_aif(frames, inv, torch.tensor([1.0, 4.0]), torch.tensor([10.0, 10.0]))
+    torch.testing.assert_close(aif[..., :3], torch.full((1, 3, 4, 3), 0.2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(aif[..., 3:], torch.full((1, 3, 4, 3), 0.8), atol=1e-4, rtol=0)
+
+
+def test_point_cloud_follows_the_pinhole_model():
+    depth = torch.full((4, 6), 2.0)
+    aif = torch.rand(3, 4, 6)
+    xyz, rgb = point_cloud(depth, aif, focal_length_px=100.0, principal_point=(3.0, 2.0))
+    assert xyz.shape == (24, 3) and rgb.shape == (24, 3) and rgb.dtype == np.uint8
+    np.testing.assert_allclose(xyz[:, 2], 2.0)
+    # Pixel (row 0, column 0) has its centre at (0.5, 0.5): x = (0.5 − 3) / 100 · 2, y = (0.5 − 2) / 100 · 2.
+    np.testing.assert_allclose(xyz[0], [-0.05, -0.03, 2.0], rtol=1e-6)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[1, 2] = True
+    xyz1, _ = point_cloud(depth, aif, 100.0, (3.0, 2.0), mask=mask)
+    assert xyz1.shape == (1, 3)
+    xyz2, _ = point_cloud(torch.full((100, 100), 1.0), torch.rand(3, 100, 100), 50.0, (50, 50), max_points=100)
+    assert len(xyz2) <= 100
+
+
+def test_write_photo_outputs(big_stack, tmp_path):
+    result = predict_photo_stack(create_model("classical"), big_stack, max_size=320, align=False)
+    out = write_photo_outputs(tmp_path / "big", big_stack, result, {"defocus_version": "test"}, min_confidence=0.3)
+    names = {p.name for p in out.iterdir()}
+    assert names == {"depth.tiff", "depth.png", "depth_preview.png", "aif.png", "confidence.tiff", "confidence.png",
+                     "points.ply", "report.png", "prediction.json"}
+    depth = read_depth(out / "depth.tiff")
+    assert depth.shape == (480, 640)
+    conf = result.full.confidence[0, 0].numpy()
+    assert (depth[conf < 0.3] == 0).all() and (depth[conf >= 0.3] > 0).all()
+    info = json.loads((out / "prediction.json").read_text())
+    assert info["defocus_version"] == "test" and info["working_size"] == [320, 240] and info["output_size"] == [640, 480]
+    assert info["min_confidence"] == 0.3 and 0 < info["masked_fraction"] < 1
+    xyz, _ = read_ply_points(out / "points.ply")
+    assert len(xyz) == info["points"] > 0
+    with Image.open(out / "report.png") as im:
+        assert im.width > 640
