@@ -38,7 +38,8 @@ def frames():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[160, 240, 320, 480, 640])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 160, 240, 320, 480, 640],
+                    help="longest sides to try; 0 = the automatic size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="shipped", help="'shipped' (the released weights) or a factory name")
     args = ap.parse_args()
@@ -59,13 +60,15 @@ def main() -> None:
             rel, d1, secs = [], [], []
             for st in stacks:
                 t = time.perf_counter()
-                res = predict_photo_stack(model, st, max_size=size, align=False, depth_range=preset.depth_range_m)
+                res = predict_photo_stack(model, st, max_size=size or None, align=False,
+                                          depth_range=preset.depth_range_m)
                 secs.append(time.perf_counter() - t)
                 m = depth_metrics(res.full.depth_map, torch.from_numpy(st.gt_depth), depth_range_m=preset.depth_range_m)
                 rel.append(m["abs_rel"])
                 d1.append(m["delta1"])
-            rows.append((protocol, size, float(np.mean(rel)), float(np.mean(d1)), float(np.mean(secs))))
-            print(f"{protocol:9s} max-size {size:4d}: AbsRel {rows[-1][2]:.3f}  δ1 {rows[-1][3]:.3f}  "
+            label = f"auto ({max(res.working_size)})" if size == 0 else str(size)
+            rows.append((protocol, label, float(np.mean(rel)), float(np.mean(d1)), float(np.mean(secs))))
+            print(f"{protocol:9s} max-size {label}: AbsRel {rows[-1][2]:.3f}  δ1 {rows[-1][3]:.3f}  "
                   f"{rows[-1][4]:.2f} s/stack", flush=True)
     print("\n| protocol | --max-size | AbsRel | δ1 | seconds per stack |\n|---|---:|---:|---:|---:|")
     for r in rows:

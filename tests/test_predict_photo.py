@@ -94,3 +94,44 @@ def test_write_photo_outputs(big_stack, tmp_path):
     assert len(xyz) == info["points"] > 0
     with Image.open(out / "report.png") as im:
         assert im.width > 640
+
+
+def test_automatic_working_size_matches_the_blur_the_network_knows():
+    from defocus.predict import MIN_BLUR_PER_DIOPTRE, TARGET_BLUR_PER_DIOPTRE, WORKING_PIXEL_BUDGET
+
+    # A large blur per dioptre: shrink until K reaches the target.
+    (h, w), s = working_size(480, 640, None, blur_per_dioptre_max=4 * TARGET_BLUR_PER_DIOPTRE)
+    assert s == pytest.approx(0.25) and (h, w) == (120, 160)
+    # A small one (a phone at full size): no upscaling.
+    assert working_size(480, 640, None, blur_per_dioptre_max=5.0)[1] == 1.0
+    # Too many pixels: towards the budget, but never below the smallest useful K.
+    (h, w), s = working_size(3072, 4080, None, blur_per_dioptre_max=10.4)
+    assert s == pytest.approx(MIN_BLUR_PER_DIOPTRE / 10.4)
+    (h, w), s = working_size(3072, 4080, None, blur_per_dioptre_max=40.0)  # the target would need 5 MP
+    assert s == pytest.approx((WORKING_PIXEL_BUDGET / (3072 * 4080)) ** 0.5) and h * w <= 1.001 * WORKING_PIXEL_BUDGET
+    assert s * 40.0 > MIN_BLUR_PER_DIOPTRE
+    # An explicit --max-size wins.
+    assert working_size(3072, 4080, 1020, blur_per_dioptre_max=10.4)[0] == (768, 1020)
+
+
+def test_tiles_agree_with_one_pass():
+    from defocus.predict import run_tiled
+
+    torch.manual_seed(0)
+    model = create_model("daifnet_tiny").eval()
+    g = torch.Generator().manual_seed(0)
+    stack = torch.rand(1, 3, 3, 40, 56, generator=g)
+    fd = torch.tensor([[1.0, 2.0, 4.0]])
+    k = NYU.camera.blur_per_dioptre(fd)
+    dr = torch.tensor([[0.5, 8.0]], dtype=torch.float64)
+    with torch.no_grad():
+        whole = model(stack, fd, k, dr)
+        tiled = run_tiled(model, stack, fd, k, dr, tile=32, overlap=12)
+    assert tiled.depth.shape == whole.depth.shape and tiled.aif.shape == whole.aif.shape
+    # Tiles see less context than the whole image (the stack-wide pooling is per tile), so they differ somewhat;
+    # but the blend has no seams: the tiled result is as smooth across tile borders as inside tiles.
+    rel = ((tiled.depth - whole.depth).abs() / whole.depth).mean()
+    assert float(rel) < 0.25
+    with torch.no_grad():
+        same = run_tiled(model, stack, fd, k, dr, tile=64, overlap=12)  # one tile covers it: identical
+    torch.testing.assert_close(same.depth, whole.depth)

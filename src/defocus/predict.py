@@ -110,9 +110,17 @@ def estimate(
 
 
 # ============================================================================================ real photos
-#: Default working size (longest side, pixels) of the real-photo path; see BENCHMARKS.md for the accuracy per second
-#: behind it.
-DEFAULT_MAX_SIZE = 640
+#: The automatic working size puts the stack's largest blur per dioptre K (CoC pixels per dioptre) near this value,
+#: the middle of the range the shipped weights were trained on (about 5.5 to 37 px/D: the two presets with pixel
+#: pitches scaled by 0.7 to 1.4). On real RGB-D frames rendered at 640 x 480 (K = 52 px/D) the network's AbsRel is
+#: 0.061-0.065 at 160-240 px (K 13-20) and 0.120 at 640 px: accuracy is best where K matches (BENCHMARKS.md).
+TARGET_BLUR_PER_DIOPTRE = 16.0
+#: ... but a stack is not shrunk below this K, where the defocus cue starts to vanish into the pixels.
+MIN_BLUR_PER_DIOPTRE = 6.0
+#: Pixels of the working image above which the automatic size gives up K (down to MIN_BLUR_PER_DIOPTRE) for time.
+WORKING_PIXEL_BUDGET = 2_000_000
+#: Tiles of the network at the working size (bounded memory): side and overlap in working pixels.
+TILE_SIZE, TILE_OVERLAP = 512, 64
 
 
 @dataclass
@@ -147,12 +155,65 @@ def _area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="area")
 
 
-def working_size(height: int, width: int, max_size: int) -> tuple[tuple[int, int], float]:
-    """(h, w) no larger than ``max_size`` on the longest side (never upscaled), and the scale factor."""
-    if max_size < 16:
-        raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
-    scale = min(1.0, max_size / max(height, width))
+def working_size(
+    height: int, width: int, max_size: int | None = None, blur_per_dioptre_max: float | None = None
+) -> tuple[tuple[int, int], float]:
+    """The size (h, w) the estimation runs at, and the scale factor working / input (never above 1).
+
+    With ``max_size``: the longest side is at most ``max_size`` pixels. Without (the automatic size): the scale
+    that brings the stack's largest K (``blur_per_dioptre_max``, px/D at the input size) to
+    :data:`TARGET_BLUR_PER_DIOPTRE`; where that leaves more than :data:`WORKING_PIXEL_BUDGET` pixels, the scale
+    shrinks towards the budget but not below K = :data:`MIN_BLUR_PER_DIOPTRE`.
+    """
+    if max_size is not None:
+        if max_size < 16:
+            raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
+        scale = min(1.0, max_size / max(height, width))
+    else:
+        if blur_per_dioptre_max is None or not blur_per_dioptre_max > 0:
+            raise DefocusError("the automatic working size needs the stack's blur per dioptre (a camera)")
+        scale = min(1.0, TARGET_BLUR_PER_DIOPTRE / blur_per_dioptre_max)
+        budget = (WORKING_PIXEL_BUDGET / (height * width)) ** 0.5
+        if scale > budget:
+            scale = min(scale, max(budget, MIN_BLUR_PER_DIOPTRE / blur_per_dioptre_max))
+        scale = min(1.0, max(scale, 16.0 / max(height, width)))
     return (max(1, round(height * scale)), max(1, round(width * scale))), scale
+
+
+def _tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+def run_tiled(
+    model: nn.Module, stack: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
+    depth_range: torch.Tensor, tile: int = TILE_SIZE, overlap: int = TILE_OVERLAP, progress: bool = False,
+) -> Prediction:
+    """Runs ``model`` on overlapping tiles of a (1, N, 3, H, W) stack and blends them with linear ramps, so memory
+    is bounded by one tile whatever the image size. Depth is blended in inverse depth."""
+    from tqdm import tqdm
+
+    _, n, _, h, w = stack.shape
+    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        return model(stack, focus, blur_per_dioptre, depth_range)
+    acc = {k: torch.zeros(1, c, h, w) for k, c in (("inv_depth", 1), ("aif", 3), ("confidence", 1))}
+    weight = torch.zeros(1, 1, h, w)
+    for y in tqdm(ys, desc="tiles (rows)", disable=not progress, leave=False):
+        for x in xs:
+            th, tw = min(tile, h - y), min(tile, w - x)
+            out = model(stack[..., y : y + th, x : x + tw], focus, blur_per_dioptre, depth_range)
+            ramp_y = torch.minimum(torch.arange(th) + 1.0, torch.arange(th, 0, -1).float()).clamp(max=overlap)
+            ramp_x = torch.minimum(torch.arange(tw) + 1.0, torch.arange(tw, 0, -1).float()).clamp(max=overlap)
+            wt = (ramp_y[:, None] * ramp_x[None, :])[None, None]
+            for k in acc:
+                acc[k][..., y : y + th, x : x + tw] += wt * getattr(out, k).cpu()
+            weight[..., y : y + th, x : x + tw] += wt
+    inv = acc["inv_depth"] / weight
+    return Prediction(depth=1.0 / inv, aif=acc["aif"] / weight, confidence=acc["confidence"] / weight, inv_depth=inv)
 
 
 def compose_aif(
@@ -182,7 +243,7 @@ def compose_aif(
 def predict_photo_stack(
     model: nn.Module,
     stack: FocalStack,
-    max_size: int = DEFAULT_MAX_SIZE,
+    max_size: int | None = None,
     align: bool = True,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
@@ -193,6 +254,7 @@ def predict_photo_stack(
 ) -> PhotoResult:
     """Depth and AIF for a stack of any size in bounded memory, with outputs at the input's full resolution.
 
+    ``max_size`` (longest side of the estimation, pixels) defaults to the automatic size of :func:`working_size`.
     Stages: align the frames to the middle-focus frame and crop to the area all cover (unless ``align`` is False);
     estimate at the working size (pixel pitch follows the resize); fill low-confidence regions edge-aware from
     confident neighbours; bring inverse depth back to full resolution by guided upsampling on the full-resolution
@@ -230,14 +292,15 @@ def predict_photo_stack(
 
     t = time.perf_counter()
     h, w = frames.shape[-2:]
-    (hw, ww), scale = working_size(h, w, max_size)
+    fd = stack.focus_distances_m.float()[None]
+    (hw, ww), scale = working_size(h, w, max_size, float(camera.blur_per_dioptre(fd).max()))
     small = _area_resize(frames, (hw, ww))
     cam_w = camera.resized(scale)
-    fd = stack.focus_distances_m.float()[None]
     k_w = cam_w.blur_per_dioptre(fd)
     dev = torch.device(device)
     model = model.to(dev).eval()
-    pred = model(small[None].to(dev), fd.to(dev), k_w.to(dev), torch.tensor([dr], dtype=torch.float64).to(dev))
+    pred = run_tiled(model, small[None].to(dev), fd.to(dev), k_w.to(dev),
+                     torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
     if refine_steps > 0:
         physics = refine_model if isinstance(refine_model, ForwardModel) else ForwardModel.from_family(refine_model)
         with torch.enable_grad():
