@@ -129,7 +129,8 @@ def test_evaluate_needs_ground_truth(trained, stack, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------------- predict
 def _check_prediction(folder: Path, h: int, w: int) -> np.ndarray:
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["depth.tiff", "depth.png", "depth_preview.png", "aif.png", "confidence.tiff"]
+        ["depth.tiff", "depth.png", "depth_preview.png", "aif.png", "confidence.tiff", "confidence.png", "points.ply",
+         "report.png", "prediction.json"]
     )
     depth = tifffile.imread(folder / "depth.tiff")
     assert depth.dtype == np.float32 and depth.shape == (h, w)
@@ -187,11 +188,25 @@ def plain_pngs(stack, tmp_path) -> Path:
     return folder
 
 
-def test_predict_plain_pngs_need_focus(trained, plain_pngs, tmp_path, capsys):
+def test_predict_plain_pngs_without_focus_give_a_relative_result(trained, plain_pngs, tmp_path, capsys):
+    out = tmp_path / "rel"
+    rc, stdout, err = _cli(["predict", plain_pngs, "-o", out, "--checkpoint", trained["weights"], "--no-align"],
+                           capsys)
+    assert rc == 0, err
+    assert "relative" in err and "not metric" in err  # one clear warning
+    folder = out / "plain_pngs"
+    names = {p.name for p in folder.iterdir()}
+    assert {"focus_index.tiff", "focus_index_preview.png", "aif.png", "confidence.tiff", "report.png",
+            "prediction.json"} <= names
+    assert "depth.tiff" not in names and "points.ply" not in names  # nothing that looks metric
+    index = tifffile.imread(folder / "focus_index.tiff")
+    assert index.shape == (H, W) and index.min() >= 0 and index.max() <= 4
+    info = json.loads((folder / "prediction.json").read_text())
+    assert info["relative"] is True and info["provenance"]["focus"]["source"] is None
+
+
+def test_predict_plain_pngs_need_a_camera_once_focus_is_given(trained, plain_pngs, tmp_path, capsys):
     out = tmp_path / "p_out"
-    rc, _, err = _cli(["predict", plain_pngs, "-o", out, "--checkpoint", trained["weights"]], capsys)
-    _one_error_line(rc, err, "--focus")
-    assert not out.exists()  # nothing written on bad input
 
     rc, _, err = _cli(["predict", plain_pngs, "-o", out, "--checkpoint", trained["weights"],
                        "--focus", "1,1.5,2.5", *CAMERA_FLAGS], capsys)
@@ -201,11 +216,62 @@ def test_predict_plain_pngs_need_focus(trained, plain_pngs, tmp_path, capsys):
     rc, _, err = _cli(["predict", plain_pngs, "-o", out, "--checkpoint", trained["weights"],
                        "--focus", "1,1.5,2.5,4,6"], capsys)
     _one_error_line(rc, err, "--focal-length-mm")  # the camera is still missing: name the flags
+    assert not out.exists()
 
     rc, _, err = _cli(["predict", plain_pngs, "-o", out, "--checkpoint", trained["weights"],
-                       "--focus", "1,1.5,2.5,4,6", *CAMERA_FLAGS], capsys)
+                       "--focus", "1,1.5,2.5,4,6", "--focal-length-mm", "50", "--f-number", "8"], capsys)
+    _one_error_line(rc, err, "--pixel-size-um")  # each camera flag on its own: only the pitch is missing
+    assert not out.exists()
+
+    rc, _, err = _cli(["predict", plain_pngs, "-o", out, "--checkpoint", trained["weights"],
+                       "--focus", "1,1.5,2.5,4,6", *CAMERA_FLAGS, "--no-align"], capsys)
     assert rc == 0, err
     _check_prediction(out / "plain_pngs", H, W)
+    info = json.loads((out / "plain_pngs" / "prediction.json").read_text())
+    assert [im["focus_m"] for im in info["images"]] == [1.0, 1.5, 2.5, 4.0, 6.0]
+    assert info["provenance"]["focus"]["source"] == "flag"
+    assert info["provenance"]["camera"]["pixel_size_um"]["source"] == "flag"
+
+    # Dioptres, as phones report them, give the same mapping.
+    rc, stdout, err = _cli(["predict", plain_pngs, "-o", tmp_path / "d_out", "--checkpoint", trained["weights"],
+                            "--focus-diopters", "1,0.666666667,0.4,0.25,0.166666667", *CAMERA_FLAGS, "--no-align"],
+                           capsys)
+    assert rc == 0, err
+    assert "img_4.png: focus 6 m" in stdout
+
+
+def test_predict_batch_options(trained, stack, tmp_path, capsys):
+    # A parent folder of stack folders; two stacks with the same folder name do not collide.
+    parent = tmp_path / "batch"
+    for sub in ("a", "b"):
+        (parent / sub).mkdir(parents=True)
+        import shutil
+
+        shutil.copytree(stack, parent / sub / "proc7")
+    out = tmp_path / "batch_out"
+    rc, stdout, err = _cli(["predict", parent / "a", parent / "b" / "proc7", "-o", out, "--checkpoint",
+                            trained["weights"], "--no-align", "--min-confidence", "0.5"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a_proc7", "b_proc7"]
+    depth = tifffile.imread(out / "a_proc7" / "depth.tiff")
+    conf = tifffile.imread(out / "a_proc7" / "confidence.tiff")
+    assert (depth[conf < 0.5] == 0).all() and (depth[conf >= 0.5] > 0).all()
+    stamp = (out / "a_proc7" / "prediction.json").stat().st_mtime_ns
+    rc, stdout, err = _cli(["predict", parent / "a", parent / "b" / "proc7", "-o", out, "--checkpoint",
+                            trained["weights"], "--no-align", "--skip-existing"], capsys)
+    assert rc == 0 and stdout.count("skipped") == 2
+    assert (out / "a_proc7" / "prediction.json").stat().st_mtime_ns == stamp
+    rc, _, err = _cli(["predict", stack, "-o", out, "--checkpoint", trained["weights"], "--min-confidence", "2"],
+                      capsys)
+    _one_error_line(rc, err, "--min-confidence")
+
+
+def test_inspect_prints_what_predict_would_read(stack, tmp_path, capsys):
+    rc, stdout, err = _cli(["inspect", stack, "--json", tmp_path / "i.json"], capsys)
+    assert rc == 0, err
+    assert "focus_0.png: focus 1 m" in stdout and "stack.json" in stdout
+    info = json.loads((tmp_path / "i.json").read_text())
+    assert info["num_images"] == 5 and info["max_blur_px"] > 1
 
 
 def test_predict_missing_checkpoint(stack, tmp_path, capsys):

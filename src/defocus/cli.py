@@ -212,41 +212,213 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="depth map and all-in-focus image for each stack folder",
+        help="depth map and all-in-focus image for each stack folder (photos of any size)",
         description="For each stack folder write OUT/<folder name>/: depth.tiff (float32 m), depth.png (uint16 mm), "
-        "depth_preview.png, aif.png, confidence.tiff.",
+        "depth_preview.png, aif.png, confidence.tiff/.png, points.ply, report.png and prediction.json, at the "
+        "input's full resolution. Hand-held frames are aligned first (--no-align for tripod stacks). A folder "
+        "holding stack folders stands for all of them.",
     )
-    p.add_argument("stacks", nargs="+", type=Path, help="stack folders (stack.json, or images with EXIF / --focus)")
+    p.add_argument("stacks", nargs="+", type=Path, help="stack folders (stack.json, or images with EXIF / --focus), "
+                   "or folders of stack folders")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated, one per image")
-    add_camera_flags(p)
+    _source_flags(p)
     _model_flags(p)
+    g = p.add_argument_group("real photos")
+    g.add_argument("--max-size", type=int, default=None, metavar="PX",
+                   help="longest side in pixels of the estimation (outputs stay at full size); default: automatic, "
+                   "the size at which the stack's blur per dioptre matches what the network was trained on")
+    g.add_argument("--no-align", action="store_true", help="do not register the frames (tripod or synthetic stacks)")
+    g.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
+                   help="write depth 0 (unknown) and no points where the confidence is below C (0-1)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="where the network runs: cpu (default), cuda, or auto (cuda when available)")
+    g.add_argument("--skip-existing", action="store_true",
+                   help="skip stacks whose output folder already holds a prediction.json")
     p.set_defaults(func=cmd_predict)
+
+
+def _dioptre_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in dioptres, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one focus value")
+    return values
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    """Focus and camera flags of predict and inspect: each camera flag overrides only what it names."""
+    f = p.add_argument_group("focus (overrides stack.json / EXIF SubjectDistance)")
+    f.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated, one per image "
+                   "in file order")
+    f.add_argument("--focus-diopters", type=_dioptre_list, metavar="LIST",
+                   help="focus distances as dioptres (1/metres), as phones report them")
+    add_camera_flags(p)
+    p.add_argument("--sensor-width-mm", type=float, help="sensor width in mm, for the pixel pitch when nothing else "
+                   "gives it (pitch = width / image width)")
+
+
+def _read_args(args: argparse.Namespace) -> dict:
+    """read_stack keyword arguments from the focus and camera flags."""
+    if args.focus is not None and args.focus_diopters is not None:
+        raise DefocusError("pass either --focus (metres) or --focus-diopters, not both")
+    return {
+        "focus": args.focus,
+        "focus_diopters": args.focus_diopters,
+        "camera_flags": {"focal_length_mm": args.focal_length_mm, "f_number": args.f_number,
+                         "pixel_size_um": args.pixel_size_um},
+        "sensor_width_mm": args.sensor_width_mm,
+        "load_ground_truth": False,
+        "require_focus": False,
+    }
+
+
+def _expand_stack_folders(folders: Sequence[Path]) -> list[Path]:
+    """Stack folders, with a folder that holds no pictures but sub-folders standing for its sub-folders."""
+    from defocus.data.codecs import IMAGE_EXTENSIONS
+
+    out: list[Path] = []
+    for folder in folders:
+        if folder.is_dir() and not (folder / "stack.json").is_file():
+            has_images = any(e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS for e in folder.iterdir())
+            subs = sorted(e for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
+            if not has_images and subs:
+                out.extend(subs)
+                continue
+        out.append(folder)
+    return out
+
+
+def _output_names(folders: Sequence[Path]) -> list[str]:
+    """One output name per stack folder: its name, prefixed by parent folders where two would collide."""
+    parts = [folder.resolve().parts for folder in folders]
+    depth = 1
+    while True:
+        names = ["_".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names) or depth >= max(len(p) for p in parts):
+            break
+        depth += 1
+    if len(set(names)) != len(names):
+        raise DefocusError("the same stack folder is given twice")
+    return names
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DefocusError("--device cuda: no CUDA device is available to this PyTorch")
+    return name
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from defocus import __version__
     from defocus.data.folders import read_stack
-    from defocus.data.stack import require_camera
-    from defocus.predict import predict_stack, write_prediction
+    from defocus.data.sources import missing_camera_message
+    from defocus.predict import (
+        predict_photo_stack,
+        predict_relative_stack,
+        write_photo_outputs,
+        write_relative_outputs,
+    )
 
-    camera = camera_from_flags(args)
-    # Read and check every stack first, so that bad input fails before anything is written.
-    stacks = [read_stack(folder, focus=args.focus, camera=camera, load_ground_truth=False) for folder in args.stacks]
-    for st in stacks:
-        require_camera(st)
-    names = [st.name for st in stacks]
-    if len(set(names)) != len(names):
-        raise DefocusError("two stack folders have the same name; outputs would collide")
-    model, _ = _load_model(args)
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
+    max_size = args.max_size
+    device = _resolve_device(args.device)
+    read_kwargs = _read_args(args)
+    folders = _expand_stack_folders(args.stacks)
+    names = _output_names(folders)
+
+    def read(folder: Path):
+        st = read_stack(folder, **read_kwargs)
+        if st.camera is None and not st.provenance.get("relative"):
+            raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name))
+        return st
+
+    # Check every stack first (then let it go: photos are large), so that bad input fails before anything is written.
+    for folder in folders:
+        read(folder)
+    model, meta = _load_model(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    for st in tqdm(stacks, desc="predict", disable=len(stacks) < 2, leave=False):
-        pred = predict_stack(model, st, _depth_range(args), refine_steps=args.refine_steps,
-                             refine_model=args.refine_psf)
-        write_prediction(args.output / st.name, pred, title=st.name)
-        d = pred.depth_map
-        print(f"{st.name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m -> {args.output / st.name}")
+    for folder, name in tqdm(list(zip(folders, names)), desc="predict", disable=len(folders) < 2, leave=False):
+        out = args.output / name
+        if args.skip_existing and (out / "prediction.json").is_file():
+            print(f"{name}: skipped, {out / 'prediction.json'} exists")
+            continue
+        st = read(folder)
+        relative = bool(st.provenance.get("relative"))
+        source = st.provenance.get("focus", {}).get("source")
+        for image_name, fd in zip(st.image_names, st.focus_distances_m.tolist()):
+            print(f"  {image_name}: " + ("focus unknown (relative result)" if relative else
+                                         f"focus {fd:.4g} m (from {source})"))
+        base = {"defocus_version": __version__, "stack": str(folder), "provenance": st.provenance,
+                "aligned": not args.no_align}
+        if relative:
+            rel = predict_relative_stack(st, max_size=max_size, align=not args.no_align)
+            write_relative_outputs(out, st, rel, {**base, "images": [{"file": n} for n in st.image_names]})
+            for w in rel.warnings:
+                print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
+            print(f"{name}: relative focus-index map (no focus distances) -> {out}")
+            continue
+        result = predict_photo_stack(model, st, max_size=max_size, align=not args.no_align,
+                                     depth_range=_depth_range(args), refine_steps=args.refine_steps,
+                                     refine_model=args.refine_psf, device=device, progress=True)
+        info = {
+            **base,
+            "images": [{"file": n, "focus_m": fd} for n, fd in zip(st.image_names, st.focus_distances_m.tolist())],
+            "camera": st.camera.to_dict(),
+            "depth_range_m": list(result.depth_range),
+            "model": meta.get("model_name"),
+            "checkpoint": str(args.checkpoint or "shipped"),
+            "refine_steps": args.refine_steps,
+            "refine_model": args.refine_psf if args.refine_steps else None,
+            "device": device,
+            "max_size": max_size,
+        }
+        write_photo_outputs(out, st, result, info, min_confidence=args.min_confidence)
+        for w in result.warnings:
+            print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
+        d = result.full.depth_map
+        print(f"{name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m, {d.shape[1]}x{d.shape[0]} -> {out}")
+    return 0
+
+
+def _inspect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="what predict would read from each stack: images, focus per image, camera values and their sources",
+        description="Print, without predicting, what `defocus predict` would read for each stack folder: the image "
+        "files with their focus distances in order, where each camera value and the focus distances come from "
+        "(flags, stack.json, EXIF, the sensor table), the blur per dioptre and the largest blur the stack can show.",
+    )
+    p.add_argument("stacks", nargs="+", type=Path, help="stack folders, or folders of stack folders")
+    _source_flags(p)
+    p.add_argument("--json", type=Path, help="also write the findings as JSON here")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from defocus.files import atomic_write
+    from defocus.inspect import format_inspection, inspect_stack
+
+    kwargs = _read_args(args)
+    kwargs.pop("load_ground_truth")
+    infos = []
+    for folder in _expand_stack_folders(args.stacks):
+        info = inspect_stack(folder, **kwargs)
+        infos.append(info)
+        print(format_inspection(info))
+    if args.json:
+        text = json.dumps(infos if len(infos) > 1 else infos[0], indent=2)
+        atomic_write(args.json, lambda tmp: tmp.write_text(text + "\n"), "inspection")
     return 0
 
 
@@ -275,7 +447,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------------- main
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _demo_parser, _predict_parser, _evaluate_parser, _train_parser, _render_parser
+    _demo_parser, _predict_parser, _inspect_parser, _evaluate_parser, _train_parser, _render_parser
 ]
 
 

@@ -147,6 +147,7 @@ class PhotoResult:
     timings: dict
     warnings: list
     frames_mean: torch.Tensor | None = None  # (3, h, w) mean of the aligned frames at the working size
+    depth_range: tuple[float, float] = (0.0, 0.0)  # (near, far) metres of the bounded output
 
 
 def _area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -337,7 +338,7 @@ def predict_photo_stack(
     bar.close()
     return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
                        alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
-                       frames_mean=small.mean(0))
+                       frames_mean=small.mean(0), depth_range=tuple(dr))
 
 
 def point_cloud(
@@ -458,6 +459,137 @@ def write_photo_outputs(
         write_depth_tiff(tmp / "confidence.tiff", conf.numpy().astype("float32"))
         save_png(tmp / "confidence.png", colorize(conf.numpy(), 0.0, 1.0, "gray"))
         write_ply_points(tmp / "points.ply", xyz, rgb)
+        save_png(tmp / "report.png", report)
+        (tmp / "prediction.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    return atomic_folder(Path(out_dir), fill, "predictions to")
+
+
+# ====================================================================================== without focus distances
+#: Longest side of the focus-measure estimation of a relative stack (its blur per dioptre is unknown).
+RELATIVE_MAX_SIZE = 1024
+
+
+@dataclass
+class RelativeResult:
+    """A stack without focus distances: which frame is sharpest at each pixel (interpolated), not metric depth.
+
+    Attributes:
+        focus_index: (1, 1, H, W) in [0, N − 1], frame positions in file order (fractional between frames).
+        aif: (1, 3, H, W) composed from the frames; confidence: (1, 1, H, W) in [0, 1].
+        crop_box, alignment, working_size, scale, timings, warnings, frames_mean: as in :class:`PhotoResult`.
+    """
+
+    focus_index: torch.Tensor
+    aif: torch.Tensor
+    confidence: torch.Tensor
+    working_size: tuple[int, int]
+    scale: float
+    crop_box: tuple[int, int, int, int]
+    alignment: object | None
+    timings: dict
+    warnings: list
+    frames_mean: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def predict_relative_stack(
+    stack: FocalStack, max_size: int | None = None, align: bool = True, fill_threshold: float = 0.15,
+) -> RelativeResult:
+    """The relative result for a stack whose focus distances are unknown (refocused light fields, microscopes).
+
+    The classical focus measure (SML, the package's baseline) runs at the working size on frames placed at
+    "dioptres" 0, 1, …, N − 1, so its 3-point interpolation gives a fractional frame index; the index map is
+    filled edge-aware where the focus cue is weak, brought to full resolution by guided upsampling, and the AIF is
+    composed from the full-resolution frames around that index.
+    """
+    from defocus.color import to_grey
+    from defocus.filters import confidence_fill, guided_upsample
+    from defocus.models.classical import classical_depth_from_focus
+
+    timings: dict[str, float] = {}
+    warnings: list[str] = ["no focus distances: the result is a relative focus-index map, not metric depth "
+                           "(pass --focus or --focus-diopters for metres)"]
+    n, _, h0, w0 = stack.images.shape
+    t = time.perf_counter()
+    frames, alignment, box = stack.images, None, (0, 0, w0, h0)
+    if align and n > 1:
+        from defocus.data.align import estimate_alignment, warp_to_reference
+
+        alignment = estimate_alignment(frames)
+        frames, _ = warp_to_reference(frames, alignment)
+        box = tuple(int(v) for v in alignment.valid_box)
+        frames = frames[..., box[1] : box[3], box[0] : box[2]].contiguous()
+    timings["align"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    h, w = frames.shape[-2:]
+    (hw, ww), scale = working_size(h, w, max_size or RELATIVE_MAX_SIZE)
+    small = _area_resize(frames, (hw, ww))
+    # Frame i at "dioptre" i + 1 (focus 1/(i+1) m): the interpolated dioptre minus one is the frame index.
+    pseudo_focus = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
+    depth, aif_w, conf = classical_depth_from_focus(small[None], pseudo_focus)
+    index_w = (1.0 / depth.double() - 1.0).float()
+    guide_w = to_grey(aif_w)[:, None]
+    index_w = confidence_fill(index_w, conf, guide_w, threshold=fill_threshold).clamp(0, n - 1)
+    timings["estimate"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    if scale < 1.0:
+        idx_up = F.interpolate(index_w, size=(h, w), mode="bilinear", align_corners=False)
+        aif = _compose_by_index(frames, idx_up)
+        index = guided_upsample(index_w, guide_w, to_grey(aif)[:, None], radius=3, eps=1e-4).clamp(0, n - 1)
+        conf_full = F.interpolate(conf, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+    else:
+        index, aif, conf_full = index_w, _compose_by_index(frames, index_w), conf
+    timings["upsample"] = round(time.perf_counter() - t, 3)
+    return RelativeResult(focus_index=index, aif=aif, confidence=conf_full, working_size=(hw, ww), scale=scale,
+                          crop_box=box, alignment=alignment, timings=timings, warnings=warnings,
+                          frames_mean=small.mean(0))
+
+
+def _compose_by_index(frames: torch.Tensor, index: torch.Tensor, width: float = 0.5) -> torch.Tensor:
+    """AIF (1, 3, H, W) from (N, 3, H, W) frames, each pixel mixing the frames near its focus index (1, 1, H, W)."""
+    num = torch.zeros(1, 3, *frames.shape[-2:])
+    den = torch.zeros(1, 1, *frames.shape[-2:])
+    for i in range(frames.shape[0]):
+        wt = torch.exp(-0.5 * ((index - i) / width) ** 2) + 1e-6
+        num += wt * frames[i : i + 1]
+        den += wt
+    return (num / den).clamp(0.0, 1.0)
+
+
+def write_relative_outputs(out_dir: str | os.PathLike, stack: FocalStack, result: RelativeResult, info: dict) -> Path:
+    """Writes a relative result: ``focus_index.tiff`` (float32 frame index), ``focus_index_preview.png`` (labelled
+    as not metric), ``aif.png``, ``confidence.tiff``/``.png``, ``report.png`` and ``prediction.json``; no metric
+    depth and no point cloud."""
+    import json
+
+    from defocus.visualize import colorize, contact_sheet, save_png
+
+    n = stack.num_images
+    index = result.focus_index[0, 0].numpy().astype("float32")
+    conf = result.confidence[0, 0].numpy().astype("float32")
+    preview = colorize(index, 0.0, max(n - 1, 1), "turbo")
+    label = f"RELATIVE focus index (frame 0 blue ... frame {n - 1} red), NOT metric depth"
+    preview_sheet = contact_sheet([[(label, preview)]], cell_height=min(index.shape[0], 720))
+    info = {**info, "relative": True, "output_size": [index.shape[1], index.shape[0]],
+            "crop_box_xyxy": list(result.crop_box), "working_size": [result.working_size[1], result.working_size[0]],
+            "alignment": result.alignment.to_dict() if result.alignment is not None else None,
+            "timings_s": result.timings, "warnings": result.warnings}
+    thumbs = [(f"{name}: frame {i}", img) for i, (name, img) in enumerate(zip(stack.image_names, stack.images))]
+    report = contact_sheet(
+        [thumbs, [("all-in-focus", result.aif[0]), (label, preview),
+                  ("confidence (black 0, white 1)", colorize(conf, 0.0, 1.0, "gray")),
+                  ("mean of the aligned frames" if result.alignment is not None else "mean of the frames (not aligned)",
+                   result.frames_mean)]],
+        cell_height=220, title=f"{stack.name}: relative result from {n} frames (no focus distances)",
+    )
+
+    def fill(tmp: Path) -> None:
+        write_depth_tiff(tmp / "focus_index.tiff", index)
+        save_png(tmp / "focus_index_preview.png", preview_sheet)
+        save_image(tmp / "aif.png", result.aif[0])
+        write_depth_tiff(tmp / "confidence.tiff", conf)
+        save_png(tmp / "confidence.png", colorize(conf, 0.0, 1.0, "gray"))
         save_png(tmp / "report.png", report)
         (tmp / "prediction.json").write_text(json.dumps(info, indent=2) + "\n")
 

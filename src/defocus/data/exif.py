@@ -15,6 +15,8 @@ from defocus.optics.camera import ThinLensCamera
 # EXIF tags (all but Orientation live in the Exif sub-IFD 0x8769).
 _EXIF_IFD = 0x8769
 _TAG_ORIENTATION = 0x0112
+_TAG_MAKE = 0x010F  # IFD0
+_TAG_MODEL = 0x0110  # IFD0
 _TAG_SUBJECT_DISTANCE = 0x9206
 _TAG_FOCAL_LENGTH = 0x920A
 _TAG_F_NUMBER = 0x829D
@@ -35,14 +37,26 @@ def _positive(value: Any) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def read_exif_metadata(path: str | os.PathLike) -> dict[str, float]:
+def _text(value: Any) -> str | None:
+    """EXIF ASCII value -> stripped string (NULs and runs of whitespace removed), or None when empty."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    s = " ".join(value.replace("\x00", " ").split())
+    return s or None
+
+
+def read_exif_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Focus and camera metadata from an image's EXIF, in the units of ``stack.json``.
 
     Returns a dict with any of: ``focus_distance_m`` (SubjectDistance; 0 and "infinity" count as missing),
     ``focal_length_mm`` (FocalLength), ``f_number`` (FNumber) and ``pixel_size_um`` — from FocalPlaneXResolution
     and FocalPlaneResolutionUnit (pixels per inch/cm/mm of the image as stored), else from FocalLengthIn35mmFilm:
     sensor diagonal = 43.27 mm · f / f35, pitch = diagonal / image diagonal in pixels (for 3:2 images this is
-    36 mm · f / f35 / width). Missing or unusable values are left out; unreadable files give an empty dict.
+    36 mm · f / f35 / width) — with ``pixel_size_from`` naming the tag it came from (``"FocalPlaneXResolution"``
+    or ``"FocalLengthIn35mmFilm"``); and the strings ``make`` and ``model`` (IFD0 Make / Model, NULs and extra
+    whitespace removed). Missing or unusable values are left out; unreadable files give an empty dict.
     """
     try:
         with warnings.catch_warnings():
@@ -57,7 +71,11 @@ def read_exif_metadata(path: str | os.PathLike) -> dict[str, float]:
     def tag(t: int) -> Any:
         return sub.get(t, exif.get(t))
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    for key, t in (("make", _TAG_MAKE), ("model", _TAG_MODEL)):
+        text = _text(exif.get(t))
+        if text is not None:
+            out[key] = text
     dist = _positive(tag(_TAG_SUBJECT_DISTANCE))
     if dist is not None and dist < 4294967295.0:  # 0xFFFFFFFF means infinity
         out["focus_distance_m"] = dist
@@ -75,15 +93,17 @@ def read_exif_metadata(path: str | os.PathLike) -> dict[str, float]:
         unit = -1
     if xres is not None and unit in _RES_UNIT_MM:
         out["pixel_size_um"] = _RES_UNIT_MM[unit] / xres * 1e3
+        out["pixel_size_from"] = "FocalPlaneXResolution"
     else:
         f35 = _positive(tag(_TAG_FOCAL_LENGTH_35MM))
         if f35 is not None and f_mm is not None and width > 0 and height > 0:
             sensor_diag_mm = _FULL_FRAME_DIAGONAL_MM * f_mm / f35
             out["pixel_size_um"] = sensor_diag_mm / math.hypot(width, height) * 1e3
+            out["pixel_size_from"] = "FocalLengthIn35mmFilm"
     return out
 
 
-def camera_from_exif(meta: dict[str, float]) -> ThinLensCamera | None:
+def camera_from_exif(meta: dict[str, Any]) -> ThinLensCamera | None:
     """The camera of complete, plausible EXIF metadata, else None."""
     if not all(k in meta for k in ("focal_length_mm", "f_number", "pixel_size_um")):
         return None

@@ -6,8 +6,10 @@ A stack folder holds the images and a ``stack.json``::
      "camera": {"focal_length_mm": 50.0, "f_number": 8.0, "pixel_size_um": 12.0}}
 
 and may hold ``gt_depth.tiff`` (float32 metres, 0 = unknown) and ``gt_aif.png``. Without ``stack.json`` the images
-are the picture files of the folder and focus / camera come from arguments or EXIF. Reading never changes a file;
-writing is atomic (:func:`defocus.files.atomic_folder`).
+are the picture files of the folder. Focus and camera values come from arguments, ``stack.json``, EXIF, the sensor
+table or ``--sensor-width-mm``, each from the first that has it (:mod:`defocus.data.sources`), and the stack records
+which (``FocalStack.provenance``). Reading never changes a file; writing is atomic
+(:func:`defocus.files.atomic_folder`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import numpy as np
 import torch
 
 from defocus.data.codecs import IMAGE_EXTENSIONS, load_image, read_depth, save_image, write_depth_tiff
-from defocus.data.exif import camera_from_exif, read_exif_metadata
-from defocus.data.stack import FocalStack, check_focus, focus_list
+from defocus.data.exif import read_exif_metadata
+from defocus.data.sources import missing_focus_message, resolve_camera, resolve_focus
+from defocus.data.stack import FocalStack, check_focus
 from defocus.errors import DefocusError
 from defocus.files import atomic_folder, describe_os_error
 from defocus.optics.camera import ThinLensCamera
@@ -85,19 +88,39 @@ def read_stack(
     focus: Sequence[float] | torch.Tensor | np.ndarray | None = None,
     camera: ThinLensCamera | None = None,
     load_ground_truth: bool = True,
+    *,
+    camera_flags: dict | None = None,
+    focus_diopters: Sequence[float] | torch.Tensor | np.ndarray | None = None,
+    sensor_width_mm: float | None = None,
+    require_focus: bool = True,
 ) -> FocalStack:
     """Reads a focal-stack folder.
 
-    Images and focus distances come from ``stack.json`` when present, else the folder's picture files
-    (``*.png, *.jpg, *.jpeg, *.tif, *.tiff`` except ``gt_*``, by name with numbers in natural order) and EXIF
-    SubjectDistance. The camera comes from ``camera``, else ``stack.json``, else EXIF (see
-    :func:`read_exif_metadata`), else is None — use :func:`require_camera` where it is needed. ``focus`` (metres,
-    one per image) and ``camera`` override the files. ``gt_depth.tiff`` and ``gt_aif.png`` are read when present
-    and ``load_ground_truth`` is true; the training code passes False, so it never opens them.
+    Images come from ``stack.json`` when present, else the folder's picture files (``*.png, *.jpg, *.jpeg, *.tif,
+    *.tiff`` except ``gt_*``, by name with numbers in natural order). Each camera value and the focus distances
+    come from the first source that has them (:mod:`defocus.data.sources`):
+
+    * camera, per field: ``camera_flags`` (any of ``focal_length_mm``, ``f_number``, ``pixel_size_um``; each
+      overrides only what it names) > ``stack.json`` > EXIF of the first image > the sensor table by EXIF
+      Make/Model > ``sensor_width_mm`` (pitch = width / image width). A full ``camera`` overrides all of these.
+      A field found nowhere leaves the camera None — :func:`require_camera` or
+      :func:`defocus.data.sources.missing_camera_message` where it is needed;
+    * focus: ``focus`` (metres, one per image) > ``focus_diopters`` (1/D) > ``stack.json`` > EXIF SubjectDistance
+      of every image. With none of these it is an error naming ``--focus``, unless ``require_focus`` is False:
+      then the stack is *relative* — its ``focus_distances_m`` are the placeholders 1, 2, …, N (metres in type
+      only: they keep the file order and FocalStack's checks, nothing else), ``provenance["relative"]`` is True
+      and ``provenance["focus"]`` is ``{"values_m": None, "source": None}``.
+
+    ``stack.provenance`` records it all: ``{"camera": {field: {"value", "source"}, "device": {"make", "model",
+    "sensor_table"}}, "focus": {"values_m", "source"}, "images": [file names in order], "relative": bool}`` (camera
+    source ``"argument"`` for a full ``camera``; see :func:`defocus.data.sources.resolve_camera` for the others).
+    ``gt_depth.tiff`` and ``gt_aif.png`` are read when present and ``load_ground_truth`` is true; the training
+    code passes False, so it never opens them.
 
     Raises:
         DefocusError: missing folder or images, corrupt files, bad JSON, sizes or counts that differ, focus
-            distances that are missing (names ``--focus``), not finite, not positive or inside the focal length.
+            distances that are missing (names ``--focus``), not finite, not positive or inside the focal length, a
+            dioptre of 0, camera values that make no camera.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -114,42 +137,33 @@ def read_stack(
     n = len(image_names)
     paths = [root / s for s in image_names]
 
-    # camera: argument > stack.json > EXIF
-    exif_cache: dict[int, dict[str, float]] = {}
+    exif_cache: dict[int, dict[str, Any]] = {}
 
-    def exif(i: int) -> dict[str, float]:
+    def exif(i: int) -> dict[str, Any]:
         if i not in exif_cache:
             exif_cache[i] = read_exif_metadata(paths[i]) if paths[i].is_file() else {}
         return exif_cache[i]
 
-    cam = camera
-    if cam is None and data is not None and data.get("camera") is not None:
-        try:
-            cam = ThinLensCamera.from_dict(data["camera"])
-        except DefocusError as exc:
-            raise DefocusError(f"bad stack.json in {root}: {exc}") from None
-    if cam is None:
-        cam = camera_from_exif(exif(0))
+    # stack.json's camera must be complete and plausible (unless a full camera replaces it)
+    json_camera: dict | None = None
+    if data is not None and data.get("camera") is not None:
+        json_camera = data["camera"]
+        if camera is None:
+            try:
+                ThinLensCamera.from_dict(json_camera)
+            except DefocusError as exc:
+                raise DefocusError(f"bad stack.json in {root}: {exc}") from None
 
-    # focus: argument > stack.json > EXIF
-    if focus is not None:
-        fd = focus_list(focus, f"stack {name}")
-        if len(fd) != n:
-            raise DefocusError(f"--focus gives {len(fd)} distances but stack {name} has {n} images")
-    elif data is not None and "focus_distances_m" in data:
-        fd = [float(v) for v in data["focus_distances_m"]]
-    else:
-        fd = []
-        for i in range(n):
-            v = exif(i).get("focus_distance_m")
-            if v is None:
-                where = "add focus_distances_m to stack.json" if data is not None else "add stack.json"
-                raise DefocusError(
-                    f"no focus distances for {name}: pass --focus or {where} "
-                    f"({image_names[i]} has no EXIF SubjectDistance)"
-                )
-            fd.append(v)
-    check_focus(fd, cam, f"stack {name}")
+    # focus: focus > focus_diopters > stack.json > EXIF (checked against the camera once it is known)
+    exif_focus = focus is None and focus_diopters is None and (data is None or "focus_distances_m" not in data)
+    exif_list = [exif(i) for i in range(n)] if exif_focus else None
+    fd, focus_source = resolve_focus(n, focus, focus_diopters, data, exif_list, image_names, name)
+    relative = fd is None
+    if fd is None:
+        if require_focus:
+            raise DefocusError(missing_focus_message(name, image_names, exif_list, data is not None))
+        fd = [float(i + 1) for i in range(n)]
+    check_focus(fd, camera, f"stack {name}")
 
     images = []
     size0: tuple[int, int] | None = None
@@ -164,6 +178,19 @@ def read_stack(
                 f"but {image_names[i]} is {size[0]}x{size[1]} (WxH)"
             )
         images.append(img)
+    assert size0 is not None
+
+    # camera: camera > per field (flags > stack.json > EXIF > sensor table > sensor width), for the size as loaded
+    if camera is not None:
+        cam: ThinLensCamera | None = camera
+        camera_sources: dict[str, Any] = {k: {"value": v, "source": "argument"} for k, v in camera.to_dict().items()}
+        camera_sources["device"] = {"make": exif(0).get("make"), "model": exif(0).get("model"), "sensor_table": None}
+    else:
+        cam, camera_sources = resolve_camera(
+            camera_flags, json_camera, exif(0), size0[0], sensor_width_mm, image_height_px=size0[1]
+        )
+    if not relative:
+        check_focus(fd, cam, f"stack {name}")
 
     def same_size(file_name: str, w: int, h: int) -> None:
         if (w, h) != size0:
@@ -179,6 +206,12 @@ def read_stack(
     if load_ground_truth and (root / GT_AIF_NAME).is_file():
         gt_aif = load_image(root / GT_AIF_NAME)
         same_size(GT_AIF_NAME, gt_aif.shape[2], gt_aif.shape[1])
+    provenance = {
+        "camera": camera_sources,
+        "focus": {"values_m": None if relative else [float(v) for v in fd], "source": focus_source},
+        "images": list(image_names),
+        "relative": relative,
+    }
     return FocalStack(
         images=torch.stack(images),
         focus_distances_m=torch.tensor(fd, dtype=torch.float32),
@@ -187,6 +220,7 @@ def read_stack(
         gt_aif=gt_aif,
         image_names=image_names,
         name=name,
+        provenance=provenance,
     )
 
 
@@ -227,6 +261,11 @@ def write_stack(stack: FocalStack, folder: PathLike) -> None:
     dest = Path(folder)
     if dest.exists() and not dest.is_dir():
         raise DefocusError(f"cannot write a stack to {dest}: it exists and is not a folder")
+    if stack.provenance.get("relative"):
+        raise DefocusError(
+            f"cannot write stack {stack.name}: its focus distances are unknown (a relative stack); "
+            "pass --focus or --focus-diopters"
+        )
     if dest.is_dir():
         _check_replaceable(dest)
     names = [f"focus_{i}.png" for i in range(stack.num_images)]

@@ -57,6 +57,9 @@ class FocalStack:
         gt_aif: optional float32 ``(3, H, W)`` all-in-focus image in [0, 1].
         image_names: the file name of each image (defaults to ``focus_<i>.png``).
         name: the stack's name (its folder name).
+        provenance: where each camera value and the focus distances came from, filled by
+            :func:`defocus.data.folders.read_stack` (``{"camera": {field: {"value", "source"}}, "focus": {"values_m",
+            "source"}, "images": [...], "relative": bool}``); empty for stacks built in memory.
     """
 
     images: torch.Tensor
@@ -66,6 +69,7 @@ class FocalStack:
     gt_aif: torch.Tensor | None = None
     image_names: list[str] = field(default_factory=list)
     name: str = "stack"
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         what = f"stack {self.name}"
