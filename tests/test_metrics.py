@@ -1,4 +1,4 @@
-"""Tests of defocus.eval.metrics: depth metrics against hand arithmetic, masks, PSNR/SSIM."""
+"""Tests of defocus.metrics: depth metrics against hand arithmetic, masks, PSNR/SSIM."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch import nn
 
 from defocus.errors import DefocusError
-from defocus.eval.metrics import depth_metrics, mean_metrics, psnr, ssim, ssim_map
-
-
+from defocus.metrics import SSIM, depth_metrics, mean_metrics, psnr, ssim, ssim_map
 
 
 def test_depth_metrics_by_hand():
@@ -137,3 +137,110 @@ def test_ssim_map_gradcheck(padding):
     x = torch.rand(1, 2, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.rand(1, 2, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: ssim_map(a, b, window_size=5, sigma=1.5, padding=padding), (x, y))
+
+
+# ------------------------------------------------------------------------------------------ SSIM: checklist
+def _np_ssim_map(x: np.ndarray, y: np.ndarray, ws: int = 11, sigma: float = 1.5, pad: str | None = None):
+    """Independent SSIM map of (C, H, W) float64 arrays: a full 2-D Gaussian window applied by direct sums."""
+    r = ws // 2
+    if pad == "reflect":
+        x = np.pad(x, ((0, 0), (r, r), (r, r)), mode="reflect")
+        y = np.pad(y, ((0, 0), (r, r), (r, r)), mode="reflect")
+    t = np.arange(ws) - r
+    g = np.exp(-(t**2) / (2.0 * sigma**2))
+    w2 = np.outer(g, g)
+    w2 /= w2.sum()
+
+    def filt(a):
+        return np.einsum("chwij,ij->chw", sliding_window_view(a, (ws, ws), axis=(1, 2)), w2)
+
+    mx, my = filt(x), filt(y)
+    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+def _pair_images(seed=0, shape=(2, 3, 14, 15)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=torch.float64)
+    y = (0.7 * x + 0.3 * torch.rand(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    return x, y
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect"])
+def test_ssim_map_matches_numpy_reference(padding):
+    x, y = _pair_images(2)
+    m = ssim_map(x, y, padding=padding)
+    ref = np.stack([_np_ssim_map(a, b, pad=padding if padding == "reflect" else None)
+                    for a, b in zip(x.numpy(), y.numpy())])
+    assert m.shape == ref.shape
+    np.testing.assert_allclose(m.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_ssim_map_other_window_matches_numpy_reference():
+    x, y = _pair_images(3, (1, 2, 9, 10))
+    m = ssim_map(x, y, window_size=5, sigma=0.9)
+    assert m.shape == (1, 2, 5, 6)
+    np.testing.assert_allclose(m[0].numpy(), _np_ssim_map(x[0].numpy(), y[0].numpy(), ws=5, sigma=0.9), rtol=1e-10)
+
+
+def test_ssim_value_matches_numpy_reference_and_is_symmetric():
+    x, y = _pair_images(4)
+    # per image: mean over channels and valid pixels; then over the batch
+    ref = np.mean([_np_ssim_map(a, b).mean() for a, b in zip(x.numpy(), y.numpy())])
+    assert ssim(x, y) == pytest.approx(float(ref), rel=1e-10)
+    assert ssim(y, x) == pytest.approx(ssim(x, y), rel=1e-12)
+    assert -1.0 <= ssim(x, y) < 1.0
+    # float32 and numpy inputs give the float64 answer
+    assert ssim(x.float(), y.float()) == pytest.approx(float(ref), rel=1e-6)
+    assert ssim(x.numpy(), y.numpy()) == pytest.approx(float(ref), rel=1e-10)
+
+
+def test_ssim_map_identical_images_give_one():
+    x, _ = _pair_images(5)
+    for padding in ("valid", "reflect"):
+        torch.testing.assert_close(ssim_map(x, x, padding=padding), torch.ones_like(ssim_map(x, x, padding=padding)))
+
+
+def test_ssim_map_dtype_and_module_equals_function():
+    x, y = _pair_images(6, (1, 3, 12, 13))
+    assert ssim_map(x.float(), y.float()).dtype == torch.float32
+    assert ssim_map(x, y).dtype == torch.float64
+    opts = {"window_size": 7, "sigma": 1.2, "padding": "reflect"}
+    mod = SSIM(**opts)
+    assert isinstance(mod, nn.Module) and list(mod.parameters()) == []
+    assert "window_size=7" in repr(mod)
+    assert torch.equal(mod(x, y), ssim_map(x, y, **opts))
+    assert torch.equal(SSIM()(x, y), ssim_map(x, y))
+
+
+@pytest.mark.parametrize(
+    "x, y, kwargs",
+    [
+        (torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 13), {}),  # shapes differ
+        (torch.rand(3, 12, 12), torch.rand(3, 12, 12), {}),  # not (B, C, H, W)
+        (np.zeros((1, 3, 12, 12)), np.zeros((1, 3, 12, 12)), {}),  # not tensors
+        (torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12), {"window_size": 4}),  # even window
+        (torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12), {"padding": "zeros"}),
+        (torch.rand(1, 3, 10, 12), torch.rand(1, 3, 10, 12), {}),  # smaller than the window, valid padding
+        (torch.rand(1, 3, 5, 12), torch.rand(1, 3, 5, 12), {"padding": "reflect"}),  # too small to reflect by 5
+    ],
+)
+def test_ssim_map_errors(x, y, kwargs):
+    with pytest.raises(DefocusError):
+        ssim_map(x, y, **kwargs)
+
+
+def test_ssim_errors():
+    with pytest.raises(DefocusError):
+        ssim(torch.rand(3, 12, 12), torch.rand(3, 12, 13))
+    with pytest.raises(DefocusError):
+        ssim(torch.rand(12, 12), torch.rand(12, 12))
+
+
+def test_ssim_map_gradcheck_default_window():
+    # the 11x11 window the loss uses, reflect-padded on a tiny 6x7 image (the smallest that can be reflected by 5)
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: ssim_map(a, b, padding="reflect"), (x, y))

@@ -1,19 +1,31 @@
 """Tests of the self-supervised loss (SPEC §4): every term, the coarse AIF, and that re-rendering is minimised at the
-true depth under both synthesis protocols."""
+true depth under both synthesis protocols.
+
+Checklist per term (kornia style): smoke (finite scalar), which inputs get gradient, numerical value against an
+independent numpy reference, float64 ``gradcheck`` on tiny inputs, module form equals the function, error cases.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 
+import numpy as np
 import pytest
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch import nn
 
 from defocus.data.procedural import make_scene
 from defocus.data.synthesis import synthesize_stack
 from defocus.errors import DefocusError
-from defocus.losses.selfsup import LossConfig, SelfSupervisedLoss, rerender
+from defocus.losses.selfsup import LossConfig, SelfSupervisedLoss
 from defocus.losses.terms import (
     LOSS_TERMS,
+    AifSharpness,
+    AifVsCoarse,
+    DepthSmoothness,
+    Reconstruction,
     aif_sharpness,
     aif_vs_coarse,
     coarse_aif,
@@ -21,32 +33,74 @@ from defocus.losses.terms import (
     photometric,
     reconstruction,
 )
+from defocus.models.prediction import Prediction
 from defocus.optics.camera import get_preset
+from defocus.optics.forward import ForwardModel, Rerendering
 
 NYU = get_preset("nyuv2")
 FOCUS = torch.tensor([[1.0, 1.5, 2.5, 4.0, 6.0]])
+FAMILIES = ("gaussian", "disk")
 
 
-def _pred(b=1, h=24, w=24, seed=0, requires_grad=True):
+def _pred(b=1, h=24, w=24, seed=0, requires_grad=True, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    aif = (0.2 + 0.6 * torch.rand(b, 3, h, w, generator=g)).requires_grad_(requires_grad)
-    inv = (0.2 + 0.8 * torch.rand(b, 1, h, w, generator=g)).requires_grad_(requires_grad)
+    aif = (0.2 + 0.6 * torch.rand(b, 3, h, w, generator=g, dtype=dtype)).requires_grad_(requires_grad)
+    inv = (0.2 + 0.8 * torch.rand(b, 1, h, w, generator=g, dtype=dtype)).requires_grad_(requires_grad)
     return aif, inv
 
 
-def _focus_k(b=1):
-    focus = FOCUS.expand(b, -1).clone()
-    return focus, NYU.camera.blur_per_dioptre_px(focus.double()).float()
+def _prediction(aif, inv):
+    """A Prediction whose inv_depth is ``inv`` itself (so gradients reach it directly)."""
+    return Prediction(depth=1.0 / inv, aif=aif, confidence=torch.ones_like(inv), inv_depth=inv)
+
+
+def _focus_k(b=1, focus=FOCUS):
+    focus = focus.expand(b, -1).clone()
+    return focus, NYU.camera.blur_per_dioptre(focus)
+
+
+# ------------------------------------------------------------------------------------- independent references
+def _np_ssim_map(x: np.ndarray, y: np.ndarray, ws: int = 11, sigma: float = 1.5, pad: str | None = None):
+    """SSIM map of (C, H, W) float64 arrays with a full 2-D Gaussian window (direct windowed sums)."""
+    r = ws // 2
+    if pad == "reflect":
+        x = np.pad(x, ((0, 0), (r, r), (r, r)), mode="reflect")
+        y = np.pad(y, ((0, 0), (r, r), (r, r)), mode="reflect")
+    t = np.arange(ws) - r
+    g = np.exp(-(t**2) / (2.0 * sigma**2))
+    w2 = np.outer(g, g)
+    w2 /= w2.sum()
+
+    def filt(a):
+        return np.einsum("chwij,ij->chw", sliding_window_view(a, (ws, ws), axis=(1, 2)), w2)
+
+    mx, my = filt(x), filt(y)
+    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+def _np_photometric(a: np.ndarray, b: np.ndarray, alpha: float = 0.85) -> float:
+    """alpha·mean(1 − SSIM, reflect padded) + (1 − alpha)·mean|a − b| over images (..., C, H, W)."""
+    a = a.reshape(-1, *a.shape[-3:])
+    b = b.reshape(-1, *b.shape[-3:])
+    s = np.stack([_np_ssim_map(ai, bi, pad="reflect") for ai, bi in zip(a, b)])
+    return float(alpha * (1.0 - s).mean() + (1.0 - alpha) * np.abs(a - b).mean())
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().double().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ each term
-def _term_inputs(seed=0):
-    aif, inv = _pred(seed=seed)
-    focus, k = _focus_k()
-    rendered, blur = rerender(aif, inv, focus, k)
+def _term_inputs(seed=0, family="gaussian", b=1, h=24, w=24):
+    aif, inv = _pred(b=b, h=h, w=w, seed=seed)
+    focus, k = _focus_k(b)
+    physics = ForwardModel.from_family(family)
+    rendered = physics.rerender(aif, inv, focus, k)
     g = torch.Generator().manual_seed(seed + 100)
-    observed = torch.rand(rendered.shape, generator=g)
-    return observed, rendered, {"aif": aif, "inv_depth": inv, "blur": blur}, aif, inv
+    observed = torch.rand(rendered.stack.shape, generator=g)
+    return observed, _prediction(aif, inv), physics, rendered, aif, inv
 
 
 def _grad_norms(value, aif, inv):
@@ -63,78 +117,293 @@ def test_registry_holds_the_paper_terms():
     }
 
 
+def test_rerender_shapes_and_blur_from_k():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(b=2, h=12, w=10)
+    assert isinstance(rendered, Rerendering)
+    assert rendered.stack.shape == (2, 5, 3, 12, 10)
+    assert rendered.blur.shape == (2, 5, 1, 12, 10)
+    focus, k = _focus_k(2)
+    # Gaussian σ = K·|1/d − 1/fd| / 4, by hand.
+    expected = k[:, :, None, None, None] * (inv.detach()[:, None] - 1.0 / focus[:, :, None, None, None]).abs() / 4
+    torch.testing.assert_close(rendered.blur.detach(), expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", sorted(LOSS_TERMS))
-def test_every_term_is_a_finite_scalar(name):
-    observed, rendered, pred, aif, inv = _term_inputs()
-    value = LOSS_TERMS[name](observed, rendered, pred)
+def test_every_term_is_a_finite_scalar(name, family):
+    observed, pred, physics, rendered, aif, inv = _term_inputs(family=family, b=2)
+    value = LOSS_TERMS[name](observed, pred, physics, rendered)
     assert value.dim() == 0
     assert torch.isfinite(value)
+    assert value.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "module, function",
+    [(Reconstruction, reconstruction), (AifVsCoarse, aif_vs_coarse), (AifSharpness, aif_sharpness),
+     (DepthSmoothness, depth_smoothness)],
+)
+def test_module_equals_function(module, function):
+    observed, pred, physics, rendered, aif, inv = _term_inputs(seed=11)
+    m = module()
+    assert isinstance(m, nn.Module)
+    assert list(m.parameters()) == []
+    assert LOSS_TERMS[function.__name__] is function
+    assert torch.equal(m(observed, pred, physics, rendered), function(observed, pred, physics, rendered))
 
 
 def test_aif_sharpness_gradient_to_aif_only():
-    observed, rendered, pred, aif, inv = _term_inputs(1)
-    na, ni = _grad_norms(aif_sharpness(observed, rendered, pred), aif, inv)
+    observed, pred, physics, rendered, aif, inv = _term_inputs(1)
+    na, ni = _grad_norms(aif_sharpness(observed, pred, physics, rendered), aif, inv)
     assert na > 0 and ni == 0
 
 
 def test_aif_sharpness_rewards_detail():
-    observed, rendered, pred, aif, inv = _term_inputs(2)
-    flat = {**pred, "aif": torch.full_like(pred["aif"], 0.5) + 0.01 * pred["aif"].detach()}
-    assert aif_sharpness(observed, rendered, pred) < aif_sharpness(observed, rendered, flat)
+    observed, pred, physics, rendered, aif, inv = _term_inputs(2)
+    flat = _prediction(torch.full_like(aif, 0.5) + 0.01 * aif.detach(), inv)
+    assert aif_sharpness(observed, pred, physics, rendered) < aif_sharpness(observed, flat, physics, rendered)
 
 
-def test_depth_smoothness_gradient_to_inv_depth_only():
-    observed, rendered, pred, aif, inv = _term_inputs(3)
-    value = depth_smoothness(observed, rendered, pred)
-    na, ni = _grad_norms(value, aif, inv)
-    assert ni > 0 and na == 0  # the edge weights use a detached AIF
-    # A constant inverse depth is perfectly smooth, at any scale.
-    const = {**pred, "inv_depth": torch.full_like(inv, 0.37)}
-    assert float(depth_smoothness(observed, rendered, const)) == 0.0
-    # Scale-free: the term does not change when the inverse depth is multiplied by a constant.
-    scaled = {**pred, "inv_depth": 3.0 * inv.detach()}
+def test_aif_sharpness_ignores_brightness_offset():
+    # The LoG kernel has zero mean and the padding reflects, so adding a grey level changes nothing.
+    observed, pred, physics, rendered, aif, inv = _term_inputs(12)
+    brighter = _prediction(aif.detach() + 0.1, inv)
     torch.testing.assert_close(
-        depth_smoothness(observed, rendered, scaled), depth_smoothness(observed, rendered, {**pred, "inv_depth": inv.detach()})
+        aif_sharpness(observed, brighter, physics, rendered), aif_sharpness(observed, pred, physics, rendered)
     )
 
 
+def test_aif_sharpness_matches_numpy_reference():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(13, h=10, w=9)
+    # 5x5 Laplacian of Gaussian, σ 0.8, made zero-mean; Rec. 601 grey; reflect padding.
+    t = np.arange(5) - 2.0
+    rr = (t[None, :] ** 2 + t[:, None] ** 2) / (2 * 0.8**2)
+    kern = (rr - 1.0) * np.exp(-rr)
+    kern -= kern.mean()
+    a = _np(aif)[0]
+    grey = 0.299 * a[0] + 0.587 * a[1] + 0.114 * a[2]
+    resp = np.einsum("hwij,ij->hw", sliding_window_view(np.pad(grey, 2, mode="reflect"), (5, 5)), kern)
+    expected = -math.log((resp**2).mean() + 1e-8)
+    assert float(aif_sharpness(observed, pred, physics, rendered).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_depth_smoothness_gradient_to_inv_depth_only():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(3)
+    value = depth_smoothness(observed, pred, physics, rendered)
+    na, ni = _grad_norms(value, aif, inv)
+    assert ni > 0 and na == 0  # the edge weights use a detached AIF
+    # A constant inverse depth is perfectly smooth, at any scale.
+    const = _prediction(aif, torch.full_like(inv, 0.37))
+    assert float(depth_smoothness(observed, const, physics, rendered)) == 0.0
+    # Scale-free: the term does not change when the inverse depth is multiplied by a constant.
+    scaled = _prediction(aif, 3.0 * inv.detach())
+    torch.testing.assert_close(
+        depth_smoothness(observed, scaled, physics, rendered),
+        depth_smoothness(observed, _prediction(aif, inv.detach()), physics, rendered),
+    )
+
+
+def test_depth_smoothness_by_hand():
+    # Inverse depth 1 on the left half, 3 on the right of a 4x4 image: mean 2, normalised 0.5 | 1.5, so one jump of
+    # 1 in each of the 4 rows among 4x3 horizontal differences, none vertically: 2.5 · (4/12 + 0) = 2.5/3.
+    inv = torch.ones(1, 1, 4, 4)
+    inv[..., 2:] = 3.0
+    observed, _, physics, rendered, *_ = _term_inputs(14, h=4, w=4)
+    flat_aif = torch.full((1, 3, 4, 4), 0.5)
+    value = depth_smoothness(observed, _prediction(flat_aif, inv), physics, rendered)
+    assert float(value) == pytest.approx(2.5 / 3, rel=1e-6)
+    # An image edge at the same place weighs the jump by exp(−mean |ΔAIF|) = exp(−1) (edge-aware).
+    edge_aif = flat_aif.clone()
+    edge_aif[..., :2] = 0.0
+    edge_aif[..., 2:] = 1.0
+    value = depth_smoothness(observed, _prediction(edge_aif, inv), physics, rendered)
+    assert float(value) == pytest.approx(2.5 / 3 * math.exp(-1.0), rel=1e-6)
+
+
+def test_depth_smoothness_matches_numpy_reference():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(15, b=2, h=7, w=9)
+    a, d = _np(aif), _np(inv)
+    d = d / d.mean(axis=(2, 3), keepdims=True)
+    dx = np.abs(np.diff(d, axis=3))
+    dy = np.abs(np.diff(d, axis=2))
+    wx = np.exp(-np.abs(np.diff(a, axis=3)).mean(axis=1, keepdims=True))
+    wy = np.exp(-np.abs(np.diff(a, axis=2)).mean(axis=1, keepdims=True))
+    expected = 2.5 * ((dx * wx).mean() + (dy * wy).mean())
+    assert float(depth_smoothness(observed, pred, physics, rendered).detach()) == pytest.approx(expected, rel=1e-5)
+
+
 def test_aif_vs_coarse_gradient_to_aif_only():
-    observed, rendered, pred, aif, inv = _term_inputs(4)
-    na, ni = _grad_norms(aif_vs_coarse(observed, rendered, pred), aif, inv)
+    observed, pred, physics, rendered, aif, inv = _term_inputs(4)
+    na, ni = _grad_norms(aif_vs_coarse(observed, pred, physics, rendered), aif, inv)
     assert na > 0 and ni == 0  # the coarse AIF is a stop-gradient target
 
 
-def test_reconstruction_gradient_to_both_through_the_loss():
+def test_aif_vs_coarse_matches_numpy_reference():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(16, b=2, h=12, w=13)
+    obs, blur = _np(observed), _np(rendered.blur)
+    idx = blur.argmin(axis=1)[:, 0]  # (B, H, W)
+    coarse = np.take_along_axis(obs, idx[:, None, None], axis=1)[:, 0]  # (B, 3, H, W)
+    expected = _np_photometric(_np(aif), coarse)
+    assert float(aif_vs_coarse(observed, pred, physics, rendered).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reconstruction_gradient_to_both_through_the_loss(family):
     aif, inv = _pred(seed=5)
     focus, k = _focus_k()
     g = torch.Generator().manual_seed(55)
     observed = torch.rand(1, 5, 3, 24, 24, generator=g)
-    loss_fn = SelfSupervisedLoss(LossConfig(weights={"reconstruction": 1.0}))
-    for psf, linear in (("gaussian", False), ("disk", True)):
-        total, parts = loss_fn(observed, {"aif": aif, "inv_depth": inv}, focus, k, psf=psf, linear_light=linear)
-        assert set(parts) == {"reconstruction"}
-        assert math.isclose(float(total.detach()), parts["reconstruction"], rel_tol=1e-6)
-        na, ni = _grad_norms(total, aif, inv)
-        assert na > 0 and ni > 0, (psf, na, ni)
+    cfg = LossConfig(weights={"reconstruction": 1.0})
+    physics = ForwardModel.from_family(family)
+    total, parts = SelfSupervisedLoss(cfg)(observed, _prediction(aif, inv), physics, focus, k)
+    assert set(parts) == {"reconstruction"}
+    assert math.isclose(float(total.detach()), parts["reconstruction"], rel_tol=1e-6)
+    na, ni = _grad_norms(total, aif, inv)
+    assert na > 0 and ni > 0, (family, na, ni)
+
+
+def test_reconstruction_matches_numpy_reference():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(17, h=12, w=12)
+    expected = _np_photometric(_np(rendered.stack), _np(observed))
+    assert float(reconstruction(observed, pred, physics, rendered).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_reconstruction_is_zero_for_identical_stacks():
-    _, rendered, pred, *_ = _term_inputs(6)
-    assert float(reconstruction(rendered.detach(), rendered.detach(), pred)) == pytest.approx(0.0, abs=1e-6)
-    assert float(photometric(rendered.detach(), rendered.detach())) == pytest.approx(0.0, abs=1e-6)
+    _, pred, physics, rendered, *_ = _term_inputs(6)
+    same = Rerendering(rendered.stack.detach(), rendered.blur.detach())
+    assert float(reconstruction(same.stack, pred, physics, same)) == pytest.approx(0.0, abs=1e-6)
+    assert float(photometric(same.stack, same.stack)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_photometric_mix_ends_and_numpy_reference():
+    g = torch.Generator().manual_seed(18)
+    a = torch.rand(2, 2, 3, 9, 10, generator=g, dtype=torch.float64)
+    b = torch.rand(2, 2, 3, 9, 10, generator=g, dtype=torch.float64)
+    # alpha = 0 is the plain mean absolute difference
+    assert float(photometric(a, b, alpha=0.0)) == pytest.approx(float((a - b).abs().mean()), rel=1e-12)
+    for alpha in (0.85, 1.0):
+        assert float(photometric(a, b, alpha=alpha)) == pytest.approx(_np_photometric(_np(a), _np(b), alpha),
+                                                                        rel=1e-10)
+
+
+def test_photometric_and_terms_reject_bad_shapes():
+    with pytest.raises(DefocusError):
+        photometric(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+    with pytest.raises(DefocusError):  # too small to reflect-pad the 11x11 SSIM window
+        photometric(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4))
+    observed, pred, physics, rendered, aif, inv = _term_inputs(19)
+    with pytest.raises(DefocusError):  # observed stack of another size than the re-rendered one
+        reconstruction(observed[..., :20], pred, physics, rendered)
+    with pytest.raises(DefocusError):
+        aif_vs_coarse(observed, _prediction(aif[..., :20], inv[..., :20]), physics, rendered)
+
+
+def test_rerender_and_prediction_errors():
+    aif, inv = _pred(h=8, w=8, requires_grad=False)
+    focus, k = _focus_k()
+    physics = ForwardModel.from_family("gaussian")
+    with pytest.raises(DefocusError):  # inverse depth without its channel dimension
+        physics.rerender(aif, inv[:, 0], focus, k)
+    with pytest.raises(DefocusError):  # K for another number of images
+        physics.rerender(aif, inv, focus, k[:, :3])
+    with pytest.raises(DefocusError):  # the loss re-renders with the layered method only
+        physics.replace(method="exact").rerender(aif, inv, focus, k)
+    with pytest.raises(DefocusError):
+        ForwardModel.from_family("box")
+    with pytest.raises(DefocusError):  # a prediction of mismatched sizes
+        Prediction(depth=1.0 / inv, aif=aif[..., :7], confidence=torch.ones_like(inv))
+
+
+# ------------------------------------------------------------------------------------------------ gradcheck
+def _tiny(seed=20, family="gaussian"):
+    """B=1, N=2, 8x8 float64 inputs; inverse depths stay clear of both focus planes (|·| kinks of the blur)."""
+    g = torch.Generator().manual_seed(seed)
+    aif = (0.2 + 0.6 * torch.rand(1, 3, 8, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    inv = (0.8 + 0.2 * torch.rand(1, 1, 8, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    focus = torch.tensor([[1.5, 4.0]], dtype=torch.float64)  # 0.67 and 0.25 dioptres
+    k = NYU.camera.blur_per_dioptre(focus).double()
+    observed = torch.rand(1, 2, 3, 8, 8, generator=g, dtype=torch.float64)
+    physics = ForwardModel.from_family(family)
+    return aif, inv, focus, k, observed, physics
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reconstruction_gradcheck(family):
+    aif, inv, focus, k, observed, physics = _tiny(family=family)
+    assert bool(((inv - 1 / focus[0, :, None, None, None]).abs() > 0.1).all())
+
+    def f(a, d):
+        pred = _prediction(a, d)
+        return reconstruction(observed, pred, physics, physics.rerender(a, d, focus, k))
+
+    assert f(aif, inv).dtype == torch.float64
+    t0 = time.perf_counter()
+    assert torch.autograd.gradcheck(f, (aif, inv))
+    assert time.perf_counter() - t0 < 10.0
+
+
+def test_depth_smoothness_gradcheck():
+    # Only w.r.t. inverse depth: the edge weights use a *detached* AIF by design, so the analytic gradient w.r.t.
+    # the AIF is zero while the numerical one is not (checked in test_depth_smoothness_gradient_to_inv_depth_only).
+    aif, inv, focus, k, observed, physics = _tiny(21)
+    rendered = physics.rerender(aif.detach(), inv.detach(), focus, k)
+    assert torch.autograd.gradcheck(lambda d: depth_smoothness(observed, _prediction(aif, d), physics, rendered),
+                                    (inv,))
+
+
+def test_aif_sharpness_gradcheck():
+    aif, inv, focus, k, observed, physics = _tiny(22)
+    rendered = physics.rerender(aif.detach(), inv.detach(), focus, k)
+    assert torch.autograd.gradcheck(lambda a: aif_sharpness(observed, _prediction(a, inv), physics, rendered),
+                                    (aif,))
+
+
+def test_aif_vs_coarse_gradcheck():
+    # Only w.r.t. the AIF: the coarse target is chosen by an argmin over the predicted blur (piecewise constant in
+    # inverse depth, not differentiable) and is a stop-gradient target.
+    aif, inv, focus, k, observed, physics = _tiny(23)
+    rendered = physics.rerender(aif.detach(), inv.detach(), focus, k)
+    assert torch.autograd.gradcheck(lambda a: aif_vs_coarse(observed, _prediction(a, inv), physics, rendered),
+                                    (aif,))
+
+
+def test_photometric_gradcheck():
+    g = torch.Generator().manual_seed(24)
+    a = torch.rand(1, 2, 3, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(1, 2, 3, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(photometric, (a, b))
+
+
+# ---------------------------------------------------------------------------------------------- full loss
 def test_full_loss_total_is_weighted_sum():
     aif, inv = _pred(seed=7)
     focus, k = _focus_k()
     observed = torch.rand(1, 5, 3, 24, 24, generator=torch.Generator().manual_seed(77))
     cfg = LossConfig()
-    total, parts = SelfSupervisedLoss(cfg)(observed, {"aif": aif, "inv_depth": inv}, focus, k)
+    total, parts = SelfSupervisedLoss(cfg)(observed, _prediction(aif, inv), cfg.forward_model(), focus, k)
     assert set(parts) == set(LOSS_TERMS)
     expected = sum(cfg.weights[n] * v for n, v in parts.items())
     assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     na, ni = _grad_norms(total, aif, inv)
     assert na > 0 and ni > 0
+    # each part is the term evaluated on the shared re-rendering
+    physics = cfg.forward_model()
+    rendered = physics.rerender(aif, inv, focus, k)
+    for name, value in parts.items():
+        expected_part = float(LOSS_TERMS[name](observed, _prediction(aif, inv), physics, rendered).detach())
+        assert value == pytest.approx(expected_part, rel=1e-6), name
+
+
+def test_loss_config_builds_its_forward_model():
+    fm = LossConfig().forward_model()
+    assert (fm.psf, fm.light, fm.method) == ("gaussian", "srgb", "layered")
+    fm = LossConfig(psf="disk", linear_light=True, level_ratio=1.2).forward_model()
+    assert (fm.psf, fm.light, fm.spec.level_ratio) == ("disk", "linear", 1.2)
+    fm = LossConfig().forward_model(psf="disk", linear_light=True)
+    assert (fm.psf, fm.light) == ("disk", "linear")
+    assert LossConfig().forward_model(psf=None).psf == "gaussian"  # None overrides nothing
+    with pytest.raises(DefocusError):
+        LossConfig(psf="box").forward_model()
 
 
 # ---------------------------------------------------------------------------------------------- coarse AIF
@@ -165,7 +434,7 @@ def _recon_at(stack, aif, inv_depth, cfg):
     focus, k = _focus_k()
     loss_fn = SelfSupervisedLoss(cfg)
     with torch.no_grad():
-        total, parts = loss_fn(stack[None], {"aif": aif[None], "inv_depth": inv_depth[None]}, focus, k)
+        _, parts = loss_fn(stack[None], _prediction(aif[None], inv_depth[None]), cfg.forward_model(), focus, k)
     return parts["reconstruction"]
 
 
@@ -209,11 +478,12 @@ def test_zero_weight_skips_a_term(monkeypatch):
     aif, inv = _pred(seed=9)
     focus, k = _focus_k()
     observed = torch.rand(1, 5, 3, 24, 24, generator=torch.Generator().manual_seed(99))
+    physics = ForwardModel.from_family("gaussian")
     weights = {"reconstruction": 1.0, "aif_sharpness": 0.0, "depth_smoothness": 2.0}
-    total, parts = SelfSupervisedLoss(LossConfig(weights=weights))(observed, {"aif": aif, "inv_depth": inv}, focus, k)
+    total, parts = SelfSupervisedLoss(LossConfig(weights=weights))(observed, _prediction(aif, inv), physics, focus, k)
     assert calls == []
     assert set(parts) == {"reconstruction", "depth_smoothness"}
     assert float(total.detach()) == pytest.approx(parts["reconstruction"] + 2.0 * parts["depth_smoothness"], rel=1e-5)
     weights["aif_sharpness"] = 1.0
-    SelfSupervisedLoss(LossConfig(weights=weights))(observed, {"aif": aif, "inv_depth": inv}, focus, k)
+    SelfSupervisedLoss(LossConfig(weights=weights))(observed, _prediction(aif, inv), physics, focus, k)
     assert calls == [1]

@@ -1,21 +1,29 @@
-"""Tests of the classical depth-from-focus baseline (defocus.eval.classical)."""
+"""Tests of the classical depth-from-focus baseline (defocus.models.classical): the function, its module form
+(ClassicalEstimator) and the differentiable building blocks (focus measure, pre-filter)."""
 
 from __future__ import annotations
 
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from defocus.color import to_grey
 from defocus.errors import DefocusError
-from defocus.eval.classical import classical_depth_from_focus, sum_modified_laplacian
+from defocus.models.classical import (
+    ClassicalEstimator,
+    classical_depth_from_focus,
+    gaussian_presmooth,
+    sum_modified_laplacian,
+)
+from defocus.models.prediction import Prediction
 
 FOCUS = [0.5, 0.7, 1.0, 1.5, 2.5]  # metres
 PX_PER_DIOPTRE = 3.0  # blur σ in pixels = 3 · |1/fd − 1/d|
-
-
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -205,3 +213,145 @@ def test_presmoothing_makes_the_baseline_robust_to_noise():
         depth, _, _ = classical_depth_from_focus(noisy, FOCUS, presmooth_sigma=sigma)
         err[sigma] = (depth[0, 8:-8, 8:-8] - 1.2).abs().mean().item()
     assert err[1.0] < 0.5 * err[0.0]
+
+
+# ------------------------------------------------------------------------------------ building blocks: values
+def _np_sml(grey: np.ndarray, window: int) -> np.ndarray:
+    """Sum-modified Laplacian of one (H, W) image by explicit loops (replicate padding at both steps)."""
+    h, w = grey.shape
+    p = np.pad(grey, 1, mode="edge")
+    ml = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            c = 2 * p[y + 1, x + 1]
+            ml[y, x] = abs(c - p[y + 1, x] - p[y + 1, x + 2]) + abs(c - p[y, x + 1] - p[y + 2, x + 1])
+    r = window // 2
+    q = np.pad(ml, r, mode="edge")
+    return np.array([[q[y : y + window, x : x + window].sum() for x in range(w)] for y in range(h)])
+
+
+def _np_presmooth(grey: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of one (H, W) image with a full 2-D kernel of radius ceil(2σ), replicate padding."""
+    r = max(1, math.ceil(2 * sigma))
+    t = np.arange(-r, r + 1)
+    k2 = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma**2))
+    k2 /= k2.sum()
+    p = np.pad(grey, r, mode="edge")
+    h, w = grey.shape
+    return np.array([[(p[y : y + 2 * r + 1, x : x + 2 * r + 1] * k2).sum() for x in range(w)] for y in range(h)])
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_sml_matches_loop_reference(window):
+    g = torch.rand(2, 6, 7, generator=torch.Generator().manual_seed(30), dtype=torch.float64)
+    out = sum_modified_laplacian(g, window)
+    assert out.shape == g.shape and out.dtype == torch.float64
+    for i in range(2):
+        np.testing.assert_allclose(out[i].numpy(), _np_sml(g[i].numpy(), window), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 1.7])
+def test_presmooth_matches_reference(sigma):
+    g = torch.rand(3, 9, 8, generator=torch.Generator().manual_seed(31), dtype=torch.float64)
+    out = gaussian_presmooth(g, sigma)
+    assert out.shape == g.shape and out.dtype == torch.float64
+    for i in range(3):
+        np.testing.assert_allclose(out[i].numpy(), _np_presmooth(g[i].numpy(), sigma), rtol=1e-10, atol=1e-12)
+    # constants stay constant; σ <= 0 is the identity
+    torch.testing.assert_close(gaussian_presmooth(torch.full((5, 6), 0.4), sigma), torch.full((5, 6), 0.4))
+    assert gaussian_presmooth(g, 0.0) is g
+
+
+def test_sml_rejects_bad_windows():
+    for window in (0, 2, 4, -3, 3.0):
+        with pytest.raises(DefocusError):
+            sum_modified_laplacian(torch.rand(8, 8), window)
+
+
+# --------------------------------------------------------------------------------- building blocks: gradcheck
+# The estimator itself is not differentiable (argmax over the stack, a gather, no_grad); its focus measure and
+# pre-filter are, almost everywhere (|·| has a kink at 0, which random inputs do not hit).
+@pytest.mark.parametrize("window", [1, 3])
+def test_sml_gradcheck(window):
+    g = torch.rand(2, 5, 6, generator=torch.Generator().manual_seed(32), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: sum_modified_laplacian(x, window), (g,))
+
+
+def test_presmooth_gradcheck():
+    g = torch.rand(2, 6, 5, generator=torch.Generator().manual_seed(33), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: gaussian_presmooth(x, 0.8), (g,))
+    # and through the whole focus measure as the estimator composes it
+    rgb = torch.rand(2, 3, 6, 5, generator=torch.Generator().manual_seed(34), dtype=torch.float64,
+                     requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: sum_modified_laplacian(gaussian_presmooth(to_grey(x), 1.0), 3),
+                                    (rgb,))
+
+
+# ---------------------------------------------------------------------------------------- ClassicalEstimator
+def _batch():
+    s1, s2 = plane_stack(1.2, tex=texture(24, 24)), plane_stack(0.8, tex=texture(24, 24, seed=1))
+    f2 = [2.5, 1.5, 1.0, 0.7, 0.5]
+    return torch.stack([s1, s2.flip(0)]), torch.tensor([FOCUS, f2])
+
+
+def test_estimator_equals_function():
+    stack, focus = _batch()
+    est = ClassicalEstimator(window=7, presmooth_sigma=0.5)
+    assert isinstance(est, nn.Module) and list(est.parameters()) == []
+    assert "window=7" in repr(est) and "presmooth_sigma=0.5" in repr(est)
+    pred = est(stack, focus)
+    assert isinstance(pred, Prediction)
+    assert pred.depth.shape == (2, 1, 24, 24) and pred.aif.shape == (2, 3, 24, 24)
+    assert pred.confidence.shape == (2, 1, 24, 24) and pred.inv_depth.shape == (2, 1, 24, 24)
+    assert pred.attention is None
+    depth, aif, conf = classical_depth_from_focus(stack, focus, window=7, presmooth_sigma=0.5)
+    assert torch.equal(pred.depth, depth) and torch.equal(pred.aif, aif) and torch.equal(pred.confidence, conf)
+    torch.testing.assert_close(pred.inv_depth, 1.0 / depth)
+    # the options matter: other settings give another answer (so the module really passes them on)
+    assert not torch.equal(ClassicalEstimator()(stack, focus).confidence, conf)
+    # default options equal the function's defaults
+    assert torch.equal(ClassicalEstimator()(stack, focus).depth, classical_depth_from_focus(stack, focus)[0])
+
+
+def test_estimator_ignores_k_and_applies_depth_range():
+    stack, focus = _batch()
+    est = ClassicalEstimator()
+    ref = est(stack, focus)
+    k = torch.full((2, 5), 20.0)
+    assert torch.equal(est(stack, focus, k).depth, ref.depth)
+    want = classical_depth_from_focus(stack, focus, depth_range_m=(0.9, 1.1))[0]
+    assert float(want.max()) <= 1.1 + 1e-6 and float(want.min()) >= 0.9 - 1e-6
+    assert not torch.equal(want, ref.depth)
+    assert torch.equal(est(stack, focus, depth_range=(0.9, 1.1)).depth, want)
+    # (B, 2) ranges: each stack gets its own
+    rows = torch.tensor([[0.9, 1.1], [0.5, 3.0]], dtype=torch.float64)
+    per = est(stack, focus, depth_range=rows).depth
+    assert torch.equal(per[:1], want[:1])
+    assert torch.equal(per[1:], classical_depth_from_focus(stack, focus, depth_range_m=(0.5, 3.0))[0][1:])
+    with pytest.raises(DefocusError, match="depth_range"):
+        est(stack, focus, depth_range=(1.0, 1.5, 2.0))
+
+
+@pytest.mark.parametrize(
+    "stack, focus",
+    [
+        (torch.rand(5, 3, 8, 8), torch.tensor(FOCUS)),  # unbatched stack: the module wants (B, N, 3, H, W)
+        (torch.rand(1, 5, 1, 8, 8), torch.tensor([FOCUS])),  # one channel
+        (torch.rand(1, 5, 3, 8, 8), torch.tensor(FOCUS)),  # (N,) focus
+        (torch.rand(1, 5, 3, 8, 8), torch.tensor([FOCUS[:4]])),  # focus for 4 of 5 images
+        (torch.rand(2, 5, 3, 8, 8), torch.tensor([FOCUS])),  # focus for a batch of 1
+    ],
+)
+def test_estimator_rejects_bad_shapes(stack, focus):
+    with pytest.raises(DefocusError):
+        ClassicalEstimator()(stack, focus)
+
+
+def test_estimator_rejects_bad_values():
+    stack = torch.rand(1, 3, 3, 8, 8)
+    with pytest.raises(DefocusError):
+        ClassicalEstimator()(stack, torch.tensor([[1.0, 0.0, 2.0]]))
+    with pytest.raises(DefocusError):
+        ClassicalEstimator()(stack, torch.tensor([[1.0, 1.5, 2.0]]), depth_range=(2.0, 1.0))
+    with pytest.raises(DefocusError):
+        ClassicalEstimator(window=4)(stack, torch.tensor([[1.0, 1.5, 2.0]]))

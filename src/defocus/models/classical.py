@@ -228,7 +228,7 @@ class ClassicalEstimator(nn.Module):
 
     ``estimator(stack, focus, blur_per_dioptre=None, depth_range=None)``: stack (B, N, 3, H, W), focus (B, N)
     metres; ``blur_per_dioptre`` is ignored (the focus measure needs no camera); ``depth_range`` (B, 2) or
-    (near, far) metres clamps the depth (the first row is used for the whole batch).
+    (near, far) metres clamps the depth of each stack.
     """
 
     def __init__(self, window: int = 9, presmooth_sigma: float = 1.0) -> None:
@@ -244,12 +244,22 @@ class ClassicalEstimator(nn.Module):
     ) -> Prediction:
         sizes = check_shape(stack, "B N 3 H W", "stack")
         check_shape(torch.as_tensor(focus), "B N", "focus", sizes)
-        dr = None
-        if depth_range is not None:
-            d = torch.as_tensor(depth_range, dtype=torch.float64).reshape(-1, 2)
-            dr = (float(d[0, 0]), float(d[0, 1]))
-        depth, aif, conf = classical_depth_from_focus(stack, focus, self.window, dr, self.presmooth_sigma)
-        return Prediction(depth=depth, aif=aif, confidence=conf)
+        if depth_range is None:
+            depth, aif, conf = classical_depth_from_focus(stack, focus, self.window, None, self.presmooth_sigma)
+            return Prediction(depth=depth, aif=aif, confidence=conf)
+        d = torch.as_tensor(depth_range, dtype=torch.float64)
+        if d.shape not in ((2,), (1, 2), (sizes["B"], 2)):
+            raise DefocusError(f"depth_range must be (near, far) or ({sizes['B']}, 2), got shape {tuple(d.shape)}")
+        d = d.reshape(-1, 2).expand(sizes["B"], 2)
+        if bool((d == d[:1]).all()):  # one range for the batch
+            depth, aif, conf = classical_depth_from_focus(
+                stack, focus, self.window, (float(d[0, 0]), float(d[0, 1])), self.presmooth_sigma)
+            return Prediction(depth=depth, aif=aif, confidence=conf)
+        focus = torch.as_tensor(focus)
+        parts = [classical_depth_from_focus(stack[i : i + 1], focus[i : i + 1], self.window,
+                                            (float(d[i, 0]), float(d[i, 1])), self.presmooth_sigma)
+                 for i in range(sizes["B"])]
+        return Prediction(*(torch.cat([p[j] for p in parts]) for j in range(3)))
 
     def extra_repr(self) -> str:
         return f"window={self.window}, presmooth_sigma={self.presmooth_sigma}"
