@@ -360,7 +360,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         base = {"defocus_version": __version__, "stack": str(folder), "provenance": st.provenance,
                 "aligned": not args.no_align}
         if relative:
-            rel = predict_relative_stack(st, max_size=max_size, align=not args.no_align)
+            rel = predict_relative_stack(st, max_size=max_size, align=not args.no_align, in_place=True)
             write_relative_outputs(out, st, rel, {**base, "images": [{"file": n} for n in st.image_names]})
             for w in rel.warnings:
                 print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
@@ -368,7 +368,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         result = predict_photo_stack(model, st, max_size=max_size, align=not args.no_align,
                                      depth_range=_depth_range(args), refine_steps=args.refine_steps,
-                                     refine_model=args.refine_psf, device=device, progress=True)
+                                     refine_model=args.refine_psf, device=device, progress=True, in_place=True)
         info = {
             **base,
             "images": [{"file": n, "focus_m": fd} for n, fd in zip(st.image_names, st.focus_distances_m.tolist())],

@@ -252,10 +252,13 @@ def predict_photo_stack(
     fill_threshold: float = 0.15,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    in_place: bool = False,
 ) -> PhotoResult:
     """Depth and AIF for a stack of any size in bounded memory, with outputs at the input's full resolution.
 
     ``max_size`` (longest side of the estimation, pixels) defaults to the automatic size of :func:`working_size`.
+    ``in_place`` lets the alignment overwrite ``stack.images`` with the aligned frames (saves a copy of a large
+    stack; the command line does so).
     Stages: align the frames to the middle-focus frame and crop to the area all cover (unless ``align`` is False);
     estimate at the working size (pixel pitch follows the resize); fill low-confidence regions edge-aware from
     confident neighbours; bring inverse depth back to full resolution by guided upsampling on the full-resolution
@@ -286,9 +289,9 @@ def predict_photo_stack(
         warning = check_focus_order(alignment, stack.focus_distances_m)
         if warning:
             warnings.append(warning)
-        frames, _ = warp_to_reference(frames, alignment)
+        frames, _ = warp_to_reference(frames, alignment, out=frames if in_place else None)
         box = tuple(int(v) for v in alignment.valid_box)
-        frames = frames[..., box[1] : box[3], box[0] : box[2]].contiguous()
+        frames = frames[..., box[1] : box[3], box[0] : box[2]]  # a view: no copy of the full-resolution frames
     stage("align", t)
 
     t = time.perf_counter()
@@ -495,6 +498,7 @@ class RelativeResult:
 @torch.no_grad()
 def predict_relative_stack(
     stack: FocalStack, max_size: int | None = None, align: bool = True, fill_threshold: float = 0.15,
+    in_place: bool = False,
 ) -> RelativeResult:
     """The relative result for a stack whose focus distances are unknown (refocused light fields, microscopes).
 
@@ -517,9 +521,9 @@ def predict_relative_stack(
         from defocus.data.align import estimate_alignment, warp_to_reference
 
         alignment = estimate_alignment(frames)
-        frames, _ = warp_to_reference(frames, alignment)
+        frames, _ = warp_to_reference(frames, alignment, out=frames if in_place else None)
         box = tuple(int(v) for v in alignment.valid_box)
-        frames = frames[..., box[1] : box[3], box[0] : box[2]].contiguous()
+        frames = frames[..., box[1] : box[3], box[0] : box[2]]
     timings["align"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     h, w = frames.shape[-2:]
