@@ -119,6 +119,8 @@ TARGET_BLUR_PER_DIOPTRE = 16.0
 MIN_BLUR_PER_DIOPTRE = 6.0
 #: Pixels of the working image above which the automatic size gives up K (down to MIN_BLUR_PER_DIOPTRE) for time.
 WORKING_PIXEL_BUDGET = 2_000_000
+#: Frames smaller than this (shorter side, pixels) are not aligned: too little image to register reliably.
+MIN_ALIGN_SIZE = 64
 #: Tiles of the network at the working size (bounded memory): side and overlap in working pixels.
 TILE_SIZE, TILE_OVERLAP = 512, 64
 
@@ -282,7 +284,9 @@ def predict_photo_stack(
     frames = stack.images
     alignment = None
     box = (0, 0, w0, h0)
-    if align and n > 1:
+    if align and n > 1 and min(h0, w0) < MIN_ALIGN_SIZE:
+        warnings.append(f"frames of {w0}x{h0} px are too small to align (under {MIN_ALIGN_SIZE} px): not aligned")
+    elif align and n > 1:
         from defocus.data.align import check_focus_order, estimate_alignment, warp_to_reference
 
         alignment = estimate_alignment(frames, focus_m=stack.focus_distances_m, focal_length_m=camera.focal_length_m)
@@ -517,7 +521,7 @@ def predict_relative_stack(
     n, _, h0, w0 = stack.images.shape
     t = time.perf_counter()
     frames, alignment, box = stack.images, None, (0, 0, w0, h0)
-    if align and n > 1:
+    if align and n > 1 and min(h0, w0) >= MIN_ALIGN_SIZE:
         from defocus.data.align import estimate_alignment, warp_to_reference
 
         alignment = estimate_alignment(frames)

@@ -1,0 +1,162 @@
+"""Tests of frame registration: known hand-held transforms recovered, focus-order check, warping, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from defocus.data.align import (
+    _grid,
+    _similarity,
+    check_focus_order,
+    estimate_alignment,
+    thin_lens_magnification_ratio,
+    warp_to_reference,
+)
+from defocus.data.procedural import make_scene
+from defocus.data.stack import FocalStack
+from defocus.data.synthesis import synthesize_stack
+from defocus.errors import DefocusError
+from defocus.metrics import depth_metrics
+from defocus.models.factory import create_model
+from defocus.optics.camera import get_preset
+from defocus.predict import predict_photo_stack
+
+NYU = get_preset("nyuv2")
+FOCUS = torch.tensor([1.0, 1.5, 2.5, 4.0, 6.0])
+H, W, PAD = 240, 320, 20
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A procedural scene rendered as a focal stack with a margin, and its depth."""
+    rgb, depth = make_scene(1_000_123, H + 2 * PAD, W + 2 * PAD, (0.7, 8.0))
+    return synthesize_stack(rgb, depth, FOCUS, NYU.camera, "paper"), depth
+
+
+def _hand_held(stack: torch.Tensor, seed: int = 0, reference: int = 2):
+    """Frames as a hand-held camera would record them: per frame a similarity transform (scale up to 3 %, rotation
+    up to 0.5°, shift up to 20 px) about the image centre; the reference frame is untouched."""
+    g = torch.Generator().manual_seed(seed)
+    n = stack.shape[0]
+    params = torch.zeros(n, 4, dtype=torch.float64)
+    params[:, 0] = torch.log(1 + 0.03 * (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1))
+    params[:, 1] = torch.deg2rad(0.5 * (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1))
+    params[:, 2:] = 20 * (2 * torch.rand(n, 2, generator=g, dtype=torch.float64) - 1)
+    params[reference] = 0.0
+    m = _similarity(params, (W / 2, H / 2))  # reference pixel -> frame pixel
+    shift = torch.tensor([[1, 0, PAD], [0, 1, PAD], [0, 0, 1.0]], dtype=torch.float64)
+    frames = torch.empty(n, 3, H, W)
+    for i in range(n):
+        # Frame pixel q shows the reference point m⁻¹ q; the reference grid sits PAD pixels into the rendering.
+        grid = _grid((shift @ torch.linalg.inv(m[i]))[None], H, W, (H + 2 * PAD, W + 2 * PAD)).float()
+        frames[i] = F.grid_sample(stack[i : i + 1], grid, mode="bilinear", padding_mode="border",
+                                  align_corners=False)[0]
+    return frames, m
+
+
+def _corner_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    corners = torch.tensor([[0, 0, 1.0], [W, 0, 1], [0, H, 1], [W, H, 1]], dtype=torch.float64).T
+    return float(((a @ corners)[:2] - (b @ corners)[:2]).pow(2).sum(0).mean().sqrt())
+
+
+def test_thin_lens_magnification_grows_as_focus_comes_nearer():
+    r = thin_lens_magnification_ratio(0.05, FOCUS, 2)
+    assert float(r[2]) == 1.0 and (r[:-1] > r[1:]).all()
+    s = lambda fd: fd * 0.05 / (fd - 0.05)  # noqa: E731
+    assert float(r[0]) == pytest.approx(s(1.0) / s(2.5))
+    with pytest.raises(DefocusError, match="focal length"):
+        thin_lens_magnification_ratio(0.05, torch.tensor([0.04, 1.0]), 1)
+
+
+def test_hand_held_transforms_are_recovered_to_a_third_of_a_pixel(scene):
+    stack, _ = scene
+    frames, truth = _hand_held(stack)
+    al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+    assert al.reference == 2
+    for i in range(5):
+        assert _corner_rms(al.matrices[i], truth[i]) <= 0.3, i
+    assert (al.residual_after <= al.residual_before + 1e-9).all()
+    assert float(al.residual_after.max()) < 0.5 * float(al.residual_before[al.residual_before > 0].min())
+    x0, y0, x1, y1 = al.valid_box
+    assert 0 < x0 < x1 < W and 0 < y0 < y1 < H and (x1 - x0) > 0.7 * W
+    d = al.to_dict()
+    assert d["reference"] == 2 and len(d["matrices_ref_to_frame"]) == 5
+
+
+def test_warping_undoes_the_transforms_inside_the_common_area(scene):
+    stack, _ = scene
+    frames, _ = _hand_held(stack, seed=1)
+    al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+    warped, coverage = warp_to_reference(frames, al)
+    x0, y0, x1, y1 = al.valid_box
+    ideal = stack[..., PAD : PAD + H, PAD : PAD + W]
+    err = (warped - ideal)[..., y0:y1, x0:x1].abs().mean()
+    err_before = (frames - ideal)[..., y0:y1, x0:x1].abs().mean()
+    assert float(err) < 0.2 * float(err_before)
+    assert float(coverage[..., y0:y1, x0:x1].min()) > 0.99
+    # In place: same result, written into the input tensor.
+    copy = frames.clone()
+    out, _ = warp_to_reference(copy, al, out=copy)
+    assert out.data_ptr() == copy.data_ptr() and torch.allclose(out, warped)
+
+
+def test_rescaled_alignment_is_the_same_geometry(scene):
+    stack, _ = scene
+    frames, _ = _hand_held(stack, seed=2)
+    al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+    half = al.rescaled(0.5)
+    p = torch.tensor([100.0, 60.0, 1.0], dtype=torch.float64)
+    q = al.matrices[0] @ p
+    q_half = half.matrices[0] @ torch.tensor([50.0, 30.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(q_half[:2], q[:2] / 2)
+    assert half.size == (H // 2, W // 2)
+    with pytest.raises(DefocusError, match="rescaled"):
+        warp_to_reference(frames[:, :, ::2, ::2], al)
+
+
+def test_focus_order_check(scene):
+    stack, _ = scene
+    # Breathing as the thin lens predicts it (exaggerated 30x so that it is well above the noise).
+    ratio = thin_lens_magnification_ratio(NYU.camera.focal_length_m, FOCUS, 2)
+    frames = torch.empty(5, 3, H, W)
+    for i in range(5):
+        scale = 1 + 30 * (float(ratio[i]) - 1)
+        m = _similarity(torch.tensor([[math.log(scale), 0, 0, 0]], dtype=torch.float64), (W / 2, H / 2))
+        shift = torch.tensor([[1, 0, PAD], [0, 1, PAD], [0, 0, 1.0]], dtype=torch.float64)
+        grid = _grid((shift @ torch.linalg.inv(m[0]))[None], H, W, (H + 2 * PAD, W + 2 * PAD)).float()
+        frames[i] = F.grid_sample(stack[i : i + 1], grid, align_corners=False, padding_mode="border")[0]
+    al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+    assert check_focus_order(al, FOCUS) is None
+    warning = check_focus_order(al, FOCUS.flip(0))  # the distances given in the opposite order
+    assert warning is not None and "opposite" in warning and "\n" not in warning
+
+
+def test_aligned_depth_is_as_good_as_a_tripod_stack(scene):
+    stack, depth = scene
+    frames, _ = _hand_held(stack, seed=3)
+    model = create_model("classical")
+    tripod = FocalStack(images=stack[..., PAD : PAD + H, PAD : PAD + W], focus_distances_m=FOCUS, camera=NYU.camera)
+    hand = FocalStack(images=frames, focus_distances_m=FOCUS, camera=NYU.camera)
+    res = predict_photo_stack(model, hand, max_size=320)
+    x0, y0, x1, y1 = res.crop_box
+    gt = depth[0, PAD : PAD + H, PAD : PAD + W][y0:y1, x0:x1]
+    ref = predict_photo_stack(model, tripod, max_size=320, align=False)
+    m_hand = depth_metrics(res.full.depth_map, gt)
+    m_tripod = depth_metrics(ref.full.depth_map[y0:y1, x0:x1], gt)
+    assert m_hand["abs_rel"] <= 1.1 * m_tripod["abs_rel"]
+    unaligned = predict_photo_stack(model, hand, max_size=320, align=False)
+    m_unaligned = depth_metrics(unaligned.full.depth_map[y0:y1, x0:x1], gt)
+    assert m_unaligned["abs_rel"] > m_hand["abs_rel"]  # the alignment is what makes the difference
+
+
+def test_bad_inputs():
+    with pytest.raises(DefocusError, match="images"):
+        estimate_alignment(torch.rand(3, 4, 32, 32))
+    with pytest.raises(DefocusError, match="focus distances"):
+        estimate_alignment(torch.rand(3, 3, 32, 32), focus_m=torch.tensor([1.0, 2.0]))
+    with pytest.raises(DefocusError, match="reference"):
+        estimate_alignment(torch.rand(3, 3, 32, 32), reference=5)
