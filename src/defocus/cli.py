@@ -319,7 +319,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from defocus import __version__
     from defocus.data.folders import read_stack
-    from defocus.data.sources import missing_camera_message
+    from defocus.data.sources import check_focus_names, missing_camera_message
     from defocus.predict import (
         predict_photo_stack,
         predict_relative_stack,
@@ -357,6 +357,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for image_name, fd in zip(st.image_names, st.focus_distances_m.tolist()):
             print(f"  {image_name}: " + ("focus unknown (relative result)" if relative else
                                          f"focus {fd:.4g} m (from {source})"))
+        name_warning = None if relative else check_focus_names(st.image_names, st.focus_distances_m.tolist())
+        if name_warning:
+            print(f"defocus predict: warning: {name}: {name_warning}", file=sys.stderr)
         base = {"defocus_version": __version__, "stack": str(folder), "provenance": st.provenance,
                 "aligned": not args.no_align}
         if relative:
@@ -381,9 +384,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "device": device,
             "max_size": max_size,
         }
+        if name_warning:
+            result.warnings.insert(0, name_warning)
         write_photo_outputs(out, st, result, info, min_confidence=args.min_confidence)
         for w in result.warnings:
-            print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
+            if w != name_warning:  # that one was printed before the run
+                print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
         d = result.full.depth_map
         print(f"{name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m, {d.shape[1]}x{d.shape[0]} -> {out}")
     return 0

@@ -357,3 +357,13 @@ def test_real_pixel_6_pro_exif_resolves_through_the_sensor_table():
     cam, s = resolve_camera({}, None, meta, w, image_height_px=h)
     assert s["pixel_size_um"] == {"value": pytest.approx(2.4), "source": f"sensor-table:{PIXEL6}"}
     assert cam == ThinLensCamera.from_mm_um(6.81, 1.85, 2.4)
+
+
+def test_near_far_file_names_against_the_focus_order():
+    from defocus.data.sources import check_focus_names
+
+    names = ["breakfast_far.png", "breakfast_near.png"]  # name order: far first
+    warning = check_focus_names(names, [0.529, 0.869])  # the user gave NEAR,FAR: swapped onto the files
+    assert warning is not None and "breakfast_far.png -> 0.529 m" in warning and "\n" not in warning
+    assert check_focus_names(names, [0.869, 0.529]) is None
+    assert check_focus_names(["a.png", "b.png"], [0.5, 0.9]) is None  # no near/far words: nothing to judge

@@ -270,3 +270,30 @@ def missing_focus_message(
     ]
     detail = f"{lacking[0]} has no EXIF SubjectDistance; " if lacking else ""
     return f"{msg} ({detail}--focus-diopters gives them in dioptres)"
+
+
+def check_focus_names(file_names: Sequence[str], focus_m: Sequence[float]) -> str | None:
+    """A warning when file names say "near" / "far" and the focus distances given to them say the opposite.
+
+    Two-image depth-from-defocus pairs are often named ``*_near.png`` / ``*_far.png``; focus distances passed on the
+    command line are matched to the files in name order, in which ``far`` sorts before ``near``. Returns one line,
+    or None when the names carry no such word or agree.
+    """
+    import re
+
+    def kind(name: str) -> str | None:
+        words = set(re.split(r"[^a-z]+", name.lower()))
+        if words & {"near", "close", "nah"}:
+            return "near"
+        if words & {"far", "fern"}:
+            return "far"
+        return None
+
+    kinds = [kind(n) for n in file_names]
+    near = [float(f) for k, f in zip(kinds, focus_m) if k == "near"]
+    far = [float(f) for k, f in zip(kinds, focus_m) if k == "far"]
+    if near and far and max(near) > min(far):
+        pairs = ", ".join(f"{n} -> {float(f):.4g} m" for n, f in zip(file_names, focus_m))
+        return (f"the file names say near/far but the focus distances given to them say the opposite ({pairs}): "
+                "focus distances are matched to the files in name order")
+    return None
