@@ -165,19 +165,21 @@ def read_stack(
         fd = [float(i + 1) for i in range(n)]
     check_focus(fd, camera, f"stack {name}")
 
-    images = []
+    images: torch.Tensor | None = None  # filled frame by frame: one copy of a large stack in memory, not two
     size0: tuple[int, int] | None = None
     for i, p in enumerate(paths):
         img = load_image(p)
         size = (int(img.shape[2]), int(img.shape[1]))
         if size0 is None:
             size0 = size
+            images = torch.empty(n, *img.shape, dtype=img.dtype)
         elif size != size0:
             raise DefocusError(
                 f"image sizes differ in {name}: {image_names[0]} is {size0[0]}x{size0[1]} "
                 f"but {image_names[i]} is {size[0]}x{size[1]} (WxH)"
             )
-        images.append(img)
+        images[i] = img
+        del img
     assert size0 is not None
 
     # camera: camera > per field (flags > stack.json > EXIF > sensor table > sensor width), for the size as loaded
@@ -213,7 +215,7 @@ def read_stack(
         "relative": relative,
     }
     return FocalStack(
-        images=torch.stack(images),
+        images=images,
         focus_distances_m=torch.tensor(fd, dtype=torch.float32),
         camera=cam,
         gt_depth=gt_depth,
