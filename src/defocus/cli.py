@@ -15,14 +15,23 @@ from typing import Callable, Sequence
 from defocus.errors import DefocusError
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in metres, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one focus distance")
-    return values
+def _number_list(unit: str) -> Callable[[str], list[float]]:
+    """An argparse type for comma-separated numbers in ``unit``."""
+
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers in {unit}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one focus value")
+        return values
+
+    return parse
+
+
+_float_list = _number_list("metres")
+_dioptre_list = _number_list("dioptres")
 
 
 def add_camera_flags(p: argparse.ArgumentParser) -> None:
@@ -235,16 +244,6 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--skip-existing", action="store_true",
                    help="skip stacks whose output folder already holds a prediction.json")
     p.set_defaults(func=cmd_predict)
-
-
-def _dioptre_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in dioptres, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one focus value")
-    return values
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
