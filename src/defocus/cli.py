@@ -390,6 +390,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if w != name_warning:  # that one was printed before the run
                 print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
         d = result.full.depth_map
+        x0, y0, x1, y1 = result.crop_box
+        h0, w0 = st.images.shape[-2:]
+        if (x0, y0, x1, y1) != (0, 0, w0, h0):
+            print(f"{name}: aligned; outputs cropped to the area all frames cover: x {x0}-{x1}, y {y0}-{y1} of "
+                  f"{w0}x{h0}")
         print(f"{name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m, {d.shape[1]}x{d.shape[0]} -> {out}")
     return 0
 
