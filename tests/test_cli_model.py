@@ -116,6 +116,19 @@ def test_evaluate_prints_both_methods_and_writes_json(trained, stack, tmp_path, 
     assert data["checkpoint"] == str(trained["weights"])
 
 
+def test_evaluate_reports_fixed_baselines_on_request(trained, stack, tmp_path, capsys):
+    js = tmp_path / "fixed.json"
+    rc, out, err = _cli(["evaluate", stack, "--checkpoint", trained["weights"], "--json", js, "--fixed-baselines"],
+                        capsys)
+    assert rc == 0, err
+    data = json.loads(js.read_text())
+    assert list(data["mean"]) == ["network", "classical", "classical_sigma0", "classical_sigma1"]
+    # The stack is clean (paper protocol): the adaptive baseline chose no pre-filter, so it equals σ = 0.
+    assert data["mean"]["classical"] == data["mean"]["classical_sigma0"]
+    assert data["mean"]["classical"] != data["mean"]["classical_sigma1"]
+    assert any(ln.startswith("mean") and "classical_sigma1" in ln for ln in out.splitlines())
+
+
 def test_evaluate_needs_ground_truth(trained, stack, tmp_path, capsys):
     plain = tmp_path / "nogt"
     plain.mkdir()

@@ -200,15 +200,19 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     _model_flags(p)
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--fixed-baselines", action="store_true",
+                   help="also report the classical baseline with a fixed pre-filter (σ = 0 and σ = 1 px) beside the "
+                   "default adaptive one (pre-filter chosen from each stack's estimated noise)")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from defocus.evaluate import evaluate_folders, format_table, results_to_json
+    from defocus.evaluate import evaluate_folders, fixed_baselines, format_table, results_to_json
     from defocus.files import atomic_write
 
     model, meta = _load_model(args)
-    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_model=args.refine_psf)
+    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_model=args.refine_psf,
+                               extra_baselines=fixed_baselines() if args.fixed_baselines else None)
     print(format_table(results, markdown=args.markdown))
     if args.json:
         extra = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}

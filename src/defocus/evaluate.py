@@ -27,6 +27,12 @@ from defocus.predict import predict_stack, resolve_depth_range
 METHODS = ("network", "classical")
 
 
+def fixed_baselines() -> dict[str, nn.Module]:
+    """The fixed variants of the classical baseline, reported beside the adaptive one on request."""
+    return {"classical_sigma0": ClassicalEstimator(presmooth_sigma=0.0),
+            "classical_sigma1": ClassicalEstimator(presmooth_sigma=1.0)}
+
+
 @dataclass
 class StackResult:
     name: str
@@ -42,16 +48,22 @@ def evaluate_stack(
     keep_predictions: bool = False,
     refine_model: ForwardModel | str = "disk",
     baseline: nn.Module | None = None,
+    extra_baselines: dict[str, nn.Module] | None = None,
 ) -> StackResult:
-    """Metrics of ``model`` (with optional refinement) and of the classical ``baseline`` on one stack."""
+    """Metrics of ``model`` (with optional refinement) and of the classical ``baseline`` on one stack.
+
+    The baseline defaults to the adaptive classical estimator (its pre-filter chosen from the stack's own noise);
+    ``extra_baselines`` (name → estimator, e.g. :func:`fixed_baselines`) are reported beside it.
+    """
     if stack.gt_depth is None:
         raise DefocusError(f"stack {stack.name} has no gt_depth.tiff: evaluation needs ground truth")
     dr = resolve_depth_range(stack, depth_range)
     gt = torch.from_numpy(stack.gt_depth)
     res = StackResult(stack.name)
     net = predict_stack(model, stack, dr, refine_steps=refine_steps, refine_model=refine_model)
-    classical = predict_stack(baseline or ClassicalEstimator(), stack, dr)
-    for method, pred in (("network", net), ("classical", classical)):
+    estimators = {"classical": baseline or ClassicalEstimator(), **(extra_baselines or {})}
+    preds = {"network": net, **{name: predict_stack(est, stack, dr) for name, est in estimators.items()}}
+    for method, pred in preds.items():
         m = depth_metrics(pred.depth_map, gt, depth_range_m=dr)
         if stack.gt_aif is not None:
             m["aif_psnr"] = psnr(pred.aif_image.clamp(0, 1), stack.gt_aif)
@@ -63,7 +75,12 @@ def evaluate_stack(
 
 
 def summarize(results: Sequence[StackResult]) -> dict[str, dict[str, float]]:
-    return {m: mean_metrics([r.metrics[m] for r in results]) for m in METHODS}
+    return {m: mean_metrics([r.metrics[m] for r in results]) for m in _methods(results)}
+
+
+def _methods(results: Sequence[StackResult]) -> list[str]:
+    """The methods every result has, in the order of the first."""
+    return [m for m in results[0].metrics if all(m in r.metrics for r in results)] if results else list(METHODS)
 
 
 SHOWN = [("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_log", "RMSElog"),
@@ -76,10 +93,10 @@ def format_table(results: Sequence[StackResult], markdown: bool = False) -> str:
     heads = ["stack", "method"] + [dict(SHOWN)[k] for k in keys]
     rows = []
     for r in results:
-        for m in METHODS:
+        for m in _methods(results):
             rows.append([r.name, m] + [f"{r.metrics[m][k]:.3f}" for k in keys])
     mean = summarize(results)
-    for m in METHODS:
+    for m in _methods(results):
         rows.append([f"mean ({len(results)})", m] + [f"{mean[m][k]:.3f}" for k in keys])
     if markdown:
         out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
@@ -97,6 +114,7 @@ def evaluate_folders(
     refine_steps: int = 0,
     progress: bool = True,
     refine_model: ForwardModel | str = "disk",
+    extra_baselines: dict[str, nn.Module] | None = None,
 ) -> list[StackResult]:
     """:func:`evaluate_stack` on every stack folder (read with ground truth)."""
     from tqdm import tqdm
@@ -104,13 +122,14 @@ def evaluate_folders(
     results = []
     for folder in tqdm(list(folders), desc="evaluate", disable=not progress or len(folders) < 2, leave=False):
         stack = read_stack(folder)
-        results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_model=refine_model))
+        results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_model=refine_model,
+                                      extra_baselines=extra_baselines))
     return results
 
 
 def results_to_json(results: Sequence[StackResult], extra: dict | None = None) -> str:
     data = {
-        "stacks": [{"name": r.name, **{m: r.metrics[m] for m in METHODS}} for r in results],
+        "stacks": [{"name": r.name, **{m: r.metrics[m] for m in _methods(results)}} for r in results],
         "mean": summarize(results),
         "metric_keys": list(DEPTH_METRIC_KEYS),
         **(extra or {}),

@@ -309,13 +309,20 @@ def test_estimator_equals_function():
     torch.testing.assert_close(pred.inv_depth, 1.0 / depth)
     # the options matter: other settings give another answer (so the module really passes them on)
     assert not torch.equal(ClassicalEstimator()(stack, focus).confidence, conf)
-    # default options equal the function's defaults
-    assert torch.equal(ClassicalEstimator()(stack, focus).depth, classical_depth_from_focus(stack, focus)[0])
+    # a fixed σ = 1 equals the function's defaults; the default "auto" picks σ per stack from its noise
+    assert torch.equal(ClassicalEstimator(presmooth_sigma=1.0)(stack, focus).depth,
+                       classical_depth_from_focus(stack, focus)[0])
+    auto = ClassicalEstimator()
+    depth_auto = auto(stack, focus).depth
+    assert len(auto.last_presmooth_sigmas) == 2
+    for i, sigma in enumerate(auto.last_presmooth_sigmas):
+        assert torch.equal(depth_auto[i : i + 1],
+                           classical_depth_from_focus(stack[i : i + 1], focus[i : i + 1], presmooth_sigma=sigma)[0])
 
 
 def test_estimator_ignores_k_and_applies_depth_range():
     stack, focus = _batch()
-    est = ClassicalEstimator()
+    est = ClassicalEstimator(presmooth_sigma=1.0)  # the function's default pre-filter
     ref = est(stack, focus)
     k = torch.full((2, 5), 20.0)
     assert torch.equal(est(stack, focus, k).depth, ref.depth)
@@ -355,3 +362,42 @@ def test_estimator_rejects_bad_values():
         ClassicalEstimator()(stack, torch.tensor([[1.0, 1.5, 2.0]]), depth_range=(2.0, 1.0))
     with pytest.raises(DefocusError):
         ClassicalEstimator(window=4)(stack, torch.tensor([[1.0, 1.5, 2.0]]))
+
+
+# ------------------------------------------------------------------------------------ adaptive pre-filter
+def test_noise_estimate_recovers_added_gaussian_noise():
+    from defocus.models.classical import estimate_noise_sigma
+
+    g = torch.Generator().manual_seed(0)
+    # Smooth images (a ramp): the mask is blind to them, so the estimate is the noise alone.
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 80), indexing="ij")
+    clean = (0.2 + 0.5 * (0.6 * xx + 0.4 * yy)).expand(2, 3, 3, 64, 80).clone()
+    assert float(estimate_noise_sigma(clean).max()) < 1e-6
+    for sigma in (0.005, 0.02):
+        noisy = clean + sigma * torch.randn(clean.shape, generator=g)
+        est = estimate_noise_sigma(noisy)
+        assert est.shape == (2,)
+        # Grey = luma of three independent channels: σ_grey = σ·sqrt(0.299² + 0.587² + 0.114²).
+        want = sigma * math.sqrt(0.299**2 + 0.587**2 + 0.114**2)
+        assert torch.allclose(est, torch.full((2,), want, dtype=torch.float64), rtol=0.1)
+    assert estimate_noise_sigma(noisy[0]).dim() == 0
+    with pytest.raises(DefocusError, match="too small"):
+        estimate_noise_sigma(torch.rand(1, 3, 2, 8))
+
+
+def test_adaptive_prefilter_separates_the_two_protocols():
+    from defocus.demo import make_test_stack
+    from defocus.models.classical import choose_presmooth_sigma, estimate_noise_sigma
+
+    for protocol, want in (("paper", 0.0), ("realistic", 1.0)):
+        for preset in ("nyuv2", "defocusnet"):
+            st = make_test_stack(preset, protocol, 0)
+            assert choose_presmooth_sigma(float(estimate_noise_sigma(st.images))) == want, (preset, protocol)
+    est = ClassicalEstimator()  # "auto" by default
+    st = make_test_stack("nyuv2", "realistic", 0)
+    pred = est(st.images[None], st.focus_distances_m[None])
+    assert est.last_presmooth_sigmas == [1.0]
+    torch.testing.assert_close(pred.depth, classical_depth_from_focus(st.images[None], st.focus_distances_m[None],
+                                                                      presmooth_sigma=1.0)[0])
+    with pytest.raises(DefocusError, match="presmooth_sigma"):
+        ClassicalEstimator(presmooth_sigma="sometimes")

@@ -187,7 +187,8 @@ class DAIFNet(nn.Module):
         inv_far = (1.0 / depth_range[:, 1]).to(x.dtype)[:, None, None, None]
         # The classical depth-from-focus estimate (a fixed function of the input, no gradient) as a prior.
         with torch.no_grad():
-            cls_depth, _, cls_conf = classical_depth_from_focus(stack.detach(), focus.detach())
+            # The prior the shipped weights were trained with: a fixed σ = 1 px pre-filter.
+            cls_depth, _, cls_conf = classical_depth_from_focus(stack.detach(), focus.detach(), presmooth_sigma=1.0)
             cls_inv = torch.minimum(torch.maximum(1.0 / cls_depth.to(x.dtype), inv_far), inv_near)  # (B, 1, H, W)
             expected_blur = (dioptre[:, :, None, None, None] - cls_inv[:, None]) * blur_per_dioptre.to(x.dtype)[
                 :, :, None, None, None
