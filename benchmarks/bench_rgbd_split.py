@@ -36,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=("train", "validation", "test"))
     ap.add_argument("--refine-steps", type=int, default=0)
+    ap.add_argument("--refine-psf", default="disk", help="disk, gaussian or auto (self-calibrated per stack)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if not INDEX.is_file():
@@ -50,7 +51,8 @@ def main() -> None:
         for e in entries:
             rgb, depth = load_rgbd(e)
             st = stack_from_rgbd(rgb, depth, FOCUS_BY_KIND[e.kind], cam, protocol, size=(240, 320), name=e.id)
-            res = evaluate_stack(model, st, DEPTH_RANGE, args.refine_steps, extra_baselines=fixed_baselines())
+            res = evaluate_stack(model, st, DEPTH_RANGE, args.refine_steps, refine_model=args.refine_psf,
+                                 extra_baselines=fixed_baselines())
             per_group[e.scene_group].append(res.metrics)
         methods = list(next(iter(per_group.values()))[0])
         print(f"\n### {args.split} split, {protocol} protocol ({len(entries)} frames, {len(per_group)} scene groups)\n")

@@ -159,9 +159,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="weights (.safetensors); default: the weights shipped with defocus")
     p.add_argument("--refine-steps", type=int, default=0, metavar="K",
                    help="test-time self-supervised refinement steps on each stack (no ground truth)")
-    p.add_argument("--refine-psf", choices=("disk", "gaussian"), default="disk",
-                   help="forward model of the refinement: disk PSF in linear light (default, closer to real lenses) "
-                   "or the paper's Gaussian on sRGB values")
+    p.add_argument("--refine-psf", choices=("disk", "gaussian", "auto"), default="disk",
+                   help="forward model of the refinement: disk PSF in linear light (default, closer to real lenses), "
+                   "the paper's Gaussian on sRGB values, or auto: calibrated on each stack by re-rendering error "
+                   "(PSF family, light model, effective aperture)")
     p.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="depth range in metres of the output (default: the preset's, or from the focus distances)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")

@@ -69,10 +69,25 @@ def predict_stack(
     model.eval()
     pred = model(images, fd, k, torch.tensor([dr], dtype=torch.float64))
     if refine_steps > 0:
-        physics = refine_model if isinstance(refine_model, ForwardModel) else ForwardModel.from_family(refine_model)
+        physics = refine_physics(refine_model, images, fd, k, dr, pred)
         with torch.enable_grad():
             pred = refine(images, fd, k, dr, pred, refine_steps, physics)
     return pred
+
+
+def refine_physics(
+    refine_model: ForwardModel | str, images: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
+    depth_range: tuple[float, float], init: Prediction,
+) -> ForwardModel:
+    """The forward model of the refinement: given, a named family (``"disk"``, ``"gaussian"``), or ``"auto"`` —
+    self-calibrated on the stack itself (:func:`defocus.calibrate.calibrate_forward_model`)."""
+    if isinstance(refine_model, ForwardModel):
+        return refine_model
+    if refine_model == "auto":
+        from defocus.calibrate import calibrate_forward_model
+
+        return calibrate_forward_model(images, focus, blur_per_dioptre, depth_range, init).physics
+    return ForwardModel.from_family(refine_model)
 
 
 def write_prediction(out_dir: str | os.PathLike, pred: Prediction, title: str | None = None) -> Path:
@@ -310,7 +325,8 @@ def predict_photo_stack(
     pred = run_tiled(model, small[None].to(dev), fd.to(dev), k_w.to(dev),
                      torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
     if refine_steps > 0:
-        physics = refine_model if isinstance(refine_model, ForwardModel) else ForwardModel.from_family(refine_model)
+        physics = refine_physics(refine_model, small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred)
+        warnings.append(f"refined {refine_steps} steps under {physics.describe()}")
         with torch.enable_grad():
             pred = refine(small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred, refine_steps, physics)
     pred = Prediction(**{k: (None if v is None else v.cpu()) for k, v in vars(pred).items()})

@@ -66,6 +66,8 @@ class ForwardSpec:
     level_ratio: float = 1.5
     # Half-resolution blur of wide Gaussian levels (faster, 0.03 % of the mean value less accurate).
     multires: bool = False
+    # Multiplies every blur (an effective aperture: real apertures are not exactly their EXIF value).
+    blur_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_psf(self.psf)
@@ -75,6 +77,8 @@ class ForwardSpec:
             raise DefocusError(f"unknown render method {self.method!r}; choose one of {', '.join(RENDER_METHODS)}")
         if not self.level_ratio > 1.0:
             raise DefocusError(f"level_ratio must be > 1, got {self.level_ratio}")
+        if not self.blur_scale > 0:
+            raise DefocusError(f"blur_scale must be > 0, got {self.blur_scale}")
 
 
 class ForwardModel(nn.Module):
@@ -94,9 +98,10 @@ class ForwardModel(nn.Module):
         method: str = "layered",
         level_ratio: float = 1.5,
         multires: bool = False,
+        blur_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.spec = ForwardSpec(psf, light, method, level_ratio, multires)
+        self.spec = ForwardSpec(psf, light, method, level_ratio, multires, blur_scale)
         self.camera = camera
 
     # ------------------------------------------------------------------------------------------- constructors
@@ -149,7 +154,8 @@ class ForwardModel(nn.Module):
         """A copy with some settings (or ``camera``) changed."""
         camera = changes.pop("camera", self.camera)
         spec = replace(self.spec, **changes)
-        return ForwardModel(camera, spec.psf, spec.light, spec.method, spec.level_ratio, spec.multires)
+        return ForwardModel(camera, spec.psf, spec.light, spec.method, spec.level_ratio, spec.multires,
+                            spec.blur_scale)
 
     # ------------------------------------------------------------------------------------------- properties
     @property
@@ -172,7 +178,7 @@ class ForwardModel(nn.Module):
         """The settings as plain values (for reports and ``prediction.json``)."""
         out: dict[str, Any] = {
             "psf": self.psf, "light": self.light, "method": self.method,
-            "level_ratio": self.spec.level_ratio, "multires": self.spec.multires,
+            "level_ratio": self.spec.level_ratio, "multires": self.spec.multires, "blur_scale": self.spec.blur_scale,
         }
         if self.camera is not None:
             out["camera"] = self.camera.to_dict()
@@ -191,6 +197,8 @@ class ForwardModel(nn.Module):
         if cam is None:
             raise DefocusError("this forward model has no camera: pass camera= or build it with one")
         spec = self.spec
+        if spec.blur_scale != 1.0:  # a wider effective aperture: the f-number divided by the scale
+            cam = ThinLensCamera(cam.focal_length_m, cam.f_number / spec.blur_scale, cam.pixel_size_m)
         if spec.method == "occlusion":
             return render_occlusion(aif, depth, focus, cam, spec.psf, linear_light=self.linear_light)
         img = srgb_to_linear(aif) if self.linear_light else aif
@@ -203,7 +211,8 @@ class ForwardModel(nn.Module):
 
     def blur_size(self, inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor) -> torch.Tensor:
         """PSF size (B, N, 1, H, W) in pixels for inverse depth (B, 1, H, W) dioptres and K (B, N)."""
-        return blur_from_inverse_depth(inv_depth, focus, blur_per_dioptre, self.psf)
+        k = blur_per_dioptre if self.spec.blur_scale == 1.0 else blur_per_dioptre * self.spec.blur_scale
+        return blur_from_inverse_depth(inv_depth, focus, k, self.psf)
 
     def rerender(
         self, aif: torch.Tensor, inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor

@@ -1,0 +1,59 @@
+"""Tests of the per-stack self-calibration of the forward model (no ground truth used)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from defocus.calibrate import calibrate_forward_model
+from defocus.data.procedural import SCENE_DEPTH_RANGE_M, make_scene
+from defocus.data.synthesis import synthesize_stack
+from defocus.models.classical import ClassicalEstimator
+from defocus.optics.camera import get_preset
+from defocus.optics.forward import ForwardModel
+
+NYU = get_preset("nyuv2")
+
+
+def _stack(protocol: str, seed: int = 1_000_321, camera=NYU.camera):
+    rgb, depth = make_scene(seed, 96, 96, SCENE_DEPTH_RANGE_M["nyuv2"])
+    fd = torch.tensor([NYU.focus_distances_m])
+    stack = synthesize_stack(rgb, depth, fd[0], camera, protocol, seed=seed)[None]
+    k = NYU.camera.blur_per_dioptre(fd)  # what the user's metadata says
+    init = ClassicalEstimator()(stack, fd, k, NYU.depth_range_m)
+    return stack, fd, k, init
+
+
+@pytest.mark.parametrize("protocol, want", [("paper", ("gaussian", "srgb")), ("realistic", ("disk", "linear"))])
+def test_calibration_picks_the_model_that_made_the_stack(protocol, want):
+    stack, fd, k, init = _stack(protocol)
+    cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init,
+                                  families=(("gaussian", "srgb"), ("disk", "linear")), blur_scales=(1.0,), steps=10)
+    assert (cal.physics.psf, cal.physics.light) == want
+    assert len(cal.scores) == 2 and min(s["reconstruction"] for s in cal.scores) == min(
+        s["reconstruction"] for s in cal.scores if (s["psf"], s["light"]) == want)
+    d = cal.to_dict()
+    assert d["chosen"]["psf"] == want[0] and len(d["candidates"]) == 2
+
+
+def test_calibration_finds_a_narrower_effective_aperture():
+    # The lens's real aperture is 0.7x the one the metadata says: the fitted blur scale says so. (A 1.4x wider
+    # aperture is not found with these few steps: the fit then prefers 1.0 — see the closing note of issue 8.)
+    narrow = NYU.camera.__class__(NYU.camera.focal_length_m, NYU.camera.f_number / 0.7, NYU.camera.pixel_size_m)
+    stack, fd, k, init = _stack("paper", camera=narrow)
+    cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, families=(("gaussian", "srgb"),),
+                                  blur_scales=(0.7, 1.0, 1.4), steps=10)
+    assert cal.physics.spec.blur_scale == 0.7
+
+
+def test_blur_scale_is_an_effective_aperture():
+    aif = torch.rand(1, 3, 12, 14)
+    depth = torch.full((1, 1, 12, 14), 2.0)
+    fd = torch.tensor([[1.0, 4.0]])
+    k = NYU.camera.blur_per_dioptre(fd)
+    scaled = ForwardModel(NYU.camera, blur_scale=2.0)
+    wider = ForwardModel(NYU.camera.__class__(0.05, 4.0, 12e-6))  # f/8 -> f/4
+    torch.testing.assert_close(scaled(aif, depth, fd), wider(aif, depth, fd))
+    torch.testing.assert_close(scaled.blur_size(1 / depth, fd, k), 2 * ForwardModel().blur_size(1 / depth, fd, k))
+    with pytest.raises(Exception, match="blur_scale"):
+        ForwardModel(blur_scale=0.0)
