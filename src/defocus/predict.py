@@ -165,6 +165,7 @@ class PhotoResult:
     warnings: list
     frames_mean: torch.Tensor | None = None  # (3, h, w) mean of the aligned frames at the working size
     depth_range: tuple[float, float] = (0.0, 0.0)  # (near, far) metres of the bounded output
+    refine_model: dict | None = None  # the forward model the refinement used (after calibration with "auto")
 
 
 def _area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -287,6 +288,7 @@ def predict_photo_stack(
     dr = resolve_depth_range(stack, depth_range)
     timings: dict[str, float] = {}
     warnings: list[str] = []
+    refine_used = None
     n, _, h0, w0 = stack.images.shape
     bar = tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False)
 
@@ -326,7 +328,7 @@ def predict_photo_stack(
                      torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
     if refine_steps > 0:
         physics = refine_physics(refine_model, small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred)
-        warnings.append(f"refined {refine_steps} steps under {physics.describe()}")
+        refine_used = physics.describe()
         with torch.enable_grad():
             pred = refine(small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred, refine_steps, physics)
     pred = Prediction(**{k: (None if v is None else v.cpu()) for k, v in vars(pred).items()})
@@ -361,7 +363,7 @@ def predict_photo_stack(
     bar.close()
     return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
                        alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
-                       frames_mean=small.mean(0), depth_range=tuple(dr))
+                       frames_mean=small.mean(0), depth_range=tuple(dr), refine_model=refine_used)
 
 
 def point_cloud(
@@ -469,6 +471,7 @@ def write_photo_outputs(
         "alignment": result.alignment.to_dict() if result.alignment is not None else None,
         "timings_s": result.timings,
         "warnings": result.warnings,
+        "refine_forward_model": result.refine_model,
     }
     report = photo_report(stack, result, title=f"{stack.name}: depth from {stack.num_images} frames")
 
