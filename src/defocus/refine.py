@@ -26,6 +26,9 @@ def refine(
     physics: ForwardModel,
     lr: float = 0.05,
     aif_lr: float = 0.005,
+    patience: int = 10,
+    min_improvement: float = 1e-3,
+    report: dict | None = None,
 ) -> Prediction:
     """Per-stack optimisation of (inverse depth, AIF) from ``init``.
 
@@ -33,7 +36,10 @@ def refine(
         stack: (B, N, 3, H, W) observed stack; focus, blur_per_dioptre: (B, N).
         depth_range: (near, far) metres, the bounds of the inverse-depth parameterisation.
         init: the starting prediction (its ``inv_depth`` and ``aif``); its confidence is kept.
-        steps: optimisation steps (Adam); physics: the forward model of the loss.
+        steps: the most optimisation steps (Adam); physics: the forward model of the loss.
+        patience, min_improvement: stop early once the loss has not fallen by ``min_improvement`` (relative) below
+            its best for ``patience`` steps (0 = never stop early).
+        report: if given, receives ``steps_run`` and ``losses`` (the loss at every step).
     Returns:
         The refined :class:`Prediction` (no gradient).
     """
@@ -44,13 +50,25 @@ def refine(
     # The AIF moves slowly: the network's AIF is already good, and a fast AIF would fit the sensor noise.
     opt = torch.optim.Adam([{"params": [logit], "lr": lr}, {"params": [aif_logit], "lr": aif_lr}])
     confidence = init.confidence.detach()
+    losses: list[float] = []
+    best, since_best = float("inf"), 0
     for _ in range(steps):
         inv = logit_to_inverse_depth(logit, inv_near, inv_far)
         pred = Prediction(depth=1.0 / inv, aif=torch.sigmoid(aif_logit), confidence=confidence, inv_depth=inv)
         loss, _ = loss_fn(stack, pred, physics, focus, blur_per_dioptre)
+        value = float(loss.detach())
+        losses.append(value)
+        if value < best * (1.0 - min_improvement):
+            best, since_best = value, 0
+        else:
+            since_best += 1
+            if patience and since_best >= patience:
+                break  # the re-rendering error stopped falling
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if report is not None:
+        report.update(steps_run=len(losses), losses=losses)
     with torch.no_grad():
         inv = logit_to_inverse_depth(logit, inv_near, inv_far)
         return Prediction(depth=1.0 / inv, aif=torch.sigmoid(aif_logit), confidence=confidence, inv_depth=inv)
