@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from defocus.errors import DefocusError
@@ -140,24 +139,7 @@ def test_ssim_map_gradcheck(padding):
 
 
 # ------------------------------------------------------------------------------------------ SSIM: checklist
-def _np_ssim_map(x: np.ndarray, y: np.ndarray, ws: int = 11, sigma: float = 1.5, pad: str | None = None):
-    """Independent SSIM map of (C, H, W) float64 arrays: a full 2-D Gaussian window applied by direct sums."""
-    r = ws // 2
-    if pad == "reflect":
-        x = np.pad(x, ((0, 0), (r, r), (r, r)), mode="reflect")
-        y = np.pad(y, ((0, 0), (r, r), (r, r)), mode="reflect")
-    t = np.arange(ws) - r
-    g = np.exp(-(t**2) / (2.0 * sigma**2))
-    w2 = np.outer(g, g)
-    w2 /= w2.sum()
-
-    def filt(a):
-        return np.einsum("chwij,ij->chw", sliding_window_view(a, (ws, ws), axis=(1, 2)), w2)
-
-    mx, my = filt(x), filt(y)
-    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+from conftest import np_ssim_map as _np_ssim_map  # noqa: E402 - the shared independent reference
 
 
 def _pair_images(seed=0, shape=(2, 3, 14, 15)):
