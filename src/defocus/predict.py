@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -94,18 +95,22 @@ def write_prediction(out_dir: str | os.PathLike, pred: Prediction, title: str | 
     """Writes the outputs of one stack into ``out_dir`` atomically (a temporary folder renamed into place):
     ``depth.tiff`` (float32 metres), ``depth.png`` (uint16 mm), ``depth_preview.png``, ``aif.png`` and
     ``confidence.tiff``. ``pred`` is a single-stack prediction."""
+    depth = pred.depth_map.detach().cpu().numpy().astype("float32")
+    conf = pred.confidence_map.detach().cpu().numpy().astype("float32")
+    return atomic_folder(Path(out_dir), lambda tmp: _write_core_outputs(tmp, depth, pred.aif_image, conf, title),
+                         "predictions to")
+
+
+def _write_core_outputs(folder: Path, depth: np.ndarray, aif: torch.Tensor, confidence: np.ndarray,
+                        title: str | None) -> None:
+    """The files every prediction has (:data:`OUTPUT_FILES`): depth (H, W) float32 m, aif (3, H, W), confidence."""
     from defocus.visualize import depth_preview
 
-    depth = pred.depth_map.detach().cpu().numpy().astype("float32")
-
-    def fill(tmp: Path) -> None:
-        write_depth_tiff(tmp / "depth.tiff", depth)
-        write_depth_png_mm(tmp / "depth.png", depth)
-        depth_preview(depth, title=title).save(tmp / "depth_preview.png")
-        save_image(tmp / "aif.png", pred.aif_image.clamp(0, 1))
-        write_depth_tiff(tmp / "confidence.tiff", pred.confidence_map.detach().cpu().numpy().astype("float32"))
-
-    return atomic_folder(Path(out_dir), fill, "predictions to")
+    write_depth_tiff(folder / "depth.tiff", depth)
+    write_depth_png_mm(folder / "depth.png", depth)
+    depth_preview(depth, title=title).save(folder / "depth_preview.png")
+    save_image(folder / "aif.png", aif.clamp(0, 1))
+    write_depth_tiff(folder / "confidence.tiff", confidence)
 
 
 def estimate(
@@ -248,14 +253,48 @@ def compose_aif(
     Returns:
         (1, 3, H, W).
     """
+    return _blend_frames(
+        frames, lambda i: float(blur_per_dioptre[i]) * (inv_depth - 1.0 / float(focus_m[i])).abs() / tolerance_px)
+
+
+def _blend_frames(frames: torch.Tensor, distance: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """(1, 3, H, W): each pixel mixes the (N, 3, H, W) frames with weights exp(−d_i²/2), d_i = ``distance(i)``
+    (1, 1, H, W) how far frame i is from being the right one there; one frame at a time to bound memory."""
     num = torch.zeros(1, 3, *frames.shape[-2:])
     den = torch.zeros(1, 1, *frames.shape[-2:])
     for i in range(frames.shape[0]):
-        coc = float(blur_per_dioptre[i]) * (inv_depth - 1.0 / float(focus_m[i])).abs()
-        w = torch.exp(-0.5 * (coc / tolerance_px) ** 2) + 1e-6
+        w = torch.exp(-0.5 * distance(i) ** 2) + 1e-6
         num += w * frames[i : i + 1]
         den += w
     return (num / den).clamp(0.0, 1.0)
+
+
+def _align_frames(
+    frames: torch.Tensor, align: bool, in_place: bool, warnings: list[str],
+    focus_m: torch.Tensor | None = None, focal_length_m: float | None = None,
+) -> tuple[torch.Tensor, object | None, tuple[int, int, int, int]]:
+    """Registers (N, 3, H, W) frames to the reference and crops them to the area all cover.
+
+    Returns (frames — a view of the crop, no copy —, the alignment or None, the crop box (x0, y0, x1, y1)); one-line
+    warnings (frames too small to align, a focus order the magnification contradicts) are appended to ``warnings``.
+    With ``in_place`` the aligned frames overwrite ``frames``.
+    """
+    n, _, h0, w0 = frames.shape
+    if not align or n < 2:
+        return frames, None, (0, 0, w0, h0)
+    if min(h0, w0) < MIN_ALIGN_SIZE:
+        warnings.append(f"frames of {w0}x{h0} px are too small to align (under {MIN_ALIGN_SIZE} px): not aligned")
+        return frames, None, (0, 0, w0, h0)
+    from defocus.data.align import check_focus_order, estimate_alignment, warp_to_reference
+
+    alignment = estimate_alignment(frames, focus_m=focus_m, focal_length_m=focal_length_m)
+    if focus_m is not None:
+        warning = check_focus_order(alignment, focus_m)
+        if warning:
+            warnings.append(warning)
+    frames, _ = warp_to_reference(frames, alignment, out=frames if in_place else None)
+    box = tuple(int(v) for v in alignment.valid_box)
+    return frames[..., box[1] : box[3], box[0] : box[2]], alignment, box
 
 
 @torch.no_grad()
@@ -289,7 +328,6 @@ def predict_photo_stack(
     timings: dict[str, float] = {}
     warnings: list[str] = []
     refine_used = None
-    n, _, h0, w0 = stack.images.shape
     bar = tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False)
 
     def stage(name: str, t0: float) -> None:
@@ -298,21 +336,8 @@ def predict_photo_stack(
         bar.update(1)
 
     t = time.perf_counter()
-    frames = stack.images
-    alignment = None
-    box = (0, 0, w0, h0)
-    if align and n > 1 and min(h0, w0) < MIN_ALIGN_SIZE:
-        warnings.append(f"frames of {w0}x{h0} px are too small to align (under {MIN_ALIGN_SIZE} px): not aligned")
-    elif align and n > 1:
-        from defocus.data.align import check_focus_order, estimate_alignment, warp_to_reference
-
-        alignment = estimate_alignment(frames, focus_m=stack.focus_distances_m, focal_length_m=camera.focal_length_m)
-        warning = check_focus_order(alignment, stack.focus_distances_m)
-        if warning:
-            warnings.append(warning)
-        frames, _ = warp_to_reference(frames, alignment, out=frames if in_place else None)
-        box = tuple(int(v) for v in alignment.valid_box)
-        frames = frames[..., box[1] : box[3], box[0] : box[2]]  # a view: no copy of the full-resolution frames
+    frames, alignment, box = _align_frames(stack.images, align, in_place, warnings, stack.focus_distances_m,
+                                           camera.focal_length_m)
     stage("align", t)
 
     t = time.perf_counter()
@@ -446,7 +471,7 @@ def write_photo_outputs(
     ``report.png`` and ``prediction.json`` (``info`` plus what the run found)."""
     import json
 
-    from defocus.visualize import colorize, depth_preview, save_png
+    from defocus.visualize import colorize, save_png
 
     full = result.full
     depth = full.depth[0, 0].clone()
@@ -478,11 +503,7 @@ def write_photo_outputs(
     def fill(tmp: Path) -> None:
         from defocus.data.codecs import write_ply_points
 
-        write_depth_tiff(tmp / "depth.tiff", depth_np)
-        write_depth_png_mm(tmp / "depth.png", depth_np)
-        depth_preview(depth_np, title=stack.name).save(tmp / "depth_preview.png")
-        save_image(tmp / "aif.png", full.aif[0].clamp(0, 1))
-        write_depth_tiff(tmp / "confidence.tiff", conf.numpy().astype("float32"))
+        _write_core_outputs(tmp, depth_np, full.aif[0], conf.numpy().astype("float32"), stack.name)
         save_png(tmp / "confidence.png", colorize(conf.numpy(), 0.0, 1.0, "gray"))
         write_ply_points(tmp / "points.ply", xyz, rgb)
         save_png(tmp / "report.png", report)
@@ -537,16 +558,9 @@ def predict_relative_stack(
     timings: dict[str, float] = {}
     warnings: list[str] = ["no focus distances: the result is a relative focus-index map, not metric depth "
                            "(pass --focus or --focus-diopters for metres)"]
-    n, _, h0, w0 = stack.images.shape
+    n = stack.num_images
     t = time.perf_counter()
-    frames, alignment, box = stack.images, None, (0, 0, w0, h0)
-    if align and n > 1 and min(h0, w0) >= MIN_ALIGN_SIZE:
-        from defocus.data.align import estimate_alignment, warp_to_reference
-
-        alignment = estimate_alignment(frames)
-        frames, _ = warp_to_reference(frames, alignment, out=frames if in_place else None)
-        box = tuple(int(v) for v in alignment.valid_box)
-        frames = frames[..., box[1] : box[3], box[0] : box[2]]
+    frames, alignment, box = _align_frames(stack.images, align, in_place, warnings)
     timings["align"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     h, w = frames.shape[-2:]
@@ -575,13 +589,7 @@ def predict_relative_stack(
 
 def _compose_by_index(frames: torch.Tensor, index: torch.Tensor, width: float = 0.5) -> torch.Tensor:
     """AIF (1, 3, H, W) from (N, 3, H, W) frames, each pixel mixing the frames near its focus index (1, 1, H, W)."""
-    num = torch.zeros(1, 3, *frames.shape[-2:])
-    den = torch.zeros(1, 1, *frames.shape[-2:])
-    for i in range(frames.shape[0]):
-        wt = torch.exp(-0.5 * ((index - i) / width) ** 2) + 1e-6
-        num += wt * frames[i : i + 1]
-        den += wt
-    return (num / den).clamp(0.0, 1.0)
+    return _blend_frames(frames, lambda i: (index - i) / width)
 
 
 def write_relative_outputs(out_dir: str | os.PathLike, stack: FocalStack, result: RelativeResult, info: dict) -> Path:
