@@ -1,18 +1,23 @@
-"""Network against the classical baselines on the held-out scene groups of the real RGB-D frames (issue 8, item 2).
+"""Network against the classical baselines on the held-out scene groups of the real RGB-D frames (issue 8).
 
 Every frame of the chosen split (`defocus.data.rgbd_index.SPLIT`, by scene group) of ../shared/data/rgbd/INDEX.csv is
 rendered at 320 x 240 with the `nyuv2` lens and the focus distances of its kind (`FOCUS_BY_KIND`: the preset's for
 rooms, nearer for tabletops, farther outdoors) under both protocols, and scored (metrics per image over valid ground
 truth inside the depth range 0.1-20 m). Results per scene group, and the mean over scene groups (each group weighs
-the same, however many frames it has). Baselines in the same run: the adaptive classical one (the default) and the
-fixed σ = 0 / σ = 1 px variants.
+the same, however many frames it has). In the same run: the adaptive classical baseline (the default) and the fixed
+σ = 0 / σ = 1 px variants; the network alone; and the network refined for each budget of ``--refine-steps`` (one
+refinement run per stack, with snapshots at the smaller budgets; the forward model self-calibrated per stack with
+``--refine-psf auto``). Also the AIF PSNR against the true sharp image (does refinement degrade it?) and the median
+seconds per stack of every method, as a ratio to the adaptive classical baseline.
 
-Usage: python benchmarks/bench_rgbd_split.py [--split test] [--refine-steps 0] [--threads 2]
+Usage: python benchmarks/bench_rgbd_split.py [--split test] [--refine-steps 0 10 30] [--refine-psf auto]
+       [--checkpoint FILE] [--json out.json] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,9 +27,14 @@ import torch
 
 from defocus.data.rgbd_index import FOCUS_BY_KIND, load_rgbd, read_index, split_of
 from defocus.data.synthesis import stack_from_rgbd
-from defocus.evaluate import evaluate_stack, fixed_baselines
+from defocus.evaluate import fixed_baselines
+from defocus.metrics import depth_metrics, psnr
+from defocus.models.checkpoint import load_checkpoint
+from defocus.models.classical import ClassicalEstimator
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
+from defocus.predict import refine_physics
+from defocus.refine import refine
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT.parent / "shared" / "data" / "rgbd" / "INDEX.csv"
@@ -32,44 +42,110 @@ DEPTH_RANGE = (0.1, 20.0)
 KEYS = ("delta1", "abs_rel", "rmse")
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def evaluate_frame(model, st, budgets, refine_psf):
+    """{method: metrics} and {method: seconds} for one rendered stack."""
+    cam = st.camera
+    fd = st.focus_distances_m.float()[None]
+    k = cam.blur_per_dioptre(fd)
+    x = st.images[None].float()
+    dr = torch.tensor([DEPTH_RANGE], dtype=torch.float64)
+    gt = torch.from_numpy(st.gt_depth)
+    preds, secs = {}, {}
+    with torch.no_grad():
+        for name, est in {"classical": ClassicalEstimator(), **fixed_baselines()}.items():
+            preds[name], secs[name] = _timed(lambda est=est: est(x, fd, k, dr))
+        preds["network"], secs["network"] = _timed(lambda: model(x, fd, k, dr))
+    refined = [b for b in budgets if b > 0]
+    if refined:
+        physics, t_cal = _timed(lambda: refine_physics(refine_psf, x, fd, k, DEPTH_RANGE, preds["network"]))
+        report: dict = {}
+        refine(x, fd, k, DEPTH_RANGE, preds["network"], max(refined), physics, report=report,
+               snapshots=tuple(refined))
+        for b in refined:
+            preds[f"network+{b}"] = report["snapshots"][b]
+            secs[f"network+{b}"] = secs["network"] + t_cal + report["snapshot_seconds"][b]
+        chosen = physics.describe()
+    else:
+        chosen = None
+    metrics = {}
+    for name, p in preds.items():
+        m = depth_metrics(p.depth_map, gt, depth_range_m=DEPTH_RANGE)
+        m["aif_psnr"] = psnr(p.aif_image.clamp(0, 1), st.gt_aif)
+        metrics[name] = m
+    return metrics, secs, chosen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    ap.add_argument("--refine-steps", type=int, default=0)
-    ap.add_argument("--refine-psf", default="disk", help="disk, gaussian or auto (self-calibrated per stack)")
+    ap.add_argument("--refine-steps", type=int, nargs="+", default=[0])
+    ap.add_argument("--refine-psf", default="auto", help="auto (self-calibrated per stack), disk or gaussian")
+    ap.add_argument("--checkpoint", type=Path, help="weights to evaluate (default: the shipped ones)")
+    ap.add_argument("--protocols", nargs="+", default=["paper", "realistic"])
+    ap.add_argument("--json", type=Path, help="also write every number to this file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if not INDEX.is_file():
         raise SystemExit(f"{INDEX} is absent: this benchmark needs the shared RGB-D frames")
     torch.set_num_threads(args.threads)
-    model = create_model("daifnet_small", pretrained=True)
+    model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model("daifnet_small", pretrained=True)
+    model.eval()
     cam = get_preset("nyuv2").camera
     entries = [e for e in read_index(INDEX) if split_of(e) == args.split]
     t0 = time.time()
-    for protocol in ("paper", "realistic"):
+    out: dict = {"split": args.split, "checkpoint": str(args.checkpoint or "shipped"), "protocols": {}}
+    for protocol in args.protocols:
         per_group: dict[str, list[dict]] = defaultdict(list)
+        seconds: dict[str, list[float]] = defaultdict(list)
+        chosen = []
         for e in entries:
             rgb, depth = load_rgbd(e)
             st = stack_from_rgbd(rgb, depth, FOCUS_BY_KIND[e.kind], cam, protocol, size=(240, 320), name=e.id)
-            res = evaluate_stack(model, st, DEPTH_RANGE, args.refine_steps, refine_model=args.refine_psf,
-                                 extra_baselines=fixed_baselines())
-            per_group[e.scene_group].append(res.metrics)
+            metrics, secs, physics = evaluate_frame(model, st, args.refine_steps, args.refine_psf)
+            per_group[e.scene_group].append(metrics)
+            for name, s in secs.items():
+                seconds[name].append(s)
+            if physics:
+                chosen.append(f"{physics['psf']}/{physics['light']}/{physics['blur_scale']}")
         methods = list(next(iter(per_group.values()))[0])
         print(f"\n### {args.split} split, {protocol} protocol ({len(entries)} frames, {len(per_group)} scene groups)\n")
         print("| scene group | frames | " + " | ".join(f"{m} δ1 / AbsRel / RMSE" for m in methods) + " |")
         print("|---|---:|" + "---|" * len(methods))
-        means = {m: {k: [] for k in KEYS} for m in methods}
+        means = {m: {k: [] for k in (*KEYS, "aif_psnr")} for m in methods}
         for group, rows in per_group.items():
             cells = []
             for m in methods:
-                vals = {k: float(np.mean([r[m][k] for r in rows])) for k in KEYS}
-                for k in KEYS:
+                vals = {k: float(np.mean([r[m][k] for r in rows])) for k in (*KEYS, "aif_psnr")}
+                for k in vals:
                     means[m][k].append(vals[k])
                 cells.append(f"{vals['delta1']:.3f} / {vals['abs_rel']:.3f} / {vals['rmse']:.3f}")
             print(f"| {group} | {len(rows)} | " + " | ".join(cells) + " |")
-        cells = [" / ".join(f"{np.mean(means[m][k]):.3f}" for k in KEYS) for m in methods]
+        summary = {m: {k: float(np.mean(v)) for k, v in means[m].items()} for m in methods}
+        cells = [" / ".join(f"{summary[m][k]:.3f}" for k in KEYS) for m in methods]
         print("| **mean over scene groups** | | " + " | ".join(f"**{c}**" for c in cells) + " |")
+        base = float(np.median(seconds["classical"]))
+        print("\n| method | δ1 | AbsRel | RMSE | AIF PSNR (dB) | median s / stack | × classical |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for m in methods:
+            med = float(np.median(seconds[m]))
+            s = summary[m]
+            summary[m]["seconds"] = med
+            print(f"| {m} | {s['delta1']:.3f} | {s['abs_rel']:.3f} | {s['rmse']:.3f} | {s['aif_psnr']:.2f} | "
+                  f"{med:.3f} | {med / base:.1f} |")
+        if chosen:
+            counts = {c: chosen.count(c) for c in sorted(set(chosen))}
+            print(f"\nself-calibrated forward models: {counts}")
+        out["protocols"][protocol] = {"mean_over_groups": summary, "calibrated": chosen,
+                                      "per_group": {g: rows for g, rows in per_group.items()}}
     print(f"\n({time.time() - t0:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -57,3 +57,30 @@ def test_blur_scale_is_an_effective_aperture():
     torch.testing.assert_close(scaled.blur_size(1 / depth, fd, k), 2 * ForwardModel().blur_size(1 / depth, fd, k))
     with pytest.raises(Exception, match="blur_scale"):
         ForwardModel(blur_scale=0.0)
+
+
+def test_calibration_searches_shape_and_light_then_aperture():
+    stack, fd, k, init = _stack("paper")
+    cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, steps=3, max_size=48)
+    tried = [(s["psf"], s["light"], s["blur_scale"]) for s in cal.scores]
+    assert len(tried) == 8 and len(set(tried)) == 8
+    assert {(p, li) for p, li, bs in tried[:6]} == {(p, li) for p in ("gaussian", "gennorm", "disk")
+                                                      for li in ("srgb", "linear")}
+    assert all(bs == 1.0 for _, _, bs in tried[:6])
+    # the blur scales are tried with the best shape/light pair of the first stage
+    first = min(cal.scores[:6], key=lambda s: s["reconstruction"])
+    assert all((s["psf"], s["light"]) == (first["psf"], first["light"]) for s in cal.scores[6:])
+    assert {s["blur_scale"] for s in cal.scores[6:]} == {0.7, 1.4}
+
+
+def test_calibration_recognises_the_generalised_gaussian():
+    from defocus.data.synthesis import SynthesisVariant, synthesize_variant
+
+    rgb, depth = make_scene(1_000_322, 96, 96, SCENE_DEPTH_RANGE_M["nyuv2"])
+    fd = torch.tensor([NYU.focus_distances_m])
+    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, SynthesisVariant("gennorm", "linear"))
+    k = NYU.camera.blur_per_dioptre(fd)
+    init = ClassicalEstimator()(stack, fd, k, NYU.depth_range_m)
+    cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, blur_scales=(1.0,), steps=10,
+                                  families=(("gaussian", "linear"), ("gennorm", "linear"), ("disk", "linear")))
+    assert cal.physics.psf == "gennorm"

@@ -43,3 +43,19 @@ def test_refinement_stops_early_when_the_error_stops_falling():
     refine(stack, fd, k, NYU.depth_range_m, init, 400, ForwardModel.from_family("gaussian"), lr=1e-6, aif_lr=1e-6,
            patience=5, report=report)
     assert report["steps_run"] < 20  # a learning rate this small cannot lower the loss: it gives up quickly
+
+
+def test_snapshots_equal_shorter_runs():
+    stack, fd, k, init, _ = _case()
+    physics = ForwardModel.from_family("gaussian")
+    report: dict = {}
+    full = refine(stack, fd, k, NYU.depth_range_m, init, 6, physics, patience=0, report=report, snapshots=(0, 3, 6))
+    short = refine(stack, fd, k, NYU.depth_range_m, init, 3, physics, patience=0)
+    snap = report["snapshots"]
+    assert set(snap) == {0, 3, 6} and set(report["snapshot_seconds"]) == {0, 3, 6}
+    torch.testing.assert_close(snap[3].inv_depth, short.inv_depth)
+    torch.testing.assert_close(snap[3].aif, short.aif)
+    torch.testing.assert_close(snap[6].inv_depth, full.inv_depth)
+    torch.testing.assert_close(snap[0].inv_depth, init.inv_depth, atol=1e-4, rtol=1e-4)  # through the logit
+    assert report["snapshot_seconds"][0] <= report["snapshot_seconds"][3] <= report["snapshot_seconds"][6]
+    assert not torch.allclose(snap[3].inv_depth, snap[6].inv_depth)

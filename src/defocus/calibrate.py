@@ -1,10 +1,12 @@
 """Self-calibration of the forward model on one stack, by re-rendering error alone (no ground truth).
 
 Real lenses are neither Gaussian nor perfect disks, apertures are not exactly their EXIF value, and images may have
-been blurred in sRGB or in linear light. Before refinement, each candidate forward model — PSF family × light model ×
-blur scale (an effective aperture) — is fitted to the stack itself: starting from the same prediction, a short
-self-supervised refinement runs under each candidate on a downscaled copy of the stack, and the candidate whose
-re-rendering then explains the observed images best (lowest reconstruction term, 0.85·(1 − SSIM) + 0.15·L1) wins.
+been blurred in sRGB or in linear light. Before refinement, candidate forward models are fitted to the stack itself:
+starting from the same prediction, a short self-supervised refinement runs under each candidate on a downscaled copy
+of the stack, and the candidate whose re-rendering then explains the observed images best (lowest reconstruction
+term, 0.85·(1 − SSIM) + 0.15·L1) wins. The search is by coordinates: first the PSF shape × light model at the nominal
+aperture (Gaussian, generalised Gaussian exp(−(ρ/s)⁴) and disk — three points along the family exp(−(ρ/s)^q) from
+q = 2 to q = ∞ — each on sRGB values and in linear light), then the blur scale (an effective aperture) for the winner.
 The blur scale is identifiable because one depth must explain every frame: scaling K cannot be compensated by moving
 the depth for all focus distances at once.
 """
@@ -12,7 +14,6 @@ the depth for all focus distances at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import product
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,10 @@ from defocus.optics.forward import ForwardModel
 from defocus.refine import refine
 
 #: Candidate (psf, light) pairs and blur scales tried by default.
-FAMILIES = (("gaussian", "srgb"), ("disk", "linear"), ("gaussian", "linear"), ("disk", "srgb"))
+FAMILIES = (
+    ("gaussian", "srgb"), ("gaussian", "linear"), ("gennorm", "srgb"), ("gennorm", "linear"), ("disk", "srgb"),
+    ("disk", "linear"),
+)
 BLUR_SCALES = (0.7, 1.0, 1.4)
 
 
@@ -55,7 +59,8 @@ def calibrate_forward_model(
     Args:
         stack: (1, N, 3, H, W) observed stack; focus, blur_per_dioptre: (1, N) for these pixels.
         depth_range: (near, far) metres; init: the starting prediction (batch of one) at the stack's size.
-        families: (psf, light) pairs to try; blur_scales: effective-aperture factors to try.
+        families: (psf, light) pairs to try (at blur scale 1); blur_scales: effective-aperture factors then tried with
+            the best pair.
         steps: refinement steps per candidate; max_size: longest side of the downscaled copy used.
     """
     h, w = stack.shape[-2:]
@@ -69,8 +74,11 @@ def calibrate_forward_model(
         aif=F.interpolate(init.aif, size=size, mode="area") if scale < 1 else init.aif,
         confidence=F.interpolate(init.confidence, size=size, mode="area") if scale < 1 else init.confidence,
     )
-    best, scores = None, []
-    for (psf, light), bs in product(families, blur_scales):
+    best: tuple[float, ForwardModel] | None = None
+    scores: list[dict] = []
+
+    def consider(psf: str, light: str, bs: float) -> None:
+        nonlocal best
         physics = ForwardModel(psf=psf, light=light, blur_scale=bs)
         with torch.enable_grad():
             pred = refine(small, focus, k, depth_range, start, steps, physics)
@@ -79,5 +87,12 @@ def calibrate_forward_model(
         scores.append({"psf": psf, "light": light, "blur_scale": bs, "reconstruction": round(score, 6)})
         if best is None or score < best[0]:
             best = (score, physics)
+
+    for psf, light in families:
+        consider(psf, light, 1.0)
     assert best is not None and n >= 1
+    psf, light = best[1].spec.psf, best[1].spec.light
+    for bs in blur_scales:
+        if bs != 1.0:
+            consider(psf, light, bs)
     return Calibration(physics=best[1], scores=scores)

@@ -263,3 +263,58 @@ def test_gradient_reaches_every_parameter():
     assert missing == []
     dead = [name for name, p in model.named_parameters() if not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert dead == []
+
+
+# ------------------------------------------------------------------------------------------- classical prior
+def _scene_stack(noise: float = 0.0):
+    from defocus.data.procedural import SCENE_DEPTH_RANGE_M, make_scene
+    from defocus.data.synthesis import SynthesisVariant, synthesize_variant
+
+    rgb, depth = make_scene(11, 40, 40, SCENE_DEPTH_RANGE_M["nyuv2"])
+    fd = torch.tensor([NYU.focus_distances_m])
+    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, SynthesisVariant(noise_std=noise), seed=2)
+    return stack, fd, NYU.camera.blur_per_dioptre(fd), torch.tensor([NYU.depth_range_m])
+
+
+def test_auto_prior_prefilter_follows_the_stack_noise():
+    torch.manual_seed(0)
+    auto = create_model("daifnet_tiny", prior_presmooth="auto").eval()
+    fixed = {s: create_model("daifnet_tiny", prior_presmooth=s).eval() for s in (0.0, 1.0)}
+    for m in fixed.values():
+        m.load_state_dict(auto.state_dict())
+    clean, noisy = _scene_stack(0.0), _scene_stack(0.01)
+    with torch.no_grad():
+        torch.testing.assert_close(auto(*clean).depth, fixed[0.0](*clean).depth)
+        torch.testing.assert_close(auto(*noisy).depth, fixed[1.0](*noisy).depth)
+        assert not torch.equal(fixed[0.0](*noisy).depth, fixed[1.0](*noisy).depth)
+        # a batch mixing both gets each its own pre-filter
+        both = [torch.cat([a, b]) for a, b in zip(clean, noisy)]
+        out = auto(*both).depth
+    torch.testing.assert_close(out[1:], fixed[1.0](*noisy).depth)
+    torch.testing.assert_close(out[:1], fixed[0.0](*clean).depth)
+
+
+def test_ablation_without_classical_prior(monkeypatch):
+    import defocus.models.daifnet as daifnet
+
+    torch.manual_seed(0)
+    model = create_model("daifnet_tiny", classical_prior=False).eval()
+    with_prior = create_model("daifnet_tiny").eval()
+    with_prior.load_state_dict(model.state_dict())
+    inputs = _scene_stack()
+    with torch.no_grad():
+        ref = with_prior(*inputs)
+
+    def boom(*a, **k):
+        raise AssertionError("the ablation must not compute the classical estimate")
+
+    monkeypatch.setattr(daifnet, "classical_depth_from_focus", boom)
+    with torch.no_grad():
+        out = model(*inputs)
+    assert out.depth.shape == ref.depth.shape and torch.isfinite(out.depth).all()
+    assert not torch.allclose(out.depth, ref.depth)
+    # without the prior the depth is the soft arg-max plus the correction: changing the bias of the gate changes
+    # nothing (the gate is off)
+    with torch.no_grad():
+        model.stack_head.bias[4] = -5.0
+        torch.testing.assert_close(model(*inputs).depth, out.depth)

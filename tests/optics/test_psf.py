@@ -10,12 +10,14 @@ import torch
 from defocus.errors import DefocusError
 from defocus.optics.camera import PRESETS
 from defocus.optics.psf import (
+    GENNORM_SHAPE,
     blur_size_px,
     check_psf,
     discrete_gaussian_1d,
     disk_kernel_2d,
     disk_weights,
     gaussian_kernel_2d,
+    gennorm_kernel_2d,
     kernel_radius,
     psf_kernel_2d,
 )
@@ -256,7 +258,7 @@ def test_blur_size_px_errors():
 
 def test_check_psf_and_kernel_radius():
     assert check_psf("gaussian") == "gaussian" and check_psf("disk") == "disk"
-    with pytest.raises(DefocusError, match="gaussian, disk"):
+    with pytest.raises(DefocusError, match="gaussian, disk, gennorm"):
         check_psf("box")
     assert kernel_radius(0.0, "gaussian") == 1 and kernel_radius(0.0, "disk") == 1
     for s in (0.5, 1.0, 3.7, 10.0):
@@ -270,3 +272,64 @@ def test_psf_kernel_2d_dispatch():
     torch.testing.assert_close(psf_kernel_2d(1.2, "disk", 4), disk_kernel_2d(1.2, 4))
     with pytest.raises(DefocusError):
         psf_kernel_2d(1.0, "square")
+
+
+# ------------------------------------------------------------------------------------------- generalised Gaussian
+GENNORM_SIGMAS = [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.5]
+
+
+@pytest.mark.parametrize("s", GENNORM_SIGMAS)
+def test_gennorm_kernel_normalised_symmetric_untruncated(s):
+    k = gennorm_kernel_2d(s)
+    assert k.dtype == torch.float64 and k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+    assert k.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert (k >= 0).all()
+    torch.testing.assert_close(k, k.flip(0))
+    torch.testing.assert_close(k, k.T)
+    assert k[0].max().item() < 1e-5 * k.max().item()  # the window holds the kernel
+
+
+@pytest.mark.parametrize("s", [0.5, 1.0, 2.0, 4.5])
+def test_gennorm_has_the_gaussians_second_moment(s):
+    # Same per-axis variance as the Gaussian of the same σ (and the disk of radius 2σ): shape differs, not the blur.
+    moment = _second_moment(gennorm_kernel_2d(s)) / 2
+    assert moment == pytest.approx(s * s, rel=0.1 if s < 1 else 0.01)
+
+
+def test_gennorm_shape_is_between_gaussian_and_disk():
+    # Reference values of exp(-(rho/s)^4), s = sigma * sqrt(2 Gamma(1/2) / Gamma(1)), computed independently.
+    assert GENNORM_SHAPE == 4.0
+    s = 3.0 * math.sqrt(2 * math.sqrt(math.pi))
+    k = gennorm_kernel_2d(3.0, 12)
+    off = torch.arange(-12, 13, dtype=torch.float64)
+    ref = torch.exp(-((torch.sqrt(off[:, None] ** 2 + off[None, :] ** 2) / s) ** 4))
+    torch.testing.assert_close(k, ref / ref.sum())
+    # flatter top than the Gaussian, steeper shoulder: centre/half-width ratio between the Gaussian's and the disk's
+    g, d = gaussian_kernel_2d(3.0, 12), disk_kernel_2d(6.0, 12)
+    ratio = [float(x[12, 12] / x[12, 16]) for x in (g, k, d)]
+    assert ratio[0] > ratio[1] > ratio[2]
+
+
+def test_gennorm_small_sigma_blends_to_identity_with_gradient():
+    k0 = gennorm_kernel_2d(0.0, 2)
+    assert k0[2, 2].item() == 1.0
+    m_half = _second_moment(gennorm_kernel_2d(0.5, 3))
+    for s in (0.1, 0.25, 0.4):
+        assert _second_moment(gennorm_kernel_2d(s, 3)) == pytest.approx((s / 0.5) ** 2 * m_half, rel=1e-9)
+    sig = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(gennorm_kernel_2d(sig, 2)[2, 2], sig)
+    assert g.item() < -1e-3
+
+
+def test_gennorm_gradcheck():
+    for s in (0.2, 0.7, 1.6):
+        sig = torch.tensor(s, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x: gennorm_kernel_2d(x, 4), (sig,))
+
+
+def test_gennorm_sizes_and_dispatch():
+    depth = torch.full((1, 1, 2, 2), 2.0, dtype=torch.float64)
+    focus = torch.tensor([[1.0, 4.0]], dtype=torch.float64)
+    torch.testing.assert_close(blur_size_px(NYU, depth, focus, "gennorm"), blur_size_px(NYU, depth, focus, "gaussian"))
+    torch.testing.assert_close(psf_kernel_2d(1.3, "gennorm", 6), gennorm_kernel_2d(1.3, 6))
+    assert kernel_radius(2.0, "gennorm") == kernel_radius(2.0, "gaussian")

@@ -29,7 +29,8 @@ from defocus.optics.render import (
 NYU = PRESETS["nyuv2"].camera
 PSFS = ("gaussian", "disk")
 METHODS = ("exact", "layered")
-ALL = [(m, p) for m in ("exact", "layered", "occlusion") for p in PSFS]
+ALL = [(m, p) for m in ("exact", "layered", "occlusion") for p in PSFS] + [
+    ("layered", "gennorm"), ("occlusion", "gennorm")]
 F64 = torch.float64
 
 
@@ -41,7 +42,7 @@ def _k_px_per_dioptre(camera: ThinLensCamera, fd: float) -> float:
 
 def _depth_for_size(size_px: float, fd: float, psf: str, behind: bool = True, camera=NYU) -> float:
     """The depth (behind or in front of the focal plane) at which the PSF size (σ or radius) is ``size_px``."""
-    coc = size_px * (4.0 if psf == "gaussian" else 2.0)
+    coc = size_px * (2.0 if psf == "disk" else 4.0)
     delta = coc / _k_px_per_dioptre(camera, fd)
     return 1.0 / (1.0 / fd - delta) if behind else 1.0 / (1.0 / fd + delta)
 
@@ -453,3 +454,22 @@ def test_default_levels():
     assert all(b / a == pytest.approx(1.5) for a, b in zip(lv[1:], lv[2:]))
     assert default_levels(0.0, "disk") == [0.0, 1.0]
     assert len(default_levels(8.0, "gaussian", 1.25)) > len(default_levels(8.0, "gaussian", 2.0))
+
+
+# -------------------------------------------------------------------------------------- generalised Gaussian
+def test_gennorm_is_not_rendered_exactly():
+    aif, depth = _rand(1, 3, 8, 8), torch.full((1, 1, 8, 8), 2.0)
+    with pytest.raises(DefocusError, match="gennorm"):
+        render_exact(aif, depth, torch.tensor([[1.0]]), NYU, "gennorm")
+
+
+def test_gennorm_layered_blur_sits_between_gaussian_and_disk():
+    # Same second moment, different shape: a flat-topped PSF keeps less of a point's energy at its centre than the
+    # Gaussian and more than the disk at the same blur.
+    aif = torch.zeros(1, 1, 41, 41, dtype=F64)
+    aif[..., 20, 20] = 1.0
+    depth = torch.full((1, 1, 41, 41), 2.0, dtype=F64)
+    fd = torch.tensor([[1.0]], dtype=F64)
+    centre = {p: float(render_layered(aif, depth, fd, NYU, p, level_ratio=1.05)[0, 0, 0, 20, 20]) for p in
+              ("gaussian", "gennorm", "disk")}
+    assert centre["gaussian"] > centre["gennorm"] > centre["disk"]

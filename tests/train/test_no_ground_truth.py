@@ -34,7 +34,7 @@ from defocus.optics.camera import get_preset
 from defocus.train.config import load_config
 from defocus.train.trainer import train
 
-BATCH_KEYS = {"stack", "focus", "blur_per_dioptre", "depth_range", "protocol"}
+BATCH_KEYS = {"stack", "focus", "blur_per_dioptre", "depth_range", "protocol", "physics"}
 GT_NAMES = ("gt_depth.tiff", "gt_aif.png")
 
 # ---- audit hook: records every file opened while _WATCH is a list (hooks cannot be removed, so it stays cheap)
@@ -157,7 +157,7 @@ def test_building_groups_and_sampling_never_call_read_depth(poisoned_stack, monk
 
 def test_sweep_groups_and_batches_hold_no_ground_truth():
     fields = {f.name for f in dataclasses.fields(SweepGroup)}
-    assert fields == {"stacks", "focus", "blur_per_dioptre", "depth_range", "protocol"}
+    assert fields == {"stacks", "focus", "blur_per_dioptre", "depth_range", "protocol", "physics"}
     group = render_sweep_group("nyuv2", "paper", [3, 4], (20, 24), 6, (1.0, 1.0), progress=False)
     assert group.stacks.dtype == torch.uint8  # observed 8-bit images only
     assert group.stacks.shape == (2, 6, 3, 36, 40)  # rendered a little larger than the crops

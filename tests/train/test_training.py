@@ -19,7 +19,7 @@ from defocus.models.checkpoint import load_checkpoint, read_metadata, save_check
 from defocus.train.config import config_from_dict, load_config
 from defocus.train.trainer import train
 
-BATCH_KEYS = {"stack", "focus", "blur_per_dioptre", "depth_range", "protocol"}
+BATCH_KEYS = {"stack", "focus", "blur_per_dioptre", "depth_range", "protocol", "physics"}
 
 TINY_RUN = [
     "model.name=daifnet_tiny",

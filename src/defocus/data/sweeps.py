@@ -5,9 +5,16 @@ stratified (one per bin of the sweep, in dioptres) and shuffled. On a CPU the sw
 and kept as 8-bit images; the ground-truth depth used to render them is dropped right after rendering, so that
 nothing on the training path can read it (``tests/train/test_no_ground_truth.py`` proves it).
 
-Further sources: folders of RGB-D pairs (``data.rgbd_dirs``), rendered into sweeps the same way (their depth is
-used to render, then dropped), and the user's own unlabeled stacks (``data.stack_dirs``), whose ground-truth files,
-if any, are never opened.
+The forward model is randomised (``data.forward_variants``): besides the two synthesis protocols, every preset gets
+groups rendered with a random :class:`~defocus.data.synthesis.SynthesisVariant` each (PSF shape, light model,
+occlusion, effective aperture, noise, JPEG), so that one set of weights meets every protocol and real lenses. The loss
+re-renders every group with that group's own forward model (the camera's, not the scene's: what
+:mod:`defocus.calibrate` estimates at test time); the network is always given the nominal K.
+
+Further sources: folders of RGB-D pairs (``data.rgbd_dirs``) and the frames of one split of an RGB-D ``INDEX.csv``
+(``data.rgbd_index``, ``data.rgbd_split``: the project's training scene groups), rendered into sweeps the same way
+(their depth is used to render, then dropped), and the user's own unlabeled stacks (``data.stack_dirs``), whose
+ground-truth files, if any, are never opened.
 
 A batch is a dict with ``stack`` (B, N, 3, H, W) in [0, 1], ``focus`` (B, N) metres, ``blur_per_dioptre`` (B, N)
 pixels per dioptre, ``depth_range`` (B, 2) metres and ``protocol`` (one name for the whole batch, which picks the
@@ -23,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from defocus.color import to_uint8
@@ -31,7 +39,7 @@ from defocus.data.folders import read_stack
 from defocus.data.holes import fill_depth_holes
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.stack import require_camera
-from defocus.data.synthesis import synthesize_stack
+from defocus.data.synthesis import SynthesisVariant, synthesize_stack, synthesize_variant
 from defocus.errors import DefocusError
 from defocus.optics.camera import depth_range_from_focus, get_preset
 
@@ -54,6 +62,12 @@ class DataConfig:
     rgbd_preset: str = "nyuv2"  # camera, focus range and image size the RGB-D pairs are rendered with
     stack_protocol: str = "realistic"  # forward model of the loss for real stacks
     seed_offset: int = 0  # procedural seeds used: seed_offset + i (below VALIDATION_SEED_START)
+    forward_variants: int = 0  # per preset: groups with a random forward model each, besides the protocols
+    variant_scenes: int = 50  # procedural scenes per random-variant group
+    rgbd_index: str = ""  # an INDEX.csv of real RGB-D frames (e.g. ../shared/data/rgbd/INDEX.csv)
+    rgbd_split: str = "train"  # which split (defocus.data.rgbd_index.SPLIT) of rgbd_index to render
+    rgbd_variants: int = 0  # random-variant groups of the rgbd_index frames, besides the protocols
+    rgbd_depth_range: list[float] = field(default_factory=lambda: [0.1, 20.0])  # network range for those frames
 
 
 @dataclass
@@ -65,11 +79,14 @@ class SweepGroup:
     blur_per_dioptre: torch.Tensor  # (S, M)
     depth_range: tuple[float, float]
     protocol: str
+    # The loss's forward model for this group (psf, light, blur_scale); None = the protocol's (config.protocol_loss).
+    physics: dict | None = None
 
 
-def _sweep_focus(preset_name: str, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` focus distances spanning the preset's focus range (uniform in dioptres, jittered)."""
-    fds = get_preset(preset_name).focus_distances_m
+def _sweep_focus(preset_name: str, count: int, rng: np.random.Generator, fds: Sequence[float] | None = None
+                 ) -> np.ndarray:
+    """`count` focus distances spanning the preset's focus range, or ``fds``'s (uniform in dioptres, jittered)."""
+    fds = fds or get_preset(preset_name).focus_distances_m
     lo, hi = 1.0 / max(fds), 1.0 / min(fds)
     pad = 0.1 * (hi - lo)
     edges = np.linspace(lo - pad, hi + pad, count + 1)
@@ -77,15 +94,25 @@ def _sweep_focus(preset_name: str, count: int, rng: np.random.Generator) -> np.n
     return np.sort(1.0 / np.clip(d, 1e-3, None))[::-1].copy()
 
 
+def _variant(protocol: str | SynthesisVariant) -> tuple[str, SynthesisVariant, dict | None]:
+    """(group label, variant, loss physics or None for a protocol's own)."""
+    if isinstance(protocol, SynthesisVariant):
+        v = protocol
+        return "variant", v, {"psf": v.psf, "light": v.light, "blur_scale": v.blur_scale}
+    return protocol, SynthesisVariant.for_protocol(protocol), None
+
+
 def render_sweep_group(
-    preset_name: str, protocol: str, seeds: Sequence[int], size: Sequence[int], sweep: int,
+    preset_name: str, protocol: str | SynthesisVariant, seeds: Sequence[int], size: Sequence[int], sweep: int,
     pitch_scale: Sequence[float], progress: bool = True,
 ) -> SweepGroup:
-    """Renders the dense sweeps of procedural scenes `seeds` and keeps only the 8-bit stacks."""
+    """Renders the dense sweeps of procedural scenes `seeds` under a protocol or a random forward-model variant and
+    keeps only the 8-bit stacks."""
     preset = get_preset(preset_name)
+    label, variant, physics = _variant(protocol)
     h, w = int(size[0]), int(size[1])
     stacks, focus, ks = [], [], []
-    for seed in tqdm(seeds, desc=f"render {preset_name}/{protocol}", disable=not progress, leave=False):
+    for seed in tqdm(seeds, desc=f"render {preset_name}/{label}", disable=not progress, leave=False):
         if seed >= VALIDATION_SEED_START:
             raise DefocusError(f"procedural seed {seed} is reserved for validation and testing")
         rng = np.random.default_rng([seed, 7])
@@ -93,12 +120,12 @@ def render_sweep_group(
         # Scenes are rendered a little larger than the crops, so that crops vary and see no image border.
         aif, depth = make_scene(int(seed), h + 16, w + 16, SCENE_DEPTH_RANGE_M[preset_name])
         fd = torch.tensor(_sweep_focus(preset_name, sweep, rng), dtype=torch.float32)
-        stack = synthesize_stack(aif, depth, fd, camera, protocol, seed=int(seed))
+        stack = synthesize_variant(aif[None], depth[None], fd, camera, variant, seed=int(seed))[0]
         del aif, depth  # ground truth goes no further
         stacks.append(to_uint8(stack))
         focus.append(fd)
         ks.append(camera.blur_per_dioptre(fd))
-    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
+    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, label, physics)
 
 
 def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -115,8 +142,6 @@ def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
 def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> SweepGroup:
     """Dense sweeps rendered from the user's RGB-D pairs at the preset's image size (depth used for rendering only,
     then dropped, exactly like the procedural scenes)."""
-    import torch.nn.functional as F
-
     preset = get_preset(cfg.rgbd_preset)
     h, w = preset.image_size
     if h < cfg.size[0] or w < cfg.size[1]:
@@ -136,6 +161,41 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> 
         focus.append(fd)
         ks.append(preset.camera.blur_per_dioptre(fd))
     return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
+
+
+def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, progress: bool = True
+                            ) -> SweepGroup:
+    """Dense sweeps of the frames of split ``cfg.rgbd_split`` of ``cfg.rgbd_index``, rendered with the
+    ``rgbd_preset`` lens at its image size around the focus distances of each frame's kind
+    (:data:`~defocus.data.rgbd_index.FOCUS_BY_KIND`). Depth is used to render, then dropped."""
+    from defocus.data.rgbd_index import FOCUS_BY_KIND, SPLIT, load_rgbd, read_index, split_of
+
+    if cfg.rgbd_split not in SPLIT:
+        raise DefocusError(f"unknown RGB-D split {cfg.rgbd_split!r}; choose one of {', '.join(SPLIT)}")
+    if not Path(cfg.rgbd_index).is_file():
+        raise DefocusError(f"RGB-D index {cfg.rgbd_index} does not exist (data.rgbd_index)")
+    entries = [e for e in read_index(cfg.rgbd_index) if split_of(e) == cfg.rgbd_split]
+    if not entries:
+        raise DefocusError(f"no frames of split {cfg.rgbd_split!r} in {cfg.rgbd_index}")
+    preset = get_preset(cfg.rgbd_preset)
+    h, w = preset.image_size
+    label, variant, physics = _variant(protocol)
+    stacks, focus, ks = [], [], []
+    for i, e in enumerate(tqdm(entries, desc=f"render RGB-D {cfg.rgbd_split}/{label}", disable=not progress,
+                               leave=False)):
+        rng = np.random.default_rng([i, 13])
+        rgb, depth_m = load_rgbd(e)
+        filled, _ = fill_depth_holes(depth_m)
+        rgb = F.interpolate(rgb[None], size=(h, w), mode="area")
+        depth = F.interpolate(torch.from_numpy(filled)[None, None], size=(h, w), mode="nearest")
+        fd = torch.tensor(_sweep_focus(preset.name, cfg.sweep, rng, FOCUS_BY_KIND[e.kind]), dtype=torch.float32)
+        stack = synthesize_variant(rgb, depth, fd, preset.camera, variant, seed=i)[0]
+        del rgb, depth, filled, depth_m
+        stacks.append(to_uint8(stack))
+        focus.append(fd)
+        ks.append(preset.camera.blur_per_dioptre(fd))
+    dr = (float(cfg.rgbd_depth_range[0]), float(cfg.rgbd_depth_range[1]))
+    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), dr, label, physics)
 
 
 def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str) -> list[SweepGroup]:
@@ -205,11 +265,13 @@ class FocalSweepSampler:
             "blur_per_dioptre": torch.stack(out_k),
             "depth_range": torch.tensor(g.depth_range, dtype=torch.float32)[None].expand(batch_size, 2).clone(),
             "protocol": g.protocol,
+            "physics": g.physics,
         }
 
 
 def build_training_groups(cfg: DataConfig, progress: bool = True) -> list[SweepGroup]:
-    """All groups the config asks for: procedural (preset × protocol) groups plus the user's stacks."""
+    """All groups the config asks for: procedural (preset × protocol) groups, random forward-model variants, RGB-D
+    frames, plus the user's stacks."""
     groups = []
     k = 0
     for preset in cfg.presets:
@@ -218,9 +280,20 @@ def build_training_groups(cfg: DataConfig, progress: bool = True) -> list[SweepG
             k += 1
             if cfg.scenes_per_group > 0:
                 groups.append(render_sweep_group(preset, protocol, seeds, cfg.size, cfg.sweep, cfg.pitch_scale, progress))
+    # Random forward models: their own seeds, after the protocol groups' (and below VALIDATION_SEED_START).
+    base = cfg.seed_offset + k * cfg.scenes_per_group
+    vrng = np.random.default_rng([cfg.seed_offset, 17])
+    for j in range(cfg.forward_variants * len(cfg.presets)):
+        preset = cfg.presets[j % len(cfg.presets)]
+        seeds = [base + j * cfg.variant_scenes + i for i in range(cfg.variant_scenes)]
+        groups.append(render_sweep_group(preset, SynthesisVariant.random(vrng), seeds, cfg.size, cfg.sweep,
+                                         cfg.pitch_scale, progress))
     if cfg.rgbd_dirs:
         for protocol in cfg.protocols:
             groups.append(render_rgbd_group(cfg, protocol, progress))
+    if cfg.rgbd_index:
+        for protocol in [*cfg.protocols, *(SynthesisVariant.random(vrng) for _ in range(cfg.rgbd_variants))]:
+            groups.append(render_rgbd_index_group(cfg, protocol, progress))
     if cfg.stack_dirs:
         groups.extend(load_stack_group(cfg.stack_dirs, cfg.size, cfg.stack_protocol))
     return groups

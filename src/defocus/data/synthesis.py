@@ -12,6 +12,8 @@ Two protocols (their forward models are :meth:`defocus.optics.forward.ForwardMod
 
 from __future__ import annotations
 
+import io
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +25,7 @@ from defocus.data.holes import fill_depth_holes
 from defocus.data.stack import FocalStack
 from defocus.errors import DefocusError
 from defocus.optics.camera import ThinLensCamera
-from defocus.optics.forward import ForwardModel
+from defocus.optics.forward import SYNTHESIS_LEVEL_RATIO, ForwardModel
 
 PROTOCOLS: tuple[str, ...] = ("paper", "realistic")
 REALISTIC_NOISE_STD = 0.005
@@ -70,6 +72,93 @@ def synthesize_stack(
         if quantize:
             stack = quantize_8bit(stack)
     return stack if batched else stack[0]
+
+
+@dataclass(frozen=True)
+class SynthesisVariant:
+    """One randomised forward model for training data: what a lens, a sensor and a codec may do to a stack.
+
+    ``psf``/``light``/``method``/``blur_scale`` are the forward model (the loss re-renders with the same ones: they
+    describe the camera, not the scene, and are what :mod:`defocus.calibrate` estimates at test time);
+    ``noise_std`` is Gaussian sensor noise on the [0, 1] values; ``jpeg_quality`` (0 = none) a JPEG round trip of
+    every frame, after 8-bit quantisation.
+    """
+
+    psf: str = "gaussian"
+    light: str = "srgb"
+    method: str = "layered"
+    blur_scale: float = 1.0
+    noise_std: float = 0.0
+    jpeg_quality: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def forward_model(self, camera: ThinLensCamera | None = None) -> ForwardModel:
+        level_ratio = 1.5 if self.method == "occlusion" else SYNTHESIS_LEVEL_RATIO
+        return ForwardModel(camera, self.psf, self.light, self.method, level_ratio=level_ratio, multires=False,
+                            blur_scale=self.blur_scale)
+
+    @classmethod
+    def for_protocol(cls, protocol: str) -> "SynthesisVariant":
+        """The fixed variant of a synthesis protocol (``paper`` or ``realistic``)."""
+        if protocol == "paper":
+            return cls("gaussian", "srgb", "layered")
+        if protocol == "realistic":
+            return cls("disk", "linear", "occlusion", noise_std=REALISTIC_NOISE_STD)
+        raise DefocusError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> "SynthesisVariant":
+        """A random variant: PSF shape (Gaussian, generalised Gaussian, disk), light model, occlusion or not, an
+        effective aperture 0.8–1.25× the nominal one, noise σ 0–0.01 (none a quarter of the time) and a JPEG round
+        trip at quality 70–95 half of the time."""
+        psf = str(rng.choice(["gaussian", "gennorm", "disk"]))
+        light = str(rng.choice(["srgb", "linear"]))
+        method = "occlusion" if rng.uniform() < 0.5 else "layered"
+        blur_scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+        noise = 0.0 if rng.uniform() < 0.25 else float(rng.uniform(0.0, 0.01))
+        jpeg = int(rng.integers(70, 96)) if rng.uniform() < 0.5 else 0
+        return cls(psf, light, method, round(blur_scale, 4), round(noise, 5), jpeg)
+
+
+def jpeg_round_trip(stack: torch.Tensor, quality: int) -> torch.Tensor:
+    """Every frame of ``stack`` (..., 3, H, W) in [0, 1] encoded as a JPEG of ``quality`` and decoded again."""
+    from PIL import Image
+
+    from defocus.color import to_uint8
+
+    flat = to_uint8(stack).reshape(-1, *stack.shape[-3:])
+    out = []
+    for frame in flat:
+        buf = io.BytesIO()
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=int(quality))
+        buf.seek(0)
+        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1))
+    return (torch.stack(out).float() / 255.0).reshape(stack.shape)
+
+
+def synthesize_variant(
+    aif: torch.Tensor, depth: torch.Tensor, focus_m: torch.Tensor, camera: ThinLensCamera,
+    variant: SynthesisVariant, seed: int = 0,
+) -> torch.Tensor:
+    """Like :func:`synthesize_stack`, with the forward model, noise and codec of ``variant`` (always 8-bit).
+
+    Args: aif (B, 3, H, W), depth (B, 1, H, W) metres, focus_m (B, N) or (N,) metres. Returns (B, N, 3, H, W).
+    """
+    focus = torch.as_tensor(focus_m, dtype=torch.float32)
+    if focus.dim() == 1:
+        focus = focus[None].expand(aif.shape[0], -1)
+    camera.validate_focus(focus)
+    with torch.no_grad():
+        stack = variant.forward_model(camera)(aif.float(), depth.float(), focus)
+        if variant.noise_std > 0:
+            gen = torch.Generator().manual_seed(int(seed))
+            stack = stack + variant.noise_std * torch.randn(stack.shape, generator=gen)
+        stack = quantize_8bit(stack.clamp(0.0, 1.0))
+        if variant.jpeg_quality:
+            stack = jpeg_round_trip(stack, variant.jpeg_quality)
+    return stack
 
 
 def _resize(img: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:

@@ -43,7 +43,7 @@ from torch import nn
 from defocus.checks import check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
-from defocus.models.classical import classical_depth_from_focus
+from defocus.models.classical import choose_presmooth_sigma, classical_depth_from_focus, estimate_noise_sigma
 from defocus.models.prediction import Prediction
 
 
@@ -56,6 +56,12 @@ class DAIFNetConfig:
     head_width: int = 16
     # Largest correction (in logits of the bounded inverse depth) the decoder may add to the soft arg-max.
     max_logit_correction: float = 4.0
+    # Pre-filter of the classical prior's focus measure: a number of pixels, or "auto" (from the stack's own noise,
+    # as the adaptive classical baseline). Weights before issue 8 were trained with 1.0.
+    prior_presmooth: float | str = 1.0
+    # False = the ablation without the classical prior: its planes are zeros and the depth head starts from the
+    # learned soft arg-max alone.
+    classical_prior: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -153,6 +159,29 @@ class DAIFNet(nn.Module):
             self.stack_head.bias[4] = 2.0
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def _classical_prior(self, stack: torch.Tensor, focus: torch.Tensor, inv_near: torch.Tensor,
+                         inv_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classical estimate as (inverse depth clamped to the range, confidence), each (B, 1, H, W); no
+        gradient: a fixed function of the input, like the focus-measure features."""
+        if not self.config.classical_prior:
+            b, _, _, h, w = stack.shape
+            mid = 0.5 * (inv_near + inv_far)
+            return mid.expand(b, 1, h, w).float(), stack.new_zeros(b, 1, h, w)
+        presmooth = self.config.prior_presmooth
+        stack, focus = stack.detach(), focus.detach()
+        if presmooth == "auto":  # one call per distinct pre-filter in the batch
+            sigmas = torch.tensor([choose_presmooth_sigma(float(v)) for v in estimate_noise_sigma(stack)])
+            depth = stack.new_empty(stack.shape[0], 1, *stack.shape[-2:])
+            conf = torch.empty_like(depth)
+            for s in sigmas.unique().tolist():
+                idx = (sigmas == s).nonzero()[:, 0]
+                d, _, c = classical_depth_from_focus(stack[idx], focus[idx], presmooth_sigma=s)
+                depth[idx], conf[idx] = d.to(depth.dtype), c.to(conf.dtype)
+        else:
+            depth, _, conf = classical_depth_from_focus(stack, focus, presmooth_sigma=float(presmooth))
+        inv = torch.minimum(torch.maximum(1.0 / depth.to(inv_near.dtype), inv_far), inv_near)
+        return inv, conf
+
     @staticmethod
     def check_inputs(
         stack: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor, depth_range: torch.Tensor
@@ -187,9 +216,8 @@ class DAIFNet(nn.Module):
         inv_far = (1.0 / depth_range[:, 1]).to(x.dtype)[:, None, None, None]
         # The classical depth-from-focus estimate (a fixed function of the input, no gradient) as a prior.
         with torch.no_grad():
-            # The prior the shipped weights were trained with: a fixed σ = 1 px pre-filter.
-            cls_depth, _, cls_conf = classical_depth_from_focus(stack.detach(), focus.detach(), presmooth_sigma=1.0)
-            cls_inv = torch.minimum(torch.maximum(1.0 / cls_depth.to(x.dtype), inv_far), inv_near)  # (B, 1, H, W)
+            cls_inv, cls_conf = self._classical_prior(stack, focus, inv_near, inv_far)  # (B, 1, H, W) each
+            cls_inv, cls_conf = cls_inv.to(x.dtype), cls_conf.to(x.dtype)
             expected_blur = (dioptre[:, :, None, None, None] - cls_inv[:, None]) * blur_per_dioptre.to(x.dtype)[
                 :, :, None, None, None
             ]  # (B, N, 1, H, W) signed CoC in pixels
@@ -197,10 +225,12 @@ class DAIFNet(nn.Module):
             [
                 expected_blur / 10.0,
                 (cls_inv - 1.0)[:, None].expand(-1, n, -1, -1, -1),
-                cls_conf.to(x.dtype)[:, None].expand(-1, n, -1, -1, -1),
+                cls_conf[:, None].expand(-1, n, -1, -1, -1),
             ],
             dim=2,
         ).reshape(b * n, 3, h, w)
+        if not self.config.classical_prior:
+            cond = torch.zeros_like(cond)
         if ph or pw:
             cond = F.pad(cond, (0, pw, 0, ph), mode="replicate")
         # Centre/scale the conditioning roughly to unit range over the cameras we care about.
@@ -233,7 +263,8 @@ class DAIFNet(nn.Module):
 
         attention = torch.softmax(scores[:, :, 1:2], dim=1)  # (B, N, 1, H, W)
         soft = (attention * dioptre[:, :, None, None, None]).sum(dim=1)  # (B, 1, H, W) dioptres
-        gate = torch.sigmoid(extra[:, 4:5])  # per pixel: classical prior vs learned soft arg-max
+        # Per pixel: classical prior vs learned soft arg-max (the ablation has no prior to trust).
+        gate = torch.sigmoid(extra[:, 4:5]) if self.config.classical_prior else torch.zeros_like(extra[:, 4:5])
         mixed = gate * cls_inv + (1.0 - gate) * soft
         logit = inverse_depth_to_logit(mixed, inv_near, inv_far)
         logit = logit + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])

@@ -1,9 +1,14 @@
 """Point-spread functions: blur size from the optics and discrete kernels that are smooth down to zero blur.
 
-Two PSF models, both parameterised by one per-pixel size in pixels:
+Three PSF models, each parameterised by one per-pixel size in pixels:
 
 * ``gaussian`` — isotropic Gaussian, standard deviation σ = c / (4p) pixels (half the CoC radius);
-* ``disk`` — uniform disk of radius r = c / (2p) pixels, anti-aliased at its edge.
+* ``disk`` — uniform disk of radius r = c / (2p) pixels, anti-aliased at its edge;
+* ``gennorm`` — the generalised Gaussian ``exp(−(ρ/s)^q)`` with shape q = :data:`GENNORM_SHAPE` (4): a soft-edged
+  disk between the two, as real lenses show (aberrations and diffraction round the disk's rim). Its size is the
+  σ-equivalent c / (4p): s is chosen so that its per-axis variance is (c/4p)², the same second moment as the Gaussian
+  of σ = c/4p and the disk of radius c/2p (variance r²/4). The three models therefore differ in shape only, not in
+  how much they blur, and q = 2 would be the Gaussian, q → ∞ the disk.
 
 Why the kernels are not simply sampled: a sampled Gaussian ``exp(−x²/2σ²)`` has neighbour weights of
 ``exp(−1/2σ²)``, which vanish exponentially as σ → 0 (below σ ≈ 0.3 px the blur, and with it the gradient with
@@ -30,8 +35,15 @@ from defocus.checks import check_shape
 from defocus.errors import DefocusError
 from defocus.optics.camera import ThinLensCamera
 
-PsfName = Literal["gaussian", "disk"]
-PSF_NAMES: tuple[str, ...] = ("gaussian", "disk")
+PsfName = Literal["gaussian", "disk", "gennorm"]
+PSF_NAMES: tuple[str, ...] = ("gaussian", "disk", "gennorm")
+
+#: Shape q of the ``gennorm`` PSF exp(−(ρ/s)^q).
+GENNORM_SHAPE = 4.0
+# s / σ for that shape: per-axis variance of exp(−(ρ/s)^q) in 2-D is s²·Γ(4/q) / (2·Γ(2/q)).
+_GENNORM_S_PER_SIGMA = math.sqrt(2.0 * math.gamma(2.0 / GENNORM_SHAPE) / math.gamma(4.0 / GENNORM_SHAPE))
+# Below this σ the gennorm kernel is a blend of the identity and the kernel of this σ (no dead zone, as the disk).
+_GENNORM_MIN_SIGMA = 0.5
 
 
 def check_psf(psf: str) -> str:
@@ -41,13 +53,14 @@ def check_psf(psf: str) -> str:
 
 
 def psf_size_from_coc(coc_px: torch.Tensor, psf: str) -> torch.Tensor:
-    """The one rule from CoC diameter (pixels) to PSF size: σ = c/4 for ``gaussian``, radius r = c/2 for ``disk``."""
+    """The one rule from CoC diameter (pixels) to PSF size: σ = c/4 for ``gaussian`` and ``gennorm`` (its
+    σ-equivalent), radius r = c/2 for ``disk``."""
     check_psf(psf)
-    return coc_px / (4.0 if psf == "gaussian" else 2.0)
+    return coc_px / (2.0 if psf == "disk" else 4.0)
 
 
 def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.Tensor, psf: str) -> torch.Tensor:
-    """Per-pixel PSF size in pixels: σ = c/(4p) for ``gaussian``, radius r = c/(2p) for ``disk``.
+    """Per-pixel PSF size in pixels: σ = c/(4p) for ``gaussian``/``gennorm``, radius r = c/(2p) for ``disk``.
 
     Args:
         depth_m: (B, 1, H, W) depth in metres (must be > 0).
@@ -63,10 +76,11 @@ def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.T
 
 
 def kernel_radius(size_px: float, psf: str) -> int:
-    """Half-width of a window holding a kernel without truncation (≥ 3σ for the Gaussian, r + 1 for the disk)."""
+    """Half-width of a window holding a kernel without truncation (≥ 3σ for the Gaussian and the generalised
+    Gaussian, whose tail is lighter, r + 1 for the disk)."""
     check_psf(psf)
     s = float(size_px.detach()) if isinstance(size_px, torch.Tensor) else float(size_px)
-    if psf == "gaussian":
+    if psf in ("gaussian", "gennorm"):
         return max(1, int(math.ceil(3.5 * s + 1.0)))
     return max(1, int(math.ceil(s + 1.0)))
 
@@ -151,7 +165,39 @@ def disk_kernel_2d(radius_px: float | torch.Tensor, half_width: int | None = Non
     return k / k.sum()
 
 
+# -------------------------------------------------------------------------------------------- generalised Gaussian
+def _sampled_gennorm(sigma: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """Normalised samples of exp(−(ρ/s)^q) (s from the σ-equivalent) on the square grid of offsets ``off``."""
+    rho = torch.sqrt(off[:, None] ** 2 + off[None, :] ** 2)
+    s = sigma * _GENNORM_S_PER_SIGMA
+    k = torch.exp(-((rho / s) ** GENNORM_SHAPE))
+    return k / k.sum()
+
+
+def gennorm_kernel_2d(sigma: float | torch.Tensor, half_width: int | None = None) -> torch.Tensor:
+    """A single normalised generalised-Gaussian kernel (2R+1, 2R+1) of σ-equivalent ``sigma`` pixels.
+
+    Sampled exp(−(ρ/s)^q) for σ ≥ 0.5 px; below, the blend (1 − (σ/0.5)²)·δ + (σ/0.5)²·K(0.5), whose variance grows
+    like σ² down to zero (a sampled kernel would be a pure delta there: the dead zone, see the module docstring).
+    """
+    sg = torch.as_tensor(sigma, dtype=torch.float64).reshape(())
+    if half_width is None:
+        half_width = kernel_radius(max(float(sg.detach()), _GENNORM_MIN_SIGMA), "gennorm")
+    off = torch.arange(-half_width, half_width + 1, dtype=torch.float64)
+    if float(sg.detach()) >= _GENNORM_MIN_SIGMA:
+        return _sampled_gennorm(sg, off)
+    base = _sampled_gennorm(torch.tensor(_GENNORM_MIN_SIGMA, dtype=torch.float64), off)
+    delta = torch.zeros_like(base)
+    delta[half_width, half_width] = 1.0
+    a = (sg.clamp_min(0.0) / _GENNORM_MIN_SIGMA) ** 2
+    return (1.0 - a) * delta + a * base
+
+
 def psf_kernel_2d(size_px: float | torch.Tensor, psf: str, half_width: int | None = None) -> torch.Tensor:
-    """A single normalised kernel of the given PSF model and size (σ for gaussian, radius for disk)."""
+    """A single normalised kernel of the given PSF model and size (σ for gaussian/gennorm, radius for disk)."""
     check_psf(psf)
-    return gaussian_kernel_2d(size_px, half_width) if psf == "gaussian" else disk_kernel_2d(size_px, half_width)
+    if psf == "gaussian":
+        return gaussian_kernel_2d(size_px, half_width)
+    if psf == "gennorm":
+        return gennorm_kernel_2d(size_px, half_width)
+    return disk_kernel_2d(size_px, half_width)

@@ -42,7 +42,6 @@ from defocus.optics.psf import (
     blur_size_px,
     check_psf,
     discrete_gaussian_1d,
-    disk_kernel_2d,
     disk_weights,
     kernel_radius,
     psf_kernel_2d,
@@ -172,6 +171,9 @@ def render_exact(
 ) -> torch.Tensor:
     """Reference renderer (see module docstring). Returns (B, N, C, H, W)."""
     check_psf(psf)
+    if psf == "gennorm":
+        raise DefocusError("the exact renderer knows the gaussian and disk PSFs; render gennorm with 'layered' or "
+                           "'occlusion'")
     focus = _check_inputs(aif, depth, focus)
     _, _, h, w = aif.shape
     size = blur_size_px(camera, depth, focus, psf)  # (B, N, 1, H, W)
@@ -201,7 +203,7 @@ def default_levels(max_size_px: float, psf: str, ratio: float = 1.5) -> list[flo
     For ``disk`` the first level is the unit disk, so below one pixel the blend is the PSF itself.
     """
     check_psf(psf)
-    first = 0.5 if psf == "gaussian" else 1.0
+    first = 1.0 if psf == "disk" else 0.5
     levels = [0.0, first]
     while levels[-1] < max_size_px:
         levels.append(levels[-1] * ratio)
@@ -290,7 +292,7 @@ def _conv_level(x: torch.Tensor, size: float, psf: str, h: int, w: int, multires
     if psf == "gaussian":
         return _gaussian_blur_multires(x, size, multires)
     ky, kx = min(radius, h - 1), min(radius, w - 1)
-    k = disk_kernel_2d(size, radius)[radius - ky : radius + ky + 1, radius - kx : radius + kx + 1]
+    k = psf_kernel_2d(size, psf, radius)[radius - ky : radius + ky + 1, radius - kx : radius + kx + 1]
     if k.shape[-1] * k.shape[-2] <= 81:
         c = x.shape[1]
         return F.conv2d(x, k.to(x.dtype).expand(c, 1, -1, -1), padding=(ky, kx), groups=c)
@@ -453,7 +455,7 @@ def render_stack(
         aif: (B, C, H, W) all-in-focus image in [0, 1].
         depth: (B, 1, H, W) depth in metres, > 0 everywhere.
         focus: (B, N) or (N,) focus distances in metres.
-        psf: ``"gaussian"`` or ``"disk"``.
+        psf: ``"gaussian"``, ``"disk"`` or ``"gennorm"`` (not with ``exact``).
         method: ``"exact"``, ``"layered"`` or ``"occlusion"``.
     Returns:
         (B, N, C, H, W) stack.

@@ -23,6 +23,7 @@ from defocus.losses.selfsup import LossConfig
 @dataclass
 class ModelSection:
     name: str = "daifnet_small"
+    config: dict = field(default_factory=dict)  # overrides of the variant's config (e.g. prior_presmooth)
 
 
 @dataclass

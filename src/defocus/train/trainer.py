@@ -105,13 +105,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
 
     groups = build_training_groups(cfg.data, progress=progress)
     sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed)
-    model = create_model(cfg.model.name)
+    model = create_model(cfg.model.name, **cfg.model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     loss_fn = SelfSupervisedLoss(cfg.loss)
     default_physics = cfg.loss.forward_model()
     # The forward model of the loss for each data source's protocol (real stacks use data.stack_protocol).
-    physics = {
+    physics: dict = {
         protocol: cfg.loss.forward_model(psf=pl.get("psf"), linear_light=pl.get("linear_light"))
         for protocol, pl in asdict(cfg.protocol_loss).items()
     }
@@ -143,8 +143,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         for _ in bar:
             batch = sampler.sample(cfg.optim.batch_size)
             pred = model(batch["stack"], batch["focus"], batch["blur_per_dioptre"], batch["depth_range"])
-            loss, parts = loss_fn(batch["stack"], pred, physics.get(batch["protocol"], default_physics), batch["focus"],
-                                  batch["blur_per_dioptre"])
+            if batch.get("physics"):  # a group with its own (randomised) forward model
+                key = tuple(sorted(batch["physics"].items()))
+                if key not in physics:
+                    physics[key] = default_physics.replace(**batch["physics"])
+                batch_physics = physics[key]
+            else:
+                batch_physics = physics.get(batch["protocol"], default_physics)
+            loss, parts = loss_fn(batch["stack"], pred, batch_physics, batch["focus"], batch["blur_per_dioptre"])
             if not torch.isfinite(loss):
                 raise DefocusError(f"training diverged at step {step} (loss {float(loss)}); lower optim.lr")
             optimizer.zero_grad(set_to_none=True)
