@@ -361,3 +361,24 @@ def test_demo_refine_psf_reaches_the_refinement(trained, tmp_path, capsys, monke
     want = {"gaussian": ("gaussian", "srgb"), "disk": ("disk", "linear")}[psf]
     assert all((fm.psf, fm.light) == want for fm in seen)
     assert json.loads((out / "metrics.json").read_text())["refine_model"] == psf
+
+
+def test_refine_flag_runs_the_default_budget_self_calibrated(trained, stack, tmp_path, capsys, monkeypatch):
+    import defocus.predict as predict_mod
+    from defocus.cli import DEFAULT_REFINE_STEPS
+
+    seen = {}
+    original = predict_mod.refine
+
+    def spy(images, fd, k, dr, init, steps, physics, **kw):
+        seen["steps"] = steps
+        return original(images, fd, k, dr, init, 1, physics, **kw)
+
+    monkeypatch.setattr(predict_mod, "refine", spy)
+    rc, _, err = _cli(["evaluate", stack, "--checkpoint", trained["weights"], "--refine"], capsys)
+    assert rc == 0, err
+    assert seen["steps"] == DEFAULT_REFINE_STEPS == 30
+    seen.clear()
+    rc, _, err = _cli(["evaluate", stack, "--checkpoint", trained["weights"], "--refine", "--refine-steps", "4"],
+                      capsys)
+    assert rc == 0 and seen["steps"] == 4  # an explicit budget wins

@@ -14,6 +14,10 @@ from typing import Callable, Sequence
 
 from defocus.errors import DefocusError
 
+#: Refinement steps of ``--refine-steps`` given without a number: where the accuracy per second of refinement levels
+#: off on the held-out scene groups (BENCHMARKS.md, "Refinement budget").
+DEFAULT_REFINE_STEPS = 30
+
 
 def _number_list(unit: str) -> Callable[[str], list[float]]:
     """An argparse type for comma-separated numbers in ``unit``."""
@@ -157,12 +161,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- evaluate / predict
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="weights (.safetensors); default: the weights shipped with defocus")
+    p.add_argument("--refine", action="store_true",
+                   help=f"test-time self-supervised refinement with the default budget, {DEFAULT_REFINE_STEPS} steps "
+                   "(off unless asked: on a large working size it costs minutes)")
     p.add_argument("--refine-steps", type=int, default=0, metavar="K",
                    help="test-time self-supervised refinement steps on each stack (no ground truth)")
-    p.add_argument("--refine-psf", choices=("disk", "gaussian", "auto"), default="disk",
-                   help="forward model of the refinement: disk PSF in linear light (default, closer to real lenses), "
-                   "the paper's Gaussian on sRGB values, or auto: calibrated on each stack by re-rendering error "
-                   "(PSF family, light model, effective aperture)")
+    p.add_argument("--refine-psf", choices=("auto", "disk", "gaussian"), default="auto",
+                   help="forward model of the refinement: auto (default: calibrated on each stack by re-rendering "
+                   "error — PSF shape, light model, effective aperture), the disk PSF in linear light, or the "
+                   "paper's Gaussian on sRGB values")
     p.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="depth range in metres of the output (default: the preset's, or from the focus distances)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
@@ -177,6 +184,8 @@ def _load_model(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     if args.refine_steps < 0:
         raise DefocusError("--refine-steps must be >= 0")
+    if args.refine and not args.refine_steps:
+        args.refine_steps = DEFAULT_REFINE_STEPS
     return load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
 
 

@@ -318,3 +318,34 @@ def test_ablation_without_classical_prior(monkeypatch):
     with torch.no_grad():
         model.stack_head.bias[4] = -5.0
         torch.testing.assert_close(model(*inputs).depth, out.depth)
+
+
+def test_cue_fill_replaces_only_cueless_pixels_in_eval_mode(monkeypatch):
+    torch.manual_seed(0)
+    plain = create_model("daifnet_tiny").eval()
+    filled = create_model("daifnet_tiny", cue_fill_threshold=0.5).eval()
+    filled.load_state_dict(plain.state_dict())
+    stack, fd, k, dr = _scene_stack()
+    conf = torch.ones(1, 1, 40, 40)
+    conf[..., 10:30, 12:28] = 0.0  # a region without any focus cue
+    for m in (plain, filled):
+        original = m._classical_prior
+
+        def fake(*a, original=original):
+            inv, _ = original(*a)
+            return inv, conf
+
+        monkeypatch.setattr(m, "_classical_prior", fake)
+    with torch.no_grad():
+        a, b = plain(stack, fd, k, dr), filled(stack, fd, k, dr)
+    cue = conf[0, 0] > 0
+    torch.testing.assert_close(b.inv_depth[0, 0][cue], a.inv_depth[0, 0][cue])
+    assert not torch.allclose(b.inv_depth[0, 0][~cue], a.inv_depth[0, 0][~cue])
+    # filled from the neighbours: within their range, and smoother than the network's guess
+    inner = b.inv_depth[0, 0, 14:26, 16:24]
+    ring = a.inv_depth[0, 0][cue]
+    assert float(inner.min()) >= float(ring.min()) - 1e-5 and float(inner.max()) <= float(ring.max()) + 1e-5
+    torch.testing.assert_close(b.depth, 1.0 / b.inv_depth)
+    filled.train()
+    with torch.no_grad():
+        torch.testing.assert_close(filled(stack, fd, k, dr).inv_depth, plain.train()(stack, fd, k, dr).inv_depth)

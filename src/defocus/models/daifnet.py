@@ -43,6 +43,7 @@ from torch import nn
 from defocus.checks import check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
+from defocus.filters import confidence_fill
 from defocus.models.classical import choose_presmooth_sigma, classical_depth_from_focus, estimate_noise_sigma
 from defocus.models.prediction import Prediction
 
@@ -62,6 +63,12 @@ class DAIFNetConfig:
     # False = the ablation without the classical prior: its planes are zeros and the depth head starts from the
     # learned soft arg-max alone.
     classical_prior: bool = True
+    # Texture-less regions at inference: where the stack's focus cue is below this, the inverse depth is replaced by
+    # an edge-aware average of the neighbours that have a cue (filters.confidence_fill guided by the AIF), instead of
+    # what the network guessed there. The cue is the classical confidence (fmax − mean)/fmax of the focus measure
+    # over the stack divided by its largest possible value 1 − 1/N, so that one threshold serves every N. 0 = off.
+    # Applied in eval mode only (the training loss sees the raw output).
+    cue_fill_threshold: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -269,6 +276,10 @@ class DAIFNet(nn.Module):
         logit = inverse_depth_to_logit(mixed, inv_near, inv_far)
         logit = logit + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])
         inv_depth = logit_to_inverse_depth(logit, inv_near, inv_far)
+        if self.config.cue_fill_threshold > 0 and self.config.classical_prior and n > 1 and not self.training:
+            cue = (cls_conf / (1.0 - 1.0 / n)).clamp(0.0, 1.0)
+            inv_depth = confidence_fill(inv_depth, cue, to_grey(aif)[:, None], self.config.cue_fill_threshold)
+            inv_depth = torch.minimum(torch.maximum(inv_depth, inv_far), inv_near)
         depth = 1.0 / inv_depth
         # Confidence: how peaked the focus attention is (1 = one image clearly sharpest; 0 = uniform).
         if n > 1:
