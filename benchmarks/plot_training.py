@@ -2,7 +2,10 @@
 
 Needs the ``plot`` extra (matplotlib): ``pip install -e ".[plot]"``.
 
-Usage: python benchmarks/plot_training.py RUN_DIR [-o docs/release_training.png]
+Usage: python benchmarks/plot_training.py RUN_DIR [-o docs/release_training.png] [--seconds-per-step S]
+
+``--seconds-per-step`` puts the time axis at steps × S instead of the recorded wall time (for a run whose wall time
+is not representative, e.g. one that shared its CPU with other work for a while).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("-o", "--output", type=Path, default=Path("docs/release_training.png"))
+    ap.add_argument("--seconds-per-step", type=float, default=0.0)
     args = ap.parse_args()
     try:
         import matplotlib
@@ -25,7 +29,10 @@ def main() -> None:
     except ImportError:
         raise SystemExit('this script needs matplotlib: pip install -e ".[plot]"') from None
     rows = list(csv.DictReader((args.run_dir / "metrics.csv").open()))
-    minutes = [float(r["seconds"]) / 60 for r in rows]
+    if args.seconds_per_step > 0:
+        minutes = [int(r["step"]) * args.seconds_per_step / 60 for r in rows]
+    else:
+        minutes = [float(r["seconds"]) / 60 for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     ax.plot(minutes, [float(r["val_abs_rel"]) for r in rows], marker="o", ms=3, label="validation AbsRel")
     ax.plot(minutes, [float(r["val_delta1"]) for r in rows], marker="o", ms=3, label="validation δ1")

@@ -41,7 +41,7 @@ def run_demo(
     stacks_per_group: int = 2,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
-    refine_model: ForwardModel | str = "disk",
+    refine_model: ForwardModel | str = "auto",
 ) -> Path:
     """Renders, predicts, evaluates and reports (see module docstring); returns the path of ``report.md``."""
     from defocus.visualize import colorize, contact_sheet, error_map, save_png

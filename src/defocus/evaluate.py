@@ -46,7 +46,7 @@ def evaluate_stack(
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
     keep_predictions: bool = False,
-    refine_model: ForwardModel | str = "disk",
+    refine_model: ForwardModel | str = "auto",
     baseline: nn.Module | None = None,
     extra_baselines: dict[str, nn.Module] | None = None,
 ) -> StackResult:
@@ -113,7 +113,7 @@ def evaluate_folders(
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
     progress: bool = True,
-    refine_model: ForwardModel | str = "disk",
+    refine_model: ForwardModel | str = "auto",
     extra_baselines: dict[str, nn.Module] | None = None,
 ) -> list[StackResult]:
     """:func:`evaluate_stack` on every stack folder (read with ground truth)."""

@@ -49,7 +49,7 @@ def predict_stack(
     stack: FocalStack,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
-    refine_model: ForwardModel | str = "disk",
+    refine_model: ForwardModel | str = "auto",
 ) -> Prediction:
     """Runs ``model`` (and ``refine_steps`` of refinement under ``refine_model``) on one stack.
 
@@ -58,7 +58,8 @@ def predict_stack(
         stack: the focal stack; it must have a camera.
         depth_range: (near, far) metres of the bounded output; default from the camera and focus distances.
         refine_steps: test-time refinement steps (0 = none).
-        refine_model: the forward model of the refinement, or a family name (``"disk"``, ``"gaussian"``).
+        refine_model: the forward model of the refinement, ``"auto"`` (calibrated on the stack) or a family name
+            (``"disk"``, ``"gaussian"``).
     Returns:
         A Prediction with a batch dimension of 1: depth (1, 1, H, W) metres, aif (1, 3, H, W), confidence.
     """
@@ -118,7 +119,7 @@ def estimate(
     model: nn.Module | None = None,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
-    refine_model: ForwardModel | str = "disk",
+    refine_model: ForwardModel | str = "auto",
 ) -> Prediction:
     """One call from a stack (or a stack folder) to a prediction, with the shipped weights by default."""
     from defocus.models.factory import DEFAULT_MODEL, create_model
@@ -305,7 +306,7 @@ def predict_photo_stack(
     align: bool = True,
     depth_range: tuple[float, float] | None = None,
     refine_steps: int = 0,
-    refine_model: ForwardModel | str = "disk",
+    refine_model: ForwardModel | str = "auto",
     fill_threshold: float = 0.15,
     device: str | torch.device = "cpu",
     progress: bool = False,
