@@ -77,19 +77,18 @@ def refine(
     taken: dict[int, Prediction] = {}
 
     def current() -> Prediction:
-        with torch.no_grad():
-            inv = logit_to_inverse_depth(logit, inv_near, inv_far)
-            return Prediction(depth=1.0 / inv, aif=torch.sigmoid(aif_logit), confidence=confidence, inv_depth=inv)
+        """The prediction the parameters stand for now (with gradient when enabled)."""
+        inv = logit_to_inverse_depth(logit, inv_near, inv_far)
+        return Prediction(depth=1.0 / inv, aif=torch.sigmoid(aif_logit), confidence=confidence, inv_depth=inv)
 
     times: dict[int, float] = {}
     start = time.perf_counter()
     best, since_best = float("inf"), 0
     for step in range(steps):
         if step in snapshots:
-            taken[step], times[step] = current(), time.perf_counter() - start
-        inv = logit_to_inverse_depth(logit, inv_near, inv_far)
-        pred = Prediction(depth=1.0 / inv, aif=torch.sigmoid(aif_logit), confidence=confidence, inv_depth=inv)
-        loss, _ = loss_fn(stack, pred, physics, focus, blur_per_dioptre)
+            with torch.no_grad():
+                taken[step], times[step] = current(), time.perf_counter() - start
+        loss, _ = loss_fn(stack, current(), physics, focus, blur_per_dioptre)
         value = float(loss.detach())
         losses.append(value)
         if value < best * (1.0 - min_improvement):
@@ -101,7 +100,8 @@ def refine(
         opt.zero_grad()
         loss.backward()
         opt.step()
-    final, elapsed = current(), time.perf_counter() - start
+    with torch.no_grad():
+        final, elapsed = current(), time.perf_counter() - start
     if report is not None:
         report.update(steps_run=len(losses), losses=losses, seconds=elapsed,
                       snapshots={c: taken.get(c, final) for c in snapshots},

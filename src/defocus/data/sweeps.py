@@ -39,7 +39,7 @@ from defocus.data.folders import read_stack
 from defocus.data.holes import fill_depth_holes
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.stack import require_camera
-from defocus.data.synthesis import SynthesisVariant, synthesize_stack, synthesize_variant
+from defocus.data.synthesis import SynthesisVariant, synthesize_variant
 from defocus.errors import DefocusError
 from defocus.optics.camera import depth_range_from_focus, get_preset
 
@@ -139,6 +139,29 @@ def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _render_frames(frames, count: int, preset_name: str, protocol: str | SynthesisVariant, sweep: int,
+                   seed_tag: int, depth_range: tuple[float, float], desc: str, progress: bool) -> SweepGroup:
+    """Dense sweeps of real RGB-D frames at the preset's image size. ``frames`` yields ``(rgb (3, H, W), depth (H, W)
+    metres with holes, focus distances or None for the preset's)``; the depth is used to render, then dropped."""
+    preset = get_preset(preset_name)
+    h, w = preset.image_size
+    label, variant, physics = _variant(protocol)
+    stacks, focus, ks = [], [], []
+    for i, (rgb, depth_m, fds) in enumerate(tqdm(frames, total=count, desc=f"{desc}/{label}", disable=not progress,
+                                                      leave=False)):
+        rng = np.random.default_rng([i, seed_tag])
+        filled, _ = fill_depth_holes(depth_m)
+        rgb = F.interpolate(rgb[None], size=(h, w), mode="area")
+        depth = F.interpolate(torch.from_numpy(filled)[None, None], size=(h, w), mode="nearest")
+        fd = torch.tensor(_sweep_focus(preset.name, sweep, rng, fds), dtype=torch.float32)
+        stack = synthesize_variant(rgb, depth, fd, preset.camera, variant, seed=i)[0]
+        del rgb, depth, filled, depth_m
+        stacks.append(to_uint8(stack))
+        focus.append(fd)
+        ks.append(preset.camera.blur_per_dioptre(fd))
+    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), depth_range, label, physics)
+
+
 def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> SweepGroup:
     """Dense sweeps rendered from the user's RGB-D pairs at the preset's image size (depth used for rendering only,
     then dropped, exactly like the procedural scenes)."""
@@ -147,20 +170,9 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> 
     if h < cfg.size[0] or w < cfg.size[1]:
         raise DefocusError(f"preset {preset.name} images are smaller than the training size {cfg.size}")
     pairs = [pair for folder in cfg.rgbd_dirs for pair in _rgbd_pairs(Path(folder))]
-    stacks, focus, ks = [], [], []
-    for i, (rgb_path, depth_path) in enumerate(tqdm(pairs, desc=f"render RGB-D/{protocol}", disable=not progress,
-                                                    leave=False)):
-        rng = np.random.default_rng([i, 11])
-        rgb = F.interpolate(load_image(rgb_path)[None], size=(h, w), mode="area")[0]
-        filled, _ = fill_depth_holes(read_depth(depth_path, cfg.rgbd_depth_scale or None))
-        depth = F.interpolate(torch.from_numpy(filled)[None, None], size=(h, w), mode="nearest")[0]
-        fd = torch.tensor(_sweep_focus(preset.name, cfg.sweep, rng), dtype=torch.float32)
-        stack = synthesize_stack(rgb, depth, fd, preset.camera, protocol, seed=i)
-        del rgb, depth, filled
-        stacks.append(to_uint8(stack))
-        focus.append(fd)
-        ks.append(preset.camera.blur_per_dioptre(fd))
-    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, protocol)
+    frames = ((load_image(rgb), read_depth(depth, cfg.rgbd_depth_scale or None), None) for rgb, depth in pairs)
+    return _render_frames(frames, len(pairs), preset.name, protocol, cfg.sweep, 11, preset.depth_range_m,
+                          "render RGB-D", progress)
 
 
 def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, progress: bool = True
@@ -177,25 +189,10 @@ def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, p
     entries = [e for e in read_index(cfg.rgbd_index) if split_of(e) == cfg.rgbd_split]
     if not entries:
         raise DefocusError(f"no frames of split {cfg.rgbd_split!r} in {cfg.rgbd_index}")
-    preset = get_preset(cfg.rgbd_preset)
-    h, w = preset.image_size
-    label, variant, physics = _variant(protocol)
-    stacks, focus, ks = [], [], []
-    for i, e in enumerate(tqdm(entries, desc=f"render RGB-D {cfg.rgbd_split}/{label}", disable=not progress,
-                               leave=False)):
-        rng = np.random.default_rng([i, 13])
-        rgb, depth_m = load_rgbd(e)
-        filled, _ = fill_depth_holes(depth_m)
-        rgb = F.interpolate(rgb[None], size=(h, w), mode="area")
-        depth = F.interpolate(torch.from_numpy(filled)[None, None], size=(h, w), mode="nearest")
-        fd = torch.tensor(_sweep_focus(preset.name, cfg.sweep, rng, FOCUS_BY_KIND[e.kind]), dtype=torch.float32)
-        stack = synthesize_variant(rgb, depth, fd, preset.camera, variant, seed=i)[0]
-        del rgb, depth, filled, depth_m
-        stacks.append(to_uint8(stack))
-        focus.append(fd)
-        ks.append(preset.camera.blur_per_dioptre(fd))
+    frames = ((*load_rgbd(e), FOCUS_BY_KIND[e.kind]) for e in entries)
     dr = (float(cfg.rgbd_depth_range[0]), float(cfg.rgbd_depth_range[1]))
-    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), dr, label, physics)
+    return _render_frames(frames, len(entries), cfg.rgbd_preset, protocol, cfg.sweep, 13, dr,
+                          f"render RGB-D {cfg.rgbd_split}", progress)
 
 
 def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str) -> list[SweepGroup]:
