@@ -8,6 +8,7 @@ errors) becomes one line on stderr and exit status 2. Sub-commands import their 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -148,6 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = train(cfg, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports and exports
+        return 0
     print(f"run written to {run_dir}")
     if args.export:
         src = run_dir / "best.safetensors"
@@ -491,7 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `train`'s key=value overrides may come on both sides of its flags (argparse stops a positional list at a flag).
+    if extra and getattr(args, "command", None) == "train" and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -157,7 +157,7 @@ def test_building_groups_and_sampling_never_call_read_depth(poisoned_stack, monk
 
 def test_sweep_groups_and_batches_hold_no_ground_truth():
     fields = {f.name for f in dataclasses.fields(SweepGroup)}
-    assert fields == {"stacks", "focus", "blur_per_dioptre", "depth_range", "protocol", "physics"}
+    assert fields == {"stacks", "focus", "blur_per_dioptre", "depth_range", "protocol", "physics", "scene_ids"}
     group = render_sweep_group("nyuv2", "paper", [3, 4], (20, 24), 6, (1.0, 1.0), progress=False)
     assert group.stacks.dtype == torch.uint8  # observed 8-bit images only
     assert group.stacks.shape == (2, 6, 3, 36, 40)  # rendered a little larger than the crops

@@ -68,6 +68,9 @@ class DataConfig:
     rgbd_split: str = "train"  # which split (defocus.data.rgbd_index.SPLIT) of rgbd_index to render
     rgbd_variants: int = 0  # random-variant groups of the rgbd_index frames, besides the protocols
     rgbd_depth_range: list[float] = field(default_factory=lambda: [0.1, 20.0])  # network range for those frames
+    # Data shards = sampling streams of the global batch (DataShards); 0: one per process. Fix it (e.g. to the
+    # largest process count you will use) to make runs with different process counts draw the same samples.
+    shards: int = 0
 
 
 @dataclass
@@ -81,6 +84,28 @@ class SweepGroup:
     protocol: str
     # The loss's forward model for this group (psf, light, blur_scale); None = the protocol's (config.protocol_loss).
     physics: dict | None = None
+    # Index of each held scene among all the group's scenes (its data shard is scene_id % shards); None = 0..S-1.
+    scene_ids: torch.Tensor | None = None
+
+    def ids(self) -> torch.Tensor:
+        return self.scene_ids if self.scene_ids is not None else torch.arange(self.stacks.shape[0])
+
+
+@dataclass(frozen=True)
+class DataShards:
+    """Which data shards this process holds. Scene ``i`` of every group (procedural seed, RGB-D frame, stack folder)
+    belongs to shard ``i % count``; a process renders and reads only the scenes of its ``owned`` shards, so that
+    distributed ranks hold disjoint shares of the data. One shard, owned, is the single-process default."""
+
+    count: int = 1
+    owned: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not self.owned or any(not 0 <= s < self.count for s in self.owned):
+            raise DefocusError(f"bad data shards: {self.owned} of {self.count}")
+
+    def keeps(self, index: int) -> bool:
+        return index % self.count in self.owned
 
 
 def _sweep_focus(preset_name: str, count: int, rng: np.random.Generator, fds: Sequence[float] | None = None
@@ -104,15 +129,17 @@ def _variant(protocol: str | SynthesisVariant) -> tuple[str, SynthesisVariant, d
 
 def render_sweep_group(
     preset_name: str, protocol: str | SynthesisVariant, seeds: Sequence[int], size: Sequence[int], sweep: int,
-    pitch_scale: Sequence[float], progress: bool = True,
+    pitch_scale: Sequence[float], progress: bool = True, shards: DataShards | None = None,
 ) -> SweepGroup:
     """Renders the dense sweeps of procedural scenes `seeds` under a protocol or a random forward-model variant and
-    keeps only the 8-bit stacks."""
+    keeps only the 8-bit stacks (with ``shards``, only the seeds at positions of the owned shards)."""
     preset = get_preset(preset_name)
     label, variant, physics = _variant(protocol)
     h, w = int(size[0]), int(size[1])
+    ids = [i for i in range(len(seeds)) if shards is None or shards.keeps(i)]
     stacks, focus, ks = [], [], []
-    for seed in tqdm(seeds, desc=f"render {preset_name}/{label}", disable=not progress, leave=False):
+    for seed in tqdm([seeds[i] for i in ids], desc=f"render {preset_name}/{label}", disable=not progress,
+                     leave=False):
         if seed >= VALIDATION_SEED_START:
             raise DefocusError(f"procedural seed {seed} is reserved for validation and testing")
         rng = np.random.default_rng([seed, 7])
@@ -125,7 +152,16 @@ def render_sweep_group(
         stacks.append(to_uint8(stack))
         focus.append(fd)
         ks.append(camera.blur_per_dioptre(fd))
-    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), preset.depth_range_m, label, physics)
+    return _group(stacks, focus, ks, preset.depth_range_m, label, physics, ids)
+
+
+def _group(stacks: list, focus: list, ks: list, depth_range: tuple[float, float], label: str, physics: dict | None,
+           ids: Sequence[int]) -> SweepGroup:
+    if not stacks:  # this process holds none of the group's scenes
+        return SweepGroup(torch.zeros(0, 1, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 1), torch.zeros(0, 1),
+                          depth_range, label, physics, torch.zeros(0, dtype=torch.long))
+    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), depth_range, label, physics,
+                      torch.tensor(list(ids), dtype=torch.long))
 
 
 def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
@@ -139,16 +175,17 @@ def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _render_frames(frames, count: int, preset_name: str, protocol: str | SynthesisVariant, sweep: int,
+def _render_frames(frames, ids: Sequence[int], preset_name: str, protocol: str | SynthesisVariant, sweep: int,
                    seed_tag: int, depth_range: tuple[float, float], desc: str, progress: bool) -> SweepGroup:
     """Dense sweeps of real RGB-D frames at the preset's image size. ``frames`` yields ``(rgb (3, H, W), depth (H, W)
-    metres with holes, focus distances or None for the preset's)``; the depth is used to render, then dropped."""
+    metres with holes, focus distances or None for the preset's)`` of the frames at positions ``ids`` of the whole
+    list (which seed their focus jitter and noise); the depth is used to render, then dropped."""
     preset = get_preset(preset_name)
     h, w = preset.image_size
     label, variant, physics = _variant(protocol)
     stacks, focus, ks = [], [], []
-    for i, (rgb, depth_m, fds) in enumerate(tqdm(frames, total=count, desc=f"{desc}/{label}", disable=not progress,
-                                                      leave=False)):
+    for i, (rgb, depth_m, fds) in zip(ids, tqdm(frames, total=len(ids), desc=f"{desc}/{label}",
+                                                disable=not progress, leave=False)):
         rng = np.random.default_rng([i, seed_tag])
         filled, _ = fill_depth_holes(depth_m)
         rgb = F.interpolate(rgb[None], size=(h, w), mode="area")
@@ -159,10 +196,11 @@ def _render_frames(frames, count: int, preset_name: str, protocol: str | Synthes
         stacks.append(to_uint8(stack))
         focus.append(fd)
         ks.append(preset.camera.blur_per_dioptre(fd))
-    return SweepGroup(torch.stack(stacks), torch.stack(focus), torch.stack(ks), depth_range, label, physics)
+    return _group(stacks, focus, ks, depth_range, label, physics, ids)
 
 
-def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> SweepGroup:
+def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True, shards: DataShards | None = None
+                      ) -> SweepGroup:
     """Dense sweeps rendered from the user's RGB-D pairs at the preset's image size (depth used for rendering only,
     then dropped, exactly like the procedural scenes)."""
     preset = get_preset(cfg.rgbd_preset)
@@ -170,13 +208,14 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True) -> 
     if h < cfg.size[0] or w < cfg.size[1]:
         raise DefocusError(f"preset {preset.name} images are smaller than the training size {cfg.size}")
     pairs = [pair for folder in cfg.rgbd_dirs for pair in _rgbd_pairs(Path(folder))]
-    frames = ((load_image(rgb), read_depth(depth, cfg.rgbd_depth_scale or None), None) for rgb, depth in pairs)
-    return _render_frames(frames, len(pairs), preset.name, protocol, cfg.sweep, 11, preset.depth_range_m,
+    ids = [i for i in range(len(pairs)) if shards is None or shards.keeps(i)]
+    frames = ((load_image(pairs[i][0]), read_depth(pairs[i][1], cfg.rgbd_depth_scale or None), None) for i in ids)
+    return _render_frames(frames, ids, preset.name, protocol, cfg.sweep, 11, preset.depth_range_m,
                           "render RGB-D", progress)
 
 
-def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, progress: bool = True
-                            ) -> SweepGroup:
+def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, progress: bool = True,
+                            shards: DataShards | None = None) -> SweepGroup:
     """Dense sweeps of the frames of split ``cfg.rgbd_split`` of ``cfg.rgbd_index``, rendered with the
     ``rgbd_preset`` lens at its image size around the focus distances of each frame's kind
     (:data:`~defocus.data.rgbd_index.FOCUS_BY_KIND`). Depth is used to render, then dropped."""
@@ -189,16 +228,23 @@ def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, p
     entries = [e for e in read_index(cfg.rgbd_index) if split_of(e) == cfg.rgbd_split]
     if not entries:
         raise DefocusError(f"no frames of split {cfg.rgbd_split!r} in {cfg.rgbd_index}")
-    frames = ((*load_rgbd(e), FOCUS_BY_KIND[e.kind]) for e in entries)
+    ids = [i for i in range(len(entries)) if shards is None or shards.keeps(i)]
+    frames = ((*load_rgbd(entries[i]), FOCUS_BY_KIND[entries[i].kind]) for i in ids)
     dr = (float(cfg.rgbd_depth_range[0]), float(cfg.rgbd_depth_range[1]))
-    return _render_frames(frames, len(entries), cfg.rgbd_preset, protocol, cfg.sweep, 13, dr,
+    return _render_frames(frames, ids, cfg.rgbd_preset, protocol, cfg.sweep, 13, dr,
                           f"render RGB-D {cfg.rgbd_split}", progress)
 
 
-def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str) -> list[SweepGroup]:
-    """The user's unlabeled stacks (ground-truth files are never opened), one group per stack."""
+def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str,
+                     shards: DataShards | None = None) -> list[SweepGroup]:
+    """The user's unlabeled stacks (ground-truth files are never opened), one group per stack; with ``shards``, only
+    the stacks of the owned shards are read (the others stay empty groups, so that every process lists the same
+    groups)."""
     groups = []
-    for folder in folders:
+    for j, folder in enumerate(folders):
+        if shards is not None and not shards.keeps(j):
+            groups.append(_group([], [], [], (0.0, 0.0), protocol, None, []))
+            continue
         st = read_stack(folder, load_ground_truth=False)
         cam = require_camera(st)
         fd = st.focus_distances_m
@@ -206,52 +252,89 @@ def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str)
         if st.images.shape[-2] < size[0] or st.images.shape[-1] < size[1]:
             raise DefocusError(f"stack {folder} is smaller than the training size {size[0]}x{size[1]}")
         groups.append(
-            SweepGroup(to_uint8(st.images)[None], fd[None], k[None], depth_range_from_focus(cam, fd), protocol)
+            SweepGroup(to_uint8(st.images)[None], fd[None], k[None], depth_range_from_focus(cam, fd), protocol,
+                       scene_ids=torch.tensor([j]))
         )
     return groups
 
 
 class FocalSweepSampler:
-    """Draws training batches from sweep groups: stratified N-of-M focus sampling, shuffled order, random crops."""
+    """Draws training batches from sweep groups: stratified N-of-M focus sampling, shuffled order, random crops.
 
-    def __init__(self, groups: list[SweepGroup], cfg: DataConfig, seed: int = 0) -> None:
+    The global batch is made of ``shards.count`` streams, one per data shard: stream ``s`` draws its group, its N and
+    its items from the scenes of shard ``s`` with its own generator (seeded by ``(seed, s)``; stream 0 by ``seed``
+    alone). A process draws only the streams of the shards it owns, so the samples of a step are the same whether one
+    process draws every stream or each of several distributed ranks draws its own: the run does not depend on the
+    number of processes.
+    """
+
+    def __init__(self, groups: list[SweepGroup], cfg: DataConfig, seed: int = 0,
+                 shards: DataShards | None = None) -> None:
         if not groups:
             raise DefocusError("no training data")
         self.groups, self.cfg = groups, cfg
-        self.rng = np.random.default_rng(seed)
+        self.shards = shards or DataShards()
+        count = self.shards.count
+        self.rngs = {s: np.random.default_rng(seed if s == 0 else [seed, s]) for s in self.shards.owned}
+        # Per stream: the groups with scenes in its shard, and their local indices of those scenes.
+        self.candidates: dict[int, list[tuple[SweepGroup, torch.Tensor]]] = {}
+        for s in self.shards.owned:
+            cands = []
+            for g in groups:
+                local = torch.nonzero(g.ids() % count == s).flatten()
+                if len(local):
+                    cands.append((g, local))
+            if not cands:
+                raise DefocusError(f"data shard {s} of {count} holds no training scene: use fewer processes "
+                                   "(or data.shards) or more scenes")
+            self.candidates[s] = cands
+        self.rng = self.rngs[self.shards.owned[0]]  # the first owned stream's (single-stream use)
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        """The generator state of each owned stream, by shard."""
+        return {int(s): r.bit_generator.state for s, r in self.rngs.items()}
 
     def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        for s, r in self.rngs.items():
+            if s not in state:
+                raise DefocusError(f"the resume state has no sampler state for data shard {s}")
+            r.bit_generator.state = state[s]
 
-    def _pick_n(self, m: int) -> int:
+    def _pick_n(self, rng: np.random.Generator, m: int) -> int:
         cfg = self.cfg
-        if self.rng.uniform() < cfg.p_typical:
+        if rng.uniform() < cfg.p_typical:
             n = cfg.n_typical
         else:
-            n = int(self.rng.integers(cfg.n_min, cfg.n_max + 1))
+            n = int(rng.integers(cfg.n_min, cfg.n_max + 1))
         return max(1, min(n, m))
 
     def sample(self, batch_size: int) -> dict:
-        g = self.groups[int(self.rng.integers(len(self.groups)))]
-        s, m = g.stacks.shape[:2]
-        n = self._pick_n(m)
+        """One batch of the first owned stream."""
+        return self._sample_stream(self.shards.owned[0], batch_size)
+
+    def sample_streams(self, batch_size: int) -> list[dict]:
+        """One batch of ``batch_size`` items per owned stream, in shard order."""
+        return [self._sample_stream(s, batch_size) for s in self.shards.owned]
+
+    def _sample_stream(self, stream: int, batch_size: int) -> dict:
+        rng, cands = self.rngs[stream], self.candidates[stream]
+        g, local = cands[int(rng.integers(len(cands)))]
+        m = g.stacks.shape[1]
+        n = self._pick_n(rng, m)
         h, w = self.cfg.size
         out_stack, out_fd, out_k = [], [], []
         for _ in range(batch_size):
-            i = int(self.rng.integers(s))
+            i = int(local[int(rng.integers(len(local)))])
             # One focus image per bin of the (sorted) sweep, then shuffled.
             edges = np.linspace(0, m, n + 1)
-            idx = np.array([int(self.rng.integers(math.floor(a), max(math.floor(a) + 1, math.floor(b))))
+            idx = np.array([int(rng.integers(math.floor(a), max(math.floor(a) + 1, math.floor(b))))
                             for a, b in zip(edges[:-1], edges[1:])])
-            self.rng.shuffle(idx)
+            rng.shuffle(idx)
             full = g.stacks[i, idx]
-            y = int(self.rng.integers(full.shape[-2] - h + 1))
-            x = int(self.rng.integers(full.shape[-1] - w + 1))
+            y = int(rng.integers(full.shape[-2] - h + 1))
+            x = int(rng.integers(full.shape[-1] - w + 1))
             crop = full[..., y : y + h, x : x + w]
-            if self.rng.uniform() < 0.5:  # flips keep the optics unchanged
+            if rng.uniform() < 0.5:  # flips keep the optics unchanged
                 crop = crop.flip(-1)
             out_stack.append(crop)
             out_fd.append(g.focus[i, idx])
@@ -266,9 +349,11 @@ class FocalSweepSampler:
         }
 
 
-def build_training_groups(cfg: DataConfig, progress: bool = True) -> list[SweepGroup]:
+def build_training_groups(cfg: DataConfig, progress: bool = True, shards: DataShards | None = None
+                          ) -> list[SweepGroup]:
     """All groups the config asks for: procedural (preset × protocol) groups, random forward-model variants, RGB-D
-    frames, plus the user's stacks."""
+    frames, plus the user's stacks. Every process lists the same groups in the same order; with ``shards`` each holds
+    only the scenes of its own shards (see :class:`DataShards`)."""
     groups = []
     k = 0
     for preset in cfg.presets:
@@ -276,7 +361,8 @@ def build_training_groups(cfg: DataConfig, progress: bool = True) -> list[SweepG
             seeds = [cfg.seed_offset + k * cfg.scenes_per_group + i for i in range(cfg.scenes_per_group)]
             k += 1
             if cfg.scenes_per_group > 0:
-                groups.append(render_sweep_group(preset, protocol, seeds, cfg.size, cfg.sweep, cfg.pitch_scale, progress))
+                groups.append(render_sweep_group(preset, protocol, seeds, cfg.size, cfg.sweep, cfg.pitch_scale, progress,
+                                                 shards))
     # Random forward models: their own seeds, after the protocol groups' (and below VALIDATION_SEED_START).
     base = cfg.seed_offset + k * cfg.scenes_per_group
     vrng = np.random.default_rng([cfg.seed_offset, 17])
@@ -284,13 +370,13 @@ def build_training_groups(cfg: DataConfig, progress: bool = True) -> list[SweepG
         preset = cfg.presets[j % len(cfg.presets)]
         seeds = [base + j * cfg.variant_scenes + i for i in range(cfg.variant_scenes)]
         groups.append(render_sweep_group(preset, SynthesisVariant.random(vrng), seeds, cfg.size, cfg.sweep,
-                                         cfg.pitch_scale, progress))
+                                         cfg.pitch_scale, progress, shards))
     if cfg.rgbd_dirs:
         for protocol in cfg.protocols:
-            groups.append(render_rgbd_group(cfg, protocol, progress))
+            groups.append(render_rgbd_group(cfg, protocol, progress, shards))
     if cfg.rgbd_index:
         for protocol in [*cfg.protocols, *(SynthesisVariant.random(vrng) for _ in range(cfg.rgbd_variants))]:
-            groups.append(render_rgbd_index_group(cfg, protocol, progress))
+            groups.append(render_rgbd_index_group(cfg, protocol, progress, shards))
     if cfg.stack_dirs:
-        groups.extend(load_stack_group(cfg.stack_dirs, cfg.size, cfg.stack_protocol))
+        groups.extend(load_stack_group(cfg.stack_dirs, cfg.size, cfg.stack_protocol, shards))
     return groups

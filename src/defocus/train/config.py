@@ -28,11 +28,11 @@ class ModelSection:
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
+    lr: float = 5e-4  # for the global batch (all ranks together)
     weight_decay: float = 5e-4
     epochs: int = 10
     steps_per_epoch: int = 100
-    batch_size: int = 8
+    batch_size: int = 8  # global: summed over data shards and ranks (each of S shards draws batch_size / S)
     grad_clip: float = 1.0
     warmup_steps: int = 50
 
@@ -58,6 +58,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     val_scenes: int = 4  # procedural validation seeds (with ground truth: evaluation only, never training)
     save_every_epochs: int = 1
+    save_every_steps: int = 0  # also write a resume checkpoint every this many steps (0: at epoch ends only)
+    keep_checkpoints: int = 2  # resume checkpoints kept (older ones are the fall-back for a corrupt newest one)
+    device: str = "auto"  # auto (each rank's GPU where CUDA is available, else CPU), cpu, cuda, cuda:K
+    dist_backend: str = "auto"  # under torchrun: auto (nccl on GPUs, gloo on CPUs), gloo or nccl
+    dist_timeout_s: float = 1800.0  # a collective waiting longer for the other ranks fails
 
     def to_dict(self) -> dict:
         return asdict(self)

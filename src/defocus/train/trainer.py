@@ -1,16 +1,27 @@
-"""The self-supervised training loop: AdamW + warm-up + cosine, a CSV row per epoch, safetensors
-checkpoints carrying the resolved config, exact ``--resume`` from the last epoch boundary, repeatable per seed.
+"""The self-supervised training loop: AdamW + warm-up + cosine, a CSV row per epoch, safetensors checkpoints
+carrying the resolved config, crash-exact ``--resume``, repeatable per seed, one process or many (``torchrun``).
 
 Files of a run, in ``<out_dir>/<name>/``: ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch: losses,
-learning rate, wall time, validation depth metrics on held-out procedural scenes), ``last.safetensors`` +
-``last.state.pt`` (resume), ``best.safetensors`` (lowest validation AbsRel).
+learning rate, wall time, validation depth metrics on held-out procedural scenes), ``last.safetensors`` (weights at
+the last epoch end), ``best.safetensors`` (lowest validation AbsRel) and ``resume/step-<STEP>.ckpt`` (everything
+``--resume`` needs, see :mod:`defocus.train.resume`; at epoch ends and every ``save_every_steps``).
+
+Exactness: the samples of a step depend only on the seed and the data shards (not on the number of processes, see
+:class:`~defocus.data.sweeps.FocalSweepSampler`), the model draws no random numbers, and a resume checkpoint restores
+every state the next step reads; so a run killed at any moment and resumed ends with the same weights, bit for bit,
+as one never interrupted (same thread count and device). Distributed: each rank draws the streams of its own data
+shards, DistributedDataParallel averages the gradients, rank 0 alone validates and writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
+import os
 import random
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
-from defocus.data.sweeps import FocalSweepSampler, build_training_groups
+from defocus.data.sweeps import DataShards, FocalSweepSampler, build_training_groups
 from defocus.data.synthesis import synthesize_stack
 from defocus.errors import DefocusError
 from defocus.files import atomic_write
@@ -31,7 +42,10 @@ from defocus.models.checkpoint import load_checkpoint, save_checkpoint
 from defocus.models.daifnet import DAIFNet
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
+from defocus.train import faults
 from defocus.train.config import TrainConfig, dump_config
+from defocus.train.distributed import DistContext, all_reduce_sum, barrier, gather_to_all, init_distributed, shutdown
+from defocus.train.resume import load_latest, remove_stale_temporaries, save_resume_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -61,13 +75,14 @@ def make_validation_set(n_scenes: int, size: tuple[int, int] = (96, 96)) -> list
 @torch.no_grad()
 def validate(model: DAIFNet, items: list[dict]) -> dict[str, float]:
     model.eval()
+    dev = next(model.parameters()).device
     per = []
     for it in items:
         fd = it["focus"][None]
         k = it["camera"].blur_per_dioptre(fd)
         dr = torch.tensor(it["depth_range"], dtype=torch.float32)[None]
-        pred = model(it["stack"][None], fd, k, dr)
-        per.append(depth_metrics(pred.depth_map, it["depth"][0], depth_range_m=it["depth_range"]))
+        pred = model(it["stack"][None].to(dev), fd.to(dev), k.to(dev), dr.to(dev))
+        per.append(depth_metrics(pred.depth_map.cpu(), it["depth"][0], depth_range_m=it["depth_range"]))
     model.train()
     m = mean_metrics(per)
     return {"val_abs_rel": m["abs_rel"], "val_rmse": m["rmse"], "val_delta1": m["delta1"]}
@@ -86,25 +101,85 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
+CSV_FIELDS = ["epoch", "step", "loss", *LOSS_TERMS, "lr", "seconds", "val_abs_rel", "val_rmse", "val_delta1"]
+
+
+def data_shards(cfg: TrainConfig, ctx: DistContext) -> DataShards:
+    """This rank's data shards: ``data.shards`` (0: one per process), rank r owning shards r, r + W, ..."""
+    count = cfg.data.shards or ctx.world_size
+    if count % ctx.world_size:
+        raise DefocusError(f"data.shards={count} is not a multiple of the {ctx.world_size} processes")
+    if cfg.optim.batch_size % count:
+        raise DefocusError(f"optim.batch_size={cfg.optim.batch_size} (global) is not a multiple of the {count} data "
+                           "shards: each shard draws an equal share")
+    return DataShards(count, tuple(range(ctx.rank, count, ctx.world_size)))
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for row in rows:
+        w.writerow([row.get(k, "") for k in CSV_FIELDS])
+    text = buf.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_text(text), "metrics")
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_dict: dict | None = None) -> Path:
-    """Runs (or resumes) training; returns the run folder."""
+    """Runs (or resumes) training; returns the run folder. Under ``torchrun`` every rank calls this; rank 0 alone
+    writes files and shows progress. Errors on a rank of several name the rank."""
+    ctx = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout_s)
+    previous = None
+    if ctx.distributed:
+        # torchrun stops the surviving ranks with SIGTERM when one fails: end with one line, not a silent death.
+        def on_term(signum, frame):
+            raise DefocusError("stopped by the launcher (another rank failed or the job was cancelled)")
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _train(cfg, ctx, resume, progress and ctx.is_main, config_dict)
+    except DefocusError as exc:
+        if ctx.distributed:
+            raise DefocusError(f"rank {ctx.rank} of {ctx.world_size}: {exc}") from None
+        raise
+    except RuntimeError as exc:
+        if ctx.distributed:  # a collective that lost its peers (gloo/nccl errors and timeouts)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DefocusError(f"rank {ctx.rank} of {ctx.world_size}: distributed training failed: {first}") from None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, config_dict: dict | None) -> Path:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    elif ctx.distributed and ctx.device.type == "cpu":
+        # Ranks on one node share its cores (torchrun's own default is 1 thread each).
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     seed_everything(cfg.seed)
+    shards = data_shards(cfg, ctx)
     run_dir = Path(cfg.out_dir) / cfg.name
-    last = run_dir / "last.safetensors"
-    state_path = run_dir / "last.state.pt"
-    if resume and not state_path.is_file():
-        raise DefocusError(f"nothing to resume in {run_dir}: no last.state.pt")
     if not resume and (run_dir / "metrics.csv").exists():
         raise DefocusError(f"run folder {run_dir} already has a run: pass --resume or choose another name=")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume:
+        # Every rank reads the same file (a shared file system across nodes), so all agree on where they start.
+        state, _ = load_latest(run_dir, warn=(lambda m: tqdm.write(m)) if ctx.is_main else (lambda m: None))
+    barrier(ctx)  # no rank creates files before every rank has checked the folder
     resolved = config_dict or cfg.to_dict()
-    config_text = dump_config(cfg)
-    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text), "config")
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)
+        config_text = dump_config(cfg)
+        atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text), "config")
 
-    groups = build_training_groups(cfg.data, progress=progress)
-    sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed)
+    groups = build_training_groups(cfg.data, progress=progress, shards=shards)
+    sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed, shards=shards)
+    per_stream = cfg.optim.batch_size // shards.count
     model = create_model(cfg.model.name, **cfg.model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
@@ -115,75 +190,131 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         protocol: cfg.loss.forward_model(psf=pl.get("psf"), linear_light=pl.get("linear_light"))
         for protocol, pl in asdict(cfg.protocol_loss).items()
     }
-    val_items = make_validation_set(cfg.val_scenes) if cfg.val_scenes > 0 else []
+    val_items = make_validation_set(cfg.val_scenes) if cfg.val_scenes > 0 and ctx.is_main else []
 
-    start_epoch, best, elapsed = 0, float("inf"), 0.0
-    if resume:
-        state = torch.load(state_path, weights_only=False)
-        loaded, _ = load_checkpoint(last)
-        model.load_state_dict(loaded.state_dict())
+    spe = cfg.optim.steps_per_epoch
+    step, best, elapsed, rows = 0, float("inf"), 0.0, []
+    sums: dict[str, float] = {}
+    if state is not None:
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
-        start_epoch, best, elapsed = state["epoch"], state["best"], state.get("elapsed", 0.0)
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        step, best, elapsed, rows = state["step"], state["best"], state["elapsed"], state["rows"]
+        partial = state["epoch_sums"]  # one dict per rank of the run that wrote it
+        if len(partial) == ctx.world_size:
+            sums = dict(partial[ctx.rank])
+        elif ctx.is_main:  # resumed on another number of processes: rank 0 carries the total
+            sums = {k: sum(p.get(k, 0.0) for p in partial) for k in partial[0]}
+        if step > cfg.optim.epochs * spe:
+            raise DefocusError(f"the checkpoint is at step {step}, beyond optim.epochs x steps_per_epoch")
 
+    model.to(ctx.device)
+    loss_fn.to(ctx.device)
+    net = model
+    if ctx.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
     csv_path = run_dir / "metrics.csv"
-    fields = ["epoch", "step", "loss", *LOSS_TERMS, "lr", "seconds", "val_abs_rel", "val_rmse", "val_delta1"]
-    if not csv_path.exists():
-        with csv_path.open("w", newline="") as f:
-            csv.writer(f).writerow(fields)
-    model.train()
-    step = start_epoch * cfg.optim.steps_per_epoch
-    for epoch in range(start_epoch, cfg.optim.epochs):
+    if ctx.is_main:
+        _write_csv(csv_path, rows)  # on resume: exactly the rows of the checkpoint (none lost, none repeated)
+
+    def batch_physics(batch: dict):
+        if batch.get("physics"):  # a group with its own (randomised) forward model
+            key = tuple(sorted(batch["physics"].items()))
+            if key not in physics:
+                physics[key] = default_physics.replace(**batch["physics"])
+            return physics[key]
+        return physics.get(batch["protocol"], default_physics)
+
+    def save_resume() -> None:
+        every_rank = gather_to_all(ctx, {"sampler": sampler.state(), "sums": sums})
+        if not ctx.is_main:
+            return
+        sampler_state: dict = {}
+        for r in every_rank:
+            sampler_state.update(r["sampler"])
+        payload = {
+            "step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "sampler": sampler_state,
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            "epoch_sums": [r["sums"] for r in every_rank], "best": best, "elapsed": elapsed, "rows": rows,
+            "config": resolved, "world_size": ctx.world_size,
+        }
+        save_resume_checkpoint(run_dir, step, payload, cfg.keep_checkpoints)
+
+    net.train()
+    while step < cfg.optim.epochs * spe:
+        epoch = step // spe
         t0 = time.time()
-        sums: dict[str, float] = {}
-        bar = tqdm(range(cfg.optim.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+        bar = tqdm(total=spe, initial=step % spe, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                    disable=not progress, leave=False)
-        for _ in bar:
-            batch = sampler.sample(cfg.optim.batch_size)
-            pred = model(batch["stack"], batch["focus"], batch["blur_per_dioptre"], batch["depth_range"])
-            if batch.get("physics"):  # a group with its own (randomised) forward model
-                key = tuple(sorted(batch["physics"].items()))
-                if key not in physics:
-                    physics[key] = default_physics.replace(**batch["physics"])
-                batch_physics = physics[key]
-            else:
-                batch_physics = physics.get(batch["protocol"], default_physics)
-            loss, parts = loss_fn(batch["stack"], pred, batch_physics, batch["focus"], batch["blur_per_dioptre"])
-            if not torch.isfinite(loss):
-                raise DefocusError(f"training diverged at step {step} (loss {float(loss)}); lower optim.lr")
+        while True:
+            streams = sampler.sample_streams(per_stream)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_value, parts_sum = 0.0, {}
+            for j, batch in enumerate(streams):
+                last_stream = j == len(streams) - 1
+                # Gradients of the streams of this rank accumulate locally; DDP averages over ranks on the last.
+                sync = contextlib.nullcontext() if (last_stream or not ctx.distributed) else net.no_sync()
+                with sync:
+                    b = {k: v.to(ctx.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    pred = net(b["stack"], b["focus"], b["blur_per_dioptre"], b["depth_range"])
+                    loss, parts = loss_fn(b["stack"], pred, batch_physics(b), b["focus"], b["blur_per_dioptre"])
+                    if not torch.isfinite(loss):
+                        raise DefocusError(f"training diverged at step {step} (loss {float(loss)}); lower optim.lr")
+                    (loss / len(streams)).backward()
+                loss_value += loss.item() / len(streams)
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v / len(streams)
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
-            sums["loss"] = sums.get("loss", 0.0) + loss.item()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{loss.item():.2f}")
+            # In units of the global mean (each rank adds its share), so that partial sums survive a resume on
+            # another number of processes.
+            sums["loss"] = sums.get("loss", 0.0) + loss_value / ctx.world_size
+            for k, v in parts_sum.items():
+                sums[k] = sums.get(k, 0.0) + v / ctx.world_size
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.2f}")
+            faults.check("step", step, ctx.rank)
+            if step % spe == 0:
+                break
+            if cfg.save_every_steps > 0 and step % cfg.save_every_steps == 0:
+                elapsed += time.time() - t0
+                t0 = time.time()
+                save_resume()
+        bar.close()
         elapsed += time.time() - t0
-        row = {k: v / cfg.optim.steps_per_epoch for k, v in sums.items()}
+        total = all_reduce_sum(ctx, {k: sums.get(k, 0.0) for k in ["loss", *LOSS_TERMS] if k in sums})
+        sums = {}
+        row = {k: v / spe for k, v in total.items()}
         row.update(epoch=epoch + 1, step=step, lr=scheduler.get_last_lr()[0], seconds=round(elapsed, 2))
-        if val_items:
-            row.update(validate(model, val_items))
-        with csv_path.open("a", newline="") as f:
-            csv.writer(f).writerow([row.get(k, "") for k in fields])
-        extra = {"epoch": epoch + 1, "step": step, **{k: row[k] for k in row if k.startswith("val_")}}
-        if val_items and row["val_abs_rel"] < best:
-            best = row["val_abs_rel"]
-            save_checkpoint(run_dir / "best.safetensors", model, cfg.model.name, resolved, extra)
-        if (epoch + 1) % cfg.save_every_epochs == 0 or epoch + 1 == cfg.optim.epochs:
-            save_checkpoint(last, model, cfg.model.name, resolved, extra)
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-                     "best": best, "elapsed": elapsed}
-            atomic_write(state_path, lambda tmp: torch.save(state, tmp), "training state")
-        if progress:
-            msg = f"epoch {epoch + 1}: loss {row['loss']:.3f}"
+        if ctx.is_main:
             if val_items:
-                msg += f", val AbsRel {row['val_abs_rel']:.3f}, δ1 {row['val_delta1']:.3f}"
-            tqdm.write(msg)
+                row.update(validate(model, val_items))
+                model.train()
+            rows.append(row)
+            extra = {"epoch": epoch + 1, "step": step, **{k: row[k] for k in row if k.startswith("val_")}}
+            if val_items and row["val_abs_rel"] < best:
+                best = row["val_abs_rel"]
+                save_checkpoint(run_dir / "best.safetensors", model, cfg.model.name, resolved, extra)
+        at_end = step == cfg.optim.epochs * spe
+        if (epoch + 1) % cfg.save_every_epochs == 0 or at_end:
+            if ctx.is_main:
+                save_checkpoint(run_dir / "last.safetensors", model, cfg.model.name, resolved, extra)
+            save_resume()
+        if ctx.is_main:
+            _write_csv(csv_path, rows)
+            if progress:
+                msg = f"epoch {epoch + 1}: loss {row['loss']:.3f}"
+                if val_items:
+                    msg += f", val AbsRel {row['val_abs_rel']:.3f}, δ1 {row['val_delta1']:.3f}"
+                tqdm.write(msg)
+    barrier(ctx)
     return run_dir
