@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import defocus.data.sweeps as training
 from defocus.data.sweeps import DataConfig, FocalSweepSampler, SweepGroup
 from defocus.errors import DefocusError
 from defocus.models.factory import create_model

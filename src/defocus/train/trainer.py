@@ -38,7 +38,7 @@ from defocus.files import atomic_write
 from defocus.losses.selfsup import SelfSupervisedLoss
 from defocus.losses.terms import LOSS_TERMS
 from defocus.metrics import depth_metrics, mean_metrics
-from defocus.models.checkpoint import load_checkpoint, save_checkpoint
+from defocus.models.checkpoint import save_checkpoint
 from defocus.models.daifnet import DAIFNet
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
