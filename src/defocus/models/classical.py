@@ -259,7 +259,8 @@ def estimate_noise_sigma(images: torch.Tensor) -> torch.Tensor:
     if h < 3 or w < 3:
         raise DefocusError(f"images of {w}x{h} px are too small to estimate their noise")
     grey = to_grey(imgs.double()).reshape(b * n, 1, h, w)
-    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], dtype=torch.float64,
+                        device=grey.device)
     response = F.conv2d(grey, mask[None, None]).abs()
     # Texture leaks into the mask's response; the flattest blocks carry the noise alone: take a low percentile of
     # the 8 x 8 block means (whole image where it is smaller).

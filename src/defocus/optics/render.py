@@ -243,7 +243,7 @@ def fft_conv2d_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     kh, kw = kernel.shape[-2:]
     ph, pw = h + kh - 1, w + kw - 1
     fx = torch.fft.rfft2(x, s=(ph, pw))
-    fk = torch.fft.rfft2(kernel.to(x.dtype), s=(ph, pw))
+    fk = torch.fft.rfft2(kernel.to(device=x.device, dtype=x.dtype), s=(ph, pw))
     y = torch.fft.irfft2(fx * fk, s=(ph, pw))
     oy, ox = (kh - 1) // 2, (kw - 1) // 2
     return y[..., oy : oy + h, ox : ox + w]
@@ -277,8 +277,8 @@ def _gaussian_blur_multires(x: torch.Tensor, sigma: float, multires: bool = True
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)[..., :h, :w]
         return y.reshape(*lead, h, w)
     g = discrete_gaussian_1d(torch.tensor(sigma, dtype=torch.float64), kernel_radius(sigma, "gaussian"))
-    t_h = toeplitz_blur_matrix(g, h).to(x.dtype)
-    t_w = toeplitz_blur_matrix(g, w).to(x.dtype)
+    t_h = toeplitz_blur_matrix(g, h).to(device=x.device, dtype=x.dtype)
+    t_w = toeplitz_blur_matrix(g, w).to(device=x.device, dtype=x.dtype)
     return torch.matmul(torch.matmul(t_h, x), t_w.T)
 
 
@@ -295,7 +295,7 @@ def _conv_level(x: torch.Tensor, size: float, psf: str, h: int, w: int, multires
     k = psf_kernel_2d(size, psf, radius)[radius - ky : radius + ky + 1, radius - kx : radius + kx + 1]
     if k.shape[-1] * k.shape[-2] <= 81:
         c = x.shape[1]
-        return F.conv2d(x, k.to(x.dtype).expand(c, 1, -1, -1), padding=(ky, kx), groups=c)
+        return F.conv2d(x, k.to(device=x.device, dtype=x.dtype).expand(c, 1, -1, -1), padding=(ky, kx), groups=c)
     return fft_conv2d_same(x, k)
 
 
@@ -410,7 +410,7 @@ def render_occlusion(
         n_layers = int(min(max_layers, max(2, math.ceil(span_px / layer_step_px) + 1)))
         if hi - lo < 1e-9:
             hi = lo + 1e-6
-        layer_inv = torch.linspace(lo, hi, n_layers, dtype=torch.float64)
+        layer_inv = torch.linspace(lo, hi, n_layers, dtype=torch.float64, device=aif.device)
         # Soft assignment of each pixel to its two nearest layers, linear in dioptres.
         pos = ((inv.double() - lo) / (hi - lo) * (n_layers - 1)).clamp(0, n_layers - 1)
         alphas = [(1.0 - (pos - j).abs()).clamp(min=0.0).to(aif.dtype) for j in range(n_layers)]

@@ -56,8 +56,10 @@ def _env_int(name: str) -> int | None:
 
 
 def launched_distributed() -> bool:
-    """True when started by torchrun/srun with more than one process (WORLD_SIZE > 1)."""
-    return (_env_int("WORLD_SIZE") or 1) > 1
+    """True when started by a launcher: torchrun (even with one process, so that one-process runs take the same
+    path) or srun-style environments with WORLD_SIZE > 1."""
+    world = _env_int("WORLD_SIZE")
+    return world is not None and (world > 1 or "MASTER_ADDR" in os.environ)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -88,7 +90,7 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_s: flo
     rank = _env_int("RANK") or 0
     local_rank = _env_int("LOCAL_RANK") or 0
     dev = resolve_device(device, local_rank)
-    if world <= 1:
+    if not launched_distributed():
         return DistContext(device=dev)
     if not 0 <= rank < world:
         raise DefocusError(f"RANK={rank} is outside WORLD_SIZE={world}")
