@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"  # auto (each rank's GPU where CUDA is available, else CPU), cpu, cuda, cuda:K
     dist_backend: str = "auto"  # under torchrun: auto (nccl on GPUs, gloo on CPUs), gloo or nccl
     dist_timeout_s: float = 1800.0  # a collective waiting longer for the other ranks fails
+    deterministic: bool = False  # deterministic GPU kernels (bit-exact resume on CUDA; slower); CPUs always are
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,7 @@ the last epoch end), ``best.safetensors`` (lowest validation AbsRel) and ``resum
 Exactness: the samples of a step depend only on the seed and the data shards (not on the number of processes, see
 :class:`~defocus.data.sweeps.FocalSweepSampler`), the model draws no random numbers, and a resume checkpoint restores
 every state the next step reads; so a run killed at any moment and resumed ends with the same weights, bit for bit,
-as one never interrupted (same thread count and device). Distributed: each rank draws the streams of its own data
+as one never interrupted (same thread count and device; on GPUs with ``deterministic: true``). Distributed: each rank draws the streams of its own data
 shards, DistributedDataParallel averages the gradients, rank 0 alone validates and writes files.
 """
 
@@ -145,7 +145,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
     except RuntimeError as exc:
         if ctx.distributed:  # a collective that lost its peers (gloo/nccl errors and timeouts)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DefocusError(f"rank {ctx.rank} of {ctx.world_size}: distributed training failed: {first}") from None
+            raise DefocusError(f"rank {ctx.rank} of {ctx.world_size}: training failed: {first}") from None
         raise
     finally:
         if previous is not None:
@@ -161,6 +161,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
         local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     seed_everything(cfg.seed)
+    if cfg.deterministic:
+        # GPU kernels that pick algorithms by timing or reduce with atomics are what makes CUDA runs differ;
+        # CPU runs are deterministic for a fixed thread count anyway.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     shards = data_shards(cfg, ctx)
     run_dir = Path(cfg.out_dir) / cfg.name
     if not resume and (run_dir / "metrics.csv").exists():
@@ -180,7 +186,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     groups = build_training_groups(cfg.data, progress=progress, shards=shards)
     sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed, shards=shards)
     per_stream = cfg.optim.batch_size // shards.count
-    model = create_model(cfg.model.name, **cfg.model.config)
+    model = create_model(cfg.model.name, **cfg.model.config).to(ctx.device)  # before the optimiser sees it
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     loss_fn = SelfSupervisedLoss(cfg.loss)
@@ -212,7 +218,6 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
         if step > cfg.optim.epochs * spe:
             raise DefocusError(f"the checkpoint is at step {step}, beyond optim.epochs x steps_per_epoch")
 
-    model.to(ctx.device)
     loss_fn.to(ctx.device)
     net = model
     if ctx.distributed:
