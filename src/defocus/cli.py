@@ -80,7 +80,7 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="camera preset: nyuv2 or defocusnet (sets camera, focus distances and image size)")
     p.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated (overrides the preset's)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the preset's, or the input's)")
-    p.add_argument("--protocol", choices=("paper", "realistic"), default="paper", help="synthesis protocol: paper (Gaussian PSF, no noise) or realistic (disk PSF in linear light, occlusion, noise)")
+    p.add_argument("--protocol", choices=("paper", "realistic"), default=None, help="synthesis protocol: paper (Gaussian PSF, no noise; the default) or realistic (disk PSF in linear light, occlusion, noise); with --dataset nyuv2 it overrides the spec's #PROTOCOL")
     p.add_argument("--seed", type=int, default=0, help="seed of the sensor noise of the realistic protocol")
     add_camera_flags(p)
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -121,6 +121,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     if args.dataset:
         return _render_dataset(args)
+    args.protocol = args.protocol or "paper"
     preset = get_preset(args.preset) if args.preset else None
     camera = camera_from_flags(args) or (preset.camera if preset else None)
     if camera is None:

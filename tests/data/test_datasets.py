@@ -303,6 +303,18 @@ def test_fod500_reads_samples(tmp_path):
         ["fod500_000000", "fod500_000400"]
 
 
+def test_fod500_train_test_subfolders(tmp_path):
+    truth = write_fod500(tmp_path / "fs_6" / "test", ids=(0,))
+    write_fod500(tmp_path / "fs_6" / "train", ids=(0, 1))
+    ds = open_dataset(f"fod500:{tmp_path / 'fs_6'}")
+    assert [ds.item_name(i) for i in range(len(ds))] == ["fod500_test_000000", "fod500_train_000000",
+                                                         "fod500_train_000001"]
+    test = open_dataset(f"fod500:{tmp_path / 'fs_6'}#test")
+    assert len(test) == 1
+    np.testing.assert_allclose(test.stack(0).gt_depth[2:, 2:], truth[0][1][2:, 2:], rtol=1e-3)
+    assert len(open_dataset(f"fod500:{tmp_path / 'fs_6'}#train")) == 2
+
+
 def test_fod500_errors(tmp_path):
     with pytest.raises(DefocusError, match="does not exist"):
         open_dataset(f"fod500:{tmp_path / 'nope'}")
@@ -404,6 +416,27 @@ def test_cli_render_dataset_writes_stack_folders(capsys, tmp_path, ddff_file, ny
     st = read_stack(tmp_path / "nyu" / "nyuv2_0001")
     assert st.image_size == (240, 320) and st.gt_aif is not None
     assert st.gt_depth.min() >= depth[0].min() - 1e-5 and st.gt_depth.max() <= depth[0].max() + 1e-5
+
+
+def test_cli_render_protocol_comes_from_the_spec_unless_the_flag_is_given(capsys, tmp_path, nyu_file, monkeypatch):
+    from defocus.data.datasets.nyuv2 import NYUv2Labeled
+
+    path, _, _ = nyu_file
+    used = []
+    real = NYUv2Labeled.stack
+
+    def spy(self, index, load_ground_truth=True, protocol=None, seed=None, **kw):
+        st = real(self, index, load_ground_truth, protocol=protocol, seed=seed)
+        used.append(st.provenance["protocol"])
+        return st
+
+    monkeypatch.setattr(NYUv2Labeled, "stack", spy)
+    monkeypatch.setattr("defocus.data.folders.write_stack", lambda *a, **k: None)
+    for extra, out in (([], "a"), (["--protocol", "paper"], "b")):
+        rc, _, err = _run(capsys, "render", "--dataset", f"nyuv2:{path}#realistic", "--limit", "1", *extra,
+                          "-o", tmp_path / out)
+        assert rc == 0, err
+    assert used == ["realistic", "paper"]
 
 
 def test_cli_render_mobile_depth(capsys, tmp_path):

@@ -1,7 +1,9 @@
 """FoD500 — the synthetic focal stacks of DefocusNet (Maximov, Galim, Leal-Taixé, "Focus on Defocus", CVPR 2020).
 
 Spec: ``fod500:PATH[#SPLIT]`` — PATH is the folder of the unpacked data (``fs_6/`` in the DFV scripts); SPLIT is
-``train`` (samples 0–399), ``test`` (400–499) or ``all`` (default).
+``train`` (samples 0–399), ``test`` (400–499) or ``all`` (default). Copies re-organised into ``PATH/train/`` and
+``PATH/test/`` sub-folders (as some later works read them, e.g. ``Datasets/fs_6/train``) are read too, the split
+then being the sub-folder.
 
 Format (facts and where they come from):
 
@@ -33,6 +35,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from defocus.data.codecs import load_image
 from defocus.data.datasets.base import DatasetSource
@@ -66,9 +69,28 @@ class FoD500(DatasetSource):
         if not self.path.is_dir():
             raise DefocusError(f"{spec}: folder {self.path} does not exist" if not self.path.exists()
                                else f"{spec}: {self.path} is not a folder (give the FoD500 data folder)")
+        flat = self._scan(self.path)
+        if flat:
+            keep = {"all": lambda sid: True, "train": lambda sid: sid < TRAIN_SAMPLES,
+                    "test": lambda sid: sid >= TRAIN_SAMPLES}[self.split]
+            self._items = [(self.path, sid, imgs, dpt, f"fod500_{sid:06d}") for sid, (imgs, dpt) in flat.items()
+                           if keep(sid)]
+        else:  # copies re-organised into train/ and test/ sub-folders (e.g. Datasets/fs_6/train, .../test)
+            if not any((self.path / sub).is_dir() for sub in ("train", "test")):
+                raise DefocusError(f"{spec}: no FoD500 images (NNNNNN...All.tif) in {self.path} "
+                                   "(nor in train/ or test/ sub-folders)")
+            subs = [sub for sub in ("train", "test") if self.split in ("all", sub) and (self.path / sub).is_dir()]
+            self._items = [(self.path / sub, sid, imgs, dpt, f"fod500_{sub}_{sid:06d}")
+                           for sub in subs for sid, (imgs, dpt) in self._scan(self.path / sub).items()]
+        self._items.sort(key=lambda it: it[4])
+        if not self._items:
+            raise DefocusError(f"{spec}: no samples of split {self.split!r} in {self.path}")
+
+    def _scan(self, folder: Path) -> dict[int, tuple[list[str], str | None]]:
+        """Sample number -> (its All.tif names sorted, its Dpt.exr name or None) for one flat folder."""
         images: dict[int, list[str]] = {}
         depths: dict[int, str] = {}
-        for p in self.path.iterdir():
+        for p in folder.iterdir():
             m = _NAME.match(p.name)
             if not m or not p.is_file():
                 continue
@@ -77,37 +99,29 @@ class FoD500(DatasetSource):
                 images.setdefault(sid, []).append(p.name)
             else:
                 depths[sid] = p.name
-        if not images:
-            raise DefocusError(f"{spec}: no FoD500 images (NNNNNN...All.tif) in {self.path}")
         for sid, names in images.items():
             if len(names) != len(FOCUS_M):
-                raise DefocusError(f"{spec}: sample {sid:06d} has {len(names)} All.tif images, expected {len(FOCUS_M)}")
-        keep = {"all": lambda s: True, "train": lambda s: s < TRAIN_SAMPLES, "test": lambda s: s >= TRAIN_SAMPLES}
-        self._ids = sorted(s for s in images if keep[self.split](s))
-        if not self._ids:
-            raise DefocusError(f"{spec}: no samples of split {self.split!r} in {self.path}")
-        self._images = {s: sorted(images[s]) for s in self._ids}
-        self._depths = {s: depths.get(s) for s in self._ids}
+                raise DefocusError(f"{self.spec}: sample {sid:06d} in {folder} has {len(names)} All.tif images, "
+                                   f"expected {len(FOCUS_M)}")
+        return {sid: (sorted(images[sid]), depths.get(sid)) for sid in sorted(images)}
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._items)
 
     def item_name(self, index: int) -> str:
-        return f"fod500_{self._ids[self._check_index(index)]:06d}"
+        return self._items[self._check_index(index)][4]
 
     def stack(self, index: int, load_ground_truth: bool = True, **_) -> FocalStack:
-        sid = self._ids[self._check_index(index)]
-        images = [load_image(self.path / n) for n in self._images[sid]]
+        folder, sid, names, depth_name, name = self._items[self._check_index(index)]
+        images = [load_image(folder / n) for n in names]
         if len({tuple(im.shape) for im in images}) > 1:
             raise DefocusError(f"{self.spec}: the images of sample {sid:06d} differ in size")
         gt = None
-        if load_ground_truth and self._depths[sid] is not None:
-            gt = read_exr(self.path / self._depths[sid], "R")
+        if load_ground_truth and depth_name is not None:
+            gt = read_exr(folder / depth_name, "R")
             gt[~np.isfinite(gt) | (gt <= 0) | (gt > MAX_DEPTH_M)] = 0.0
-        import torch
-
         st = FocalStack(images=torch.stack(images), focus_distances_m=list(FOCUS_M), camera=camera(), gt_depth=gt,
-                        image_names=list(self._images[sid]), name=self.item_name(index))
+                        image_names=list(names), name=name)
         st.provenance = {"dataset": self.spec, "item": int(index), "camera": {"source": "defocus-net README"},
                          "focus": {"values_m": list(FOCUS_M), "source": "defocus-net README"}, "relative": False}
         return st
