@@ -50,13 +50,16 @@ def write_nyu_mat(path: Path, rgb: np.ndarray, depth: np.ndarray) -> None:
         fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan 1 00:00:00 2024 HDF5 schema 1.00 .")
 
 
-def write_ddff_h5(path: Path, stacks: dict[str, np.ndarray], disps: dict[str, np.ndarray]) -> None:
+def write_ddff_h5(path: Path, stacks: dict[str, np.ndarray], disps: dict[str, np.ndarray],
+                  aifs: dict[str, np.ndarray] | None = None) -> None:
     h5py = pytest.importorskip("h5py")
     with h5py.File(path, "w") as f:
         for split, arr in stacks.items():
             f.create_dataset(f"stack_{split}", data=arr)
         for split, arr in disps.items():
             f.create_dataset(f"disp_{split}", data=arr.astype(np.float32))
+        for split, arr in (aifs or {}).items():
+            f.create_dataset(f"AiF_{split}", data=arr)
 
 
 def _exr_attr(name: str, typ: str, value: bytes) -> bytes:
@@ -247,10 +250,13 @@ def test_ddff_reads_stacks_and_converts_disparity(ddff_file):
 def test_ddff_float_stacks_and_test_split(tmp_path):
     stacks = _rgb(10)[None].astype(np.float32)  # DFV's pack_to_h5 writes float32 holding 0-255
     path = tmp_path / "test.h5"
-    write_ddff_h5(path, {"test": stacks}, {})
+    aif = _rgb(3)[2:].astype(np.float32)
+    write_ddff_h5(path, {"test": stacks}, {}, {"test": aif})
     ds = open_dataset(f"ddff12:{path}#test")
     st = ds.stack(0)
     assert st.gt_depth is None
+    np.testing.assert_allclose(st.gt_aif.numpy() * 255, aif[0].transpose(2, 0, 1), atol=1e-3)
+    assert ds.stack(0, load_ground_truth=False).gt_aif is None
     np.testing.assert_allclose(st.images.numpy() * 255, stacks[0].transpose(0, 3, 1, 2), atol=1e-3)
     with pytest.raises(DefocusError, match="no dataset 'stack_val'"):
         open_dataset(f"ddff12:{path}")

@@ -5,7 +5,7 @@
   hook does see them when evaluation code reads the folder (so the check is not vacuous).
 * ``read_depth`` and ground-truth image loads are patched to raise while training groups are built and batches drawn.
 * Procedural sweep groups and batches carry only images, focus and camera numbers: no depth, no AIF.
-* Public dataset adapters (``data.datasets``): DDFF-12's disparity HDF5 dataset is never indexed and FoD500's
+* Public dataset adapters (``data.datasets``): DDFF-12's disparity and AiF HDF5 datasets are never indexed and FoD500's
   ``*Dpt.exr`` (garbage here) never opened while training groups are built and batches drawn, while the evaluation
   path does read both; NYU v2 pairs are rendered into sweeps whose groups hold no depth.
 """
@@ -196,7 +196,8 @@ def _dataset_fixtures(tmp_path: Path) -> dict:
     rng = np.random.default_rng(0)
     ddff = tmp_path / "ddff.h5"
     stacks = rng.integers(0, 256, size=(2, 10, 24, 28, 3), dtype=np.uint8)
-    write_ddff_h5(ddff, {"train": stacks}, {"train": rng.uniform(0.03, 0.27, size=(2, 24, 28))})
+    write_ddff_h5(ddff, {"train": stacks}, {"train": rng.uniform(0.03, 0.27, size=(2, 24, 28))},
+                  {"train": stacks[:, 0]})
     fod = tmp_path / "fod"
     write_fod500(fod, ids=(2, 3))
     for p in fod.glob("*Dpt.exr"):
@@ -225,7 +226,7 @@ def test_dataset_adapters_never_read_ground_truth_for_training(tmp_path, monkeyp
         groups = build_training_groups(cfg, progress=False)
         sampler = FocalSweepSampler(groups, cfg, seed=0)
         batches = [sampler.sample(2) for _ in range(6)]
-    assert "/stack_train" in read_keys and not any("disp" in k for k in read_keys)
+    assert "/stack_train" in read_keys and not any("disp" in k or "AiF" in k for k in read_keys)
     assert not any(p.endswith("Dpt.exr") for p in opened)
     assert any(p.endswith("All.tif") for p in opened)  # the hook does see the stacks being read
     assert [tuple(g.stacks.shape[:2]) for g in groups] == [(2, 10), (2, 5)]  # one group per dataset
@@ -238,7 +239,7 @@ def test_dataset_adapters_never_read_ground_truth_for_training(tmp_path, monkeyp
 
     read_keys.clear()
     open_dataset(specs[0]).stack(0)
-    assert "/disp_train" in read_keys
+    assert "/disp_train" in read_keys and "/AiF_train" in read_keys
     with _Watch() as opened, pytest.raises(DefocusError, match="not an OpenEXR"):
         open_dataset(specs[1]).stack(0)
     assert any(p.endswith("Dpt.exr") for p in opened)

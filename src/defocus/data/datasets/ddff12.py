@@ -11,7 +11,9 @@ Format (facts and where they come from):
   disparity in pixels, 0 = no depth; the test file has ``stack_test`` only. H x W = 383 x 552. Readers divide the
   images by 255 and transpose to (10, 3, H, W): soyers/ddff-pytorch ``FocalStackDDFFH5Reader.py`` as adopted by
   fuy34/DFV ``dataloader/DDFF12.py`` and Eziotic/DEREC (Si et al.) ``utils/dataset.py`` (class ``DDFF12``);
-  DFV ``data_preprocess/pack_to_h5.py`` writes the same keys (plus ``AiF_<split>``, unused).
+  DFV ``data_preprocess/pack_to_h5.py`` writes the same keys plus ``AiF_<split>`` (N, H, W, 3), the central
+  sub-aperture view (``my_refocus.py`` saves ``lf[centre]`` as ``00.png``); read here as ``gt_aif`` when present
+  (a sharp pinhole view, so ``evaluate`` reports AIF PSNR / SSIM against it).
 * Disparity ↔ depth: ``depth = baseline · f_sub / disparity`` with ``f_sub = 521.4052`` px (sub-aperture focal
   length) and ``baseline = K2 / flens · 1e-3`` m from the Lytro calibration ``IntParamLF.mat``
   (K2 = 1982.0250823695178, flens = max(fx, fy) = 7317.020641763665): hazirbas/ddff-toolbox
@@ -95,6 +97,8 @@ class DDFF12(DatasetSource):
             self._n = int(ds.shape[0])
             self._hw = tuple(int(v) for v in ds.shape[2:4])
             self.has_disparity = self.disp_key in f
+            aif = f.get(f"AiF_{self.split}")
+            self.aif_key = aif.name if aif is not None and tuple(aif.shape) == (self._n, *self._hw, 3) else None
             if self.has_disparity and (f[self.disp_key].shape[0] != self._n
                                        or tuple(f[self.disp_key].shape[1:]) != self._hw):
                 raise DefocusError(f"{spec}: {self.disp_key} {f[self.disp_key].shape} does not match "
@@ -113,12 +117,16 @@ class DDFF12(DatasetSource):
             raw = np.asarray(h5_read(f[self.stack_key], i, self.spec))
             if load_ground_truth and self.has_disparity:
                 gt = disparity_to_depth(h5_read(f[self.disp_key], i, self.spec))
+            aif = None
+            if load_ground_truth and self.aif_key:
+                a = np.asarray(h5_read(f[self.aif_key], i, self.spec), dtype=np.float32)
+                aif = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)) / 255.0).clamp_(0, 1)
         imgs = raw.astype(np.float32)
         if raw.dtype != np.uint8 and (not np.isfinite(imgs).all() or imgs.min() < 0 or imgs.max() > 255.0 + 1e-3):
             raise DefocusError(f"{self.spec}: item {i} holds values outside 0–255")
         images = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)) / 255.0).clamp_(0, 1)
         fd = focus_distances_m()
-        st = FocalStack(images=images, focus_distances_m=fd, camera=equivalent_camera(), gt_depth=gt,
+        st = FocalStack(images=images, focus_distances_m=fd, camera=equivalent_camera(), gt_depth=gt, gt_aif=aif,
                         name=self.item_name(i))
         st.provenance = {"dataset": self.spec, "item": i, "camera": {"source": "equivalent thin lens (ddff12)"},
                          "focus": {"values_m": [float(v) for v in fd], "source": "ddff-toolbox refocus 0.5-7 m"},
