@@ -363,6 +363,27 @@ def test_mobile_depth_scenes(tmp_path):
         one.stack(0)
 
 
+def test_mobile_depth_original_download_layout(tmp_path):
+    """Aligned/<scene>/a*.jpg + depth_from_focus_data2/calibration/<name>/calibrated.txt (first column, last row
+    dropped; 'metals' is called 'metal' there)."""
+    root = tmp_path / "download"
+    for scene, calib_name, n in (("metals", "metal", 3), ("plants", "plants", 2)):
+        d = root / "Aligned" / scene
+        d.mkdir(parents=True)
+        for j, img in enumerate(_rgb(n)):
+            Image.fromarray(img).save(d / f"a{j:02d}.jpg")
+        c = root / "depth_from_focus_data2" / "calibration" / calib_name
+        c.mkdir(parents=True)
+        rows = [f"{10.0 * (j + 1)} {j} 0.5" for j in range(n)] + ["99.0 1 1"]  # last row: not a frame
+        (c / "calibrated.txt").write_text("\n".join(rows) + "\n")
+    ds = open_dataset(f"mobile-depth:{root}")
+    assert [ds.item_name(i) for i in range(len(ds))] == ["mobile_metals", "mobile_plants"]
+    metals = ds.stack(0)
+    assert not metals.provenance["relative"]
+    assert metals.focus_distances_m.tolist() == pytest.approx([10 / 39.37, 20 / 39.37, 30 / 39.37])
+    assert open_dataset(f"mobile-depth:{root}#plants").stack(0).num_images == 2
+
+
 # ---------------------------------------------------------------------------------------------------------- CLI
 def _run(capsys, *args) -> tuple[int, str, str]:
     rc = main([str(a) for a in args])

@@ -1,9 +1,10 @@
 """Mobile Depth (Suwajanakorn, Hernandez, Seitz, "Depth from Focus with Your Mobile Phone", CVPR 2015): real
 hand-held phone focal stacks, no ground-truth depth.
 
-Spec: ``mobile-depth:PATH[#SCENE]`` — PATH is the folder of scene folders (or one scene folder); SCENE picks one
-scene by folder name (e.g. ``keyboard``, ``bottles``, ``fruits``, ``metals``, ``plants``, ``telephone``,
-``window``, ``balls``).
+Spec: ``mobile-depth:PATH[#SCENE]`` — PATH is the download folder (holding ``Aligned/`` and
+``depth_from_focus_data2/``), a folder of re-organised scene folders, or one scene folder; SCENE picks one scene by
+folder name (e.g. ``keyboard``, ``bottles``, ``fruits``, ``metals``, ``plants``, ``telephone``, ``window``,
+``balls``, ``zeromotion``).
 
 Format (facts and where they come from):
 
@@ -14,7 +15,15 @@ Format (facts and where they come from):
   ``np.genfromtxt('focus_dpth.txt') / 39.37``; it also reverses the order for ``metals``, which is not done here).
   fuy34/DFV (README) re-organises the original download with its own script and uses it for qualitative results
   only: "no ground truth is provided in this dataset".
-* Where ``focus_dpth.txt`` is missing the focus distances are unknown: the stack is *relative* (placeholders
+* The original download has two parts: ``Aligned/<scene>/`` (the aligned stacks) and
+  ``depth_from_focus_data2/calibration/<scene>/calibrated.txt``, whose first column without its last row is the
+  per-frame focus depth (that is how ``focus_dpth.txt`` is made), with four scenes named differently there:
+  metals → metal, largemotion → GTLarge, smallmotion → GTSmall, zeromotion → GT. From DFV's re-organisation script
+  (``data_preprocess/reorganize_mobileDFF.py``, found by content with the code search; also used by Si et al.). Both
+  layouts are read here: ``focus_dpth.txt`` in the scene folder first, else ``calibrated.txt`` of the download.
+  Units: inches, as Si et al.'s reader assumes (DFV only uses their order) — uncertain. Both readers treat ``metals``
+  as reversed (its estimated distances run opposite to the frames); that is not corrected here.
+* Where neither file is found the focus distances are unknown: the stack is *relative* (placeholders
   1..N m, ``provenance["relative"] = True``, as :func:`defocus.data.folders.read_stack` does), usable for a relative
   focus-index result only. The camera (phone lens, aperture, pitch) is not in the data: ``camera`` is None.
 * So: ``evaluate`` has nothing to compare with (no ground truth), ``render`` writes stacks whose focus distances are
@@ -45,6 +54,11 @@ def _frames(folder: Path) -> list[Path]:
                    and p.suffix.lower() in (".jpg", ".jpeg")), key=lambda p: p.name)
 
 
+CALIBRATION = ("depth_from_focus_data2", "calibration")
+CALIBRATION_FILE = "calibrated.txt"
+CALIBRATION_NAMES = {"metals": "metal", "largemotion": "GTLarge", "smallmotion": "GTSmall", "zeromotion": "GT"}
+
+
 class MobileDepth(DatasetSource):
     key = "mobile-depth"
 
@@ -53,16 +67,19 @@ class MobileDepth(DatasetSource):
         if not self.path.is_dir():
             raise DefocusError(f"{spec}: folder {self.path} does not exist" if not self.path.exists()
                                else f"{spec}: {self.path} is not a folder")
-        if _frames(self.path):
-            scenes = [self.path]
+        root = self.path / "Aligned" if (self.path / "Aligned").is_dir() else self.path
+        calib = self.path.joinpath(*CALIBRATION)
+        self._calibration = calib if calib.is_dir() else None
+        if _frames(root):
+            scenes = [root]
         else:
-            scenes = sorted(p for p in self.path.iterdir() if p.is_dir() and _frames(p))
+            scenes = sorted(p for p in root.iterdir() if p.is_dir() and _frames(p))
         if option:
             scenes = [p for p in scenes if p.name == option]
             if not scenes:
-                raise DefocusError(f"{spec}: no scene {option!r} with a*.jpg frames in {self.path}")
+                raise DefocusError(f"{spec}: no scene {option!r} with a*.jpg frames in {root}")
         if not scenes:
-            raise DefocusError(f"{spec}: no Mobile Depth scene (a folder of a*.jpg frames) in {self.path}")
+            raise DefocusError(f"{spec}: no Mobile Depth scene (a folder of a*.jpg frames) in {root}")
         self._scenes = scenes
 
     def __len__(self) -> int:
@@ -72,16 +89,26 @@ class MobileDepth(DatasetSource):
         return f"mobile_{self._scenes[self._check_index(index)].name}"
 
     def focus_m(self, index: int, count: int) -> list[float] | None:
-        """The frames' focus distances in metres from ``focus_dpth.txt`` (inches), or None when absent."""
-        p = self._scenes[self._check_index(index)] / FOCUS_FILE
+        """The frames' focus distances in metres from ``focus_dpth.txt`` or the download's ``calibrated.txt``
+        (inches), or None when neither is there."""
+        scene = self._scenes[self._check_index(index)]
+        p = scene / FOCUS_FILE
+        drop_last = False
+        if not p.is_file() and self._calibration is not None:
+            p = self._calibration / CALIBRATION_NAMES.get(scene.name, scene.name) / CALIBRATION_FILE
+            drop_last = True
         if not p.is_file():
             return None
         try:
-            vals = np.atleast_1d(np.loadtxt(p, dtype=np.float64)).ravel()
-        except ValueError as exc:
+            vals = np.atleast_1d(np.loadtxt(p, dtype=np.float64, usecols=0, ndmin=1)).ravel()
+        except (ValueError, IndexError) as exc:
             raise DefocusError(f"{self.spec}: cannot read {p}: {exc}") from None
+        if drop_last:
+            vals = vals[:-1]
         if vals.size != count:
             raise DefocusError(f"{self.spec}: {p} has {vals.size} focus distances for {count} frames")
+        if not (np.isfinite(vals).all() and (vals > 0).all()):
+            raise DefocusError(f"{self.spec}: {p} holds focus distances that are not positive numbers")
         return [float(v) / INCHES_PER_METRE for v in vals]
 
     def stack(self, index: int, load_ground_truth: bool = True, **_) -> FocalStack:
@@ -95,5 +122,6 @@ class MobileDepth(DatasetSource):
         st = FocalStack(images=torch.stack(images), focus_distances_m=fd or [float(i + 1) for i in range(len(frames))],
                         camera=None, image_names=[p.name for p in frames], name=self.item_name(index))
         st.provenance = {"dataset": self.spec, "item": int(index), "images": [p.name for p in frames],
-                         "focus": {"values_m": fd, "source": FOCUS_FILE if fd else None}, "relative": relative}
+                         "focus": {"values_m": fd, "source": "focus_dpth.txt or calibrated.txt (inches)" if fd else None},
+                         "relative": relative}
         return st
