@@ -103,8 +103,10 @@ def _render_dataset(args: argparse.Namespace) -> int:
     ds = open_dataset(args.dataset)
     if args.output.exists() and not args.output.is_dir():
         raise DefocusError(f"cannot write to {args.output}: it exists and is not a folder")
+    n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
+    ds.check_writable(n)  # fail before writing anything
     count = 0
-    for i in range(len(ds) if args.limit <= 0 else min(args.limit, len(ds))):
+    for i in range(n):
         stack = ds.stack(i, protocol=args.protocol, seed=args.seed + i)
         write_stack(stack, args.output / ds.item_name(i))
         count += 1

@@ -473,8 +473,9 @@ def test_cli_render_mobile_depth(capsys, tmp_path):
     assert rc == 0, err
     st = read_stack(tmp_path / "o" / "mobile_keyboard")
     assert st.num_images == 3 and st.camera is None
-    rc, _, err = _run(capsys, "render", "--dataset", f"mobile-depth:{root}#bottles", "-o", tmp_path / "o2")
-    assert rc != 0 and "focus distances are unknown" in err
+    rc, _, err = _run(capsys, "render", "--dataset", f"mobile-depth:{root}", "-o", tmp_path / "o2")
+    assert rc != 0 and "focus distances are unknown" in err and "bottles" in err
+    assert not (tmp_path / "o2").exists()  # nothing written, not even the scene that has focus distances
 
 
 def test_cli_train_on_datasets(capsys, tmp_path, ddff_file, nyu_file):

@@ -49,6 +49,10 @@ class DatasetSource:
         """RGB-D sources only: ``(rgb (3, H, W) in [0, 1], depth (H, W) metres, 0 = unknown)``."""
         raise DefocusError(f"{self.spec}: not an RGB-D dataset")
 
+    def check_writable(self, count: int) -> None:
+        """Raises a DefocusError before anything is written if one of the first ``count`` items cannot be written
+        as a stack folder (``render --dataset``). Default: every item can."""
+
     def _check_index(self, index: int) -> int:
         n = len(self)
         if not 0 <= index < n:

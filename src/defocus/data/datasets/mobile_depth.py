@@ -111,6 +111,13 @@ class MobileDepth(DatasetSource):
             raise DefocusError(f"{self.spec}: {p} holds focus distances that are not positive numbers")
         return [float(v) / INCHES_PER_METRE for v in vals]
 
+    def check_writable(self, count: int) -> None:
+        unknown = [self._scenes[i].name for i in range(min(count, len(self)))
+                   if self.focus_m(i, len(_frames(self._scenes[i]))) is None]
+        if unknown:
+            raise DefocusError(f"{self.spec}: no focus distances for {', '.join(unknown)} ({FOCUS_FILE} or "
+                               f"{CALIBRATION_FILE}): their focus distances are unknown, a stack folder needs them")
+
     def stack(self, index: int, load_ground_truth: bool = True, **_) -> FocalStack:
         folder = self._scenes[self._check_index(index)]
         frames = _frames(folder)
