@@ -56,7 +56,8 @@ def evaluate_stack(
     ``extra_baselines`` (name → estimator, e.g. :func:`fixed_baselines`) are reported beside it.
     """
     if stack.gt_depth is None:
-        raise DefocusError(f"stack {stack.name} has no ground-truth depth (gt_depth.tiff): evaluation needs ground truth")
+        raise DefocusError(f"stack {stack.name} has no ground-truth depth (gt_depth.tiff): "
+                           "evaluation needs ground truth")
     dr = resolve_depth_range(stack, depth_range)
     gt = torch.from_numpy(stack.gt_depth)
     res = StackResult(stack.name)

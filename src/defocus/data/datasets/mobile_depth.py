@@ -18,8 +18,8 @@ Format (facts and where they come from):
 * The original download has two parts: ``Aligned/<scene>/`` (the aligned stacks) and
   ``depth_from_focus_data2/calibration/<scene>/calibrated.txt``, whose first column without its last row is the
   per-frame focus depth (that is how ``focus_dpth.txt`` is made), with four scenes named differently there:
-  metals → metal, largemotion → GTLarge, smallmotion → GTSmall, zeromotion → GT. From DFV's re-organisation script
-  (``data_preprocess/reorganize_mobileDFF.py``, found by content with the code search; also used by Si et al.). Both
+  metals → metal, largemotion → GTLarge, smallmotion → GTSmall, zeromotion → GT. From DFV's re-organisation
+  script (``data_preprocess/reorganize_mobileDFF.py``, found by content with the code search; also used by Si et al.). Both
   layouts are read here: ``focus_dpth.txt`` in the scene folder first, else ``calibrated.txt`` of the download.
   Units: inches, as Si et al.'s reader assumes (DFV only uses their order) — uncertain. Both readers treat ``metals``
   as reversed (its estimated distances run opposite to the frames); that is not corrected here.
@@ -129,6 +129,7 @@ class MobileDepth(DatasetSource):
         st = FocalStack(images=torch.stack(images), focus_distances_m=fd or [float(i + 1) for i in range(len(frames))],
                         camera=None, image_names=[p.name for p in frames], name=self.item_name(index))
         st.provenance = {"dataset": self.spec, "item": int(index), "images": [p.name for p in frames],
-                         "focus": {"values_m": fd, "source": "focus_dpth.txt or calibrated.txt (inches)" if fd else None},
+                         "focus": {"values_m": fd,
+                                   "source": "focus_dpth.txt or calibrated.txt (inches)" if fd else None},
                          "relative": relative}
         return st
