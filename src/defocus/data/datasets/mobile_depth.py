@@ -19,8 +19,8 @@ Format (facts and where they come from):
   ``depth_from_focus_data2/calibration/<scene>/calibrated.txt``, whose first column without its last row is the
   per-frame focus depth (that is how ``focus_dpth.txt`` is made), with four scenes named differently there:
   metals → metal, largemotion → GTLarge, smallmotion → GTSmall, zeromotion → GT. From DFV's re-organisation
-  script (``data_preprocess/reorganize_mobileDFF.py``, found by content with the code search; also used by Si et al.). Both
-  layouts are read here: ``focus_dpth.txt`` in the scene folder first, else ``calibrated.txt`` of the download.
+  script (``data_preprocess/reorganize_mobileDFF.py``, found by content with the code search; Si et al. use a copy).
+  Both layouts are read here: ``focus_dpth.txt`` in the scene folder first, else ``calibrated.txt`` of the download.
   Units: inches, as Si et al.'s reader assumes (DFV only uses their order) — uncertain. Both readers treat ``metals``
   as reversed (its estimated distances run opposite to the frames); that is not corrected here.
 * Where neither file is found the focus distances are unknown: the stack is *relative* (placeholders
