@@ -291,6 +291,23 @@ def test_exr_reader_zip_and_none(tmp_path):
         read_exr(tmp_path / "png.exr")
 
 
+def test_exr_reader_on_a_real_encoder_file():
+    """CPython's test data holds python.exr (RLE-compressed HALF RGBA, written by a real OpenEXR encoder) beside
+    python.png, the same 16x16 picture: the decoded channels match the PNG within half-float precision."""
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    found = [p for p in (stdlib / "test" / "imghdrdata" / "python.exr", stdlib / "test" / "test_email" / "data"
+                         / "python.exr") if p.is_file() and (p.parent / "python.png").is_file()]
+    if not found:
+        pytest.skip("CPython's test data (python.exr) is not installed here")
+    exr = found[0]
+    png = np.asarray(Image.open(exr.parent / "python.png").convert("RGBA"), dtype=np.float64) / 255
+    got = np.stack([read_exr(exr, c) for c in "RGBA"], axis=-1)
+    assert got.shape == png.shape
+    np.testing.assert_allclose(got, png, atol=1e-3)
+
+
 def test_fod500_reads_samples(tmp_path):
     folder = tmp_path / "fs_6"
     truth = write_fod500(folder)
