@@ -401,6 +401,19 @@ def test_mobile_depth_original_download_layout(tmp_path):
     assert open_dataset(f"mobile-depth:{root}#plants").stack(0).num_images == 2
 
 
+def test_mobile_depth_real_scene_dffinthewild_layout(shared_data):
+    """The real 'balls' scene as DfFintheWild ships it: 00.jpg ... 09.jpg + focus_distance.txt (+ focal_length.txt)."""
+    scene = shared_data / "focal_stacks" / "mobiledepth_balls_dffinthewild"
+    if not scene.is_dir():
+        pytest.skip(f"{scene} is absent")
+    inches = np.loadtxt(scene / "focus_distance.txt")
+    st = open_dataset(f"mobile-depth:{scene}").stack(0)
+    assert st.num_images == len(inches) == 10 and st.image_size == (720, 1280)
+    assert st.image_names == [f"{i:02d}.jpg" for i in range(10)]
+    np.testing.assert_allclose(st.focus_distances_m.numpy(), inches / 39.37, rtol=1e-6)
+    assert st.focus_distances_m[-1].item() == pytest.approx(0.254, rel=1e-3)  # 10 inches, the nearest frame
+
+
 # ---------------------------------------------------------------------------------------------------------- CLI
 def _run(capsys, *args) -> tuple[int, str, str]:
     rc = main([str(a) for a in args])
@@ -491,7 +504,7 @@ def test_cli_render_mobile_depth(capsys, tmp_path):
     st = read_stack(tmp_path / "o" / "mobile_keyboard")
     assert st.num_images == 3 and st.camera is None
     rc, _, err = _run(capsys, "render", "--dataset", f"mobile-depth:{root}", "-o", tmp_path / "o2")
-    assert rc != 0 and "focus distances are unknown" in err and "bottles" in err
+    assert rc != 0 and "focus distances are unknown" in err and "bottles" in err and "keyboard" not in err
     assert not (tmp_path / "o2").exists()  # nothing written, not even the scene that has focus distances
 
 

@@ -23,7 +23,13 @@ Format (facts and where they come from):
   Both layouts are read here: ``focus_dpth.txt`` in the scene folder first, else ``calibrated.txt`` of the download.
   Units: inches, as Si et al.'s reader assumes (DFV only uses their order) — uncertain. Both readers treat ``metals``
   as reversed (its estimated distances run opposite to the frames); that is not corrected here.
-* Where neither file is found the focus distances are unknown: the stack is *relative* (placeholders
+* A third layout, wcy199705/DfFintheWild ``End_to_End/Datasets/<scene>/`` (reader ``Real_Scenes`` there): the
+  original, **unaligned** frames as ``00.jpg`` … with ``focus_distance.txt`` (one value per frame, the same calibrated
+  numbers, e.g. 7223525.79 ≈ infinity … 10.0 for ``balls``) and ``focal_length.txt`` (0.2 in the same unit: about
+  5 mm if the unit is the inch, a phone lens — consistent with the inch reading). Read too (frames: every
+  ``*.jpg`` / ``*.png`` of a folder holding ``focus_distance.txt``); these frames still need registration
+  (``defocus predict`` aligns them), so they are not for training as they are.
+* Where no focus file is found the focus distances are unknown: the stack is *relative* (placeholders
   1..N m, ``provenance["relative"] = True``, as :func:`defocus.data.folders.read_stack` does), usable for a relative
   focus-index result only. The camera (phone lens, aperture, pitch) is not in the data: ``camera`` is None.
 * So: ``evaluate`` has nothing to compare with (no ground truth), ``render`` writes stacks whose focus distances are
@@ -49,9 +55,17 @@ FOCUS_FILE = "focus_dpth.txt"
 INCHES_PER_METRE = 39.37
 
 
+WILD_FOCUS_FILE = "focus_distance.txt"
+
+
 def _frames(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.name.startswith("a")
-                   and p.suffix.lower() in (".jpg", ".jpeg")), key=lambda p: p.name)
+    """The aligned frames ``a*.jpg``; in the DfFintheWild layout (a ``focus_distance.txt`` beside them), every
+    ``*.jpg`` / ``*.png`` of the folder."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    frames = [p for p in files if p.name.startswith("a") and p.suffix.lower() in (".jpg", ".jpeg")]
+    if not frames and (folder / WILD_FOCUS_FILE).is_file():
+        frames = [p for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    return sorted(frames, key=lambda p: p.name)
 
 
 CALIBRATION = ("depth_from_focus_data2", "calibration")
@@ -89,10 +103,10 @@ class MobileDepth(DatasetSource):
         return f"mobile_{self._scenes[self._check_index(index)].name}"
 
     def focus_m(self, index: int, count: int) -> list[float] | None:
-        """The frames' focus distances in metres from ``focus_dpth.txt`` or the download's ``calibrated.txt``
-        (inches), or None when neither is there."""
+        """The frames' focus distances in metres from ``focus_dpth.txt`` / ``focus_distance.txt`` or the download's
+        ``calibrated.txt`` (inches), or None when none is there."""
         scene = self._scenes[self._check_index(index)]
-        p = scene / FOCUS_FILE
+        p = scene / FOCUS_FILE if (scene / FOCUS_FILE).is_file() else scene / WILD_FOCUS_FILE
         drop_last = False
         if not p.is_file() and self._calibration is not None:
             p = self._calibration / CALIBRATION_NAMES.get(scene.name, scene.name) / CALIBRATION_FILE
@@ -115,8 +129,8 @@ class MobileDepth(DatasetSource):
         unknown = [self._scenes[i].name for i in range(min(count, len(self)))
                    if self.focus_m(i, len(_frames(self._scenes[i]))) is None]
         if unknown:
-            raise DefocusError(f"{self.spec}: no focus distances for {', '.join(unknown)} ({FOCUS_FILE} or "
-                               f"{CALIBRATION_FILE}): their focus distances are unknown, a stack folder needs them")
+            raise DefocusError(f"{self.spec}: no {FOCUS_FILE}, {WILD_FOCUS_FILE} or {CALIBRATION_FILE} for "
+                               f"{', '.join(unknown)}: their focus distances are unknown, a stack folder needs them")
 
     def stack(self, index: int, load_ground_truth: bool = True, **_) -> FocalStack:
         folder = self._scenes[self._check_index(index)]
