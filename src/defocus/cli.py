@@ -74,14 +74,45 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--depth", type=Path, help="depth map: float TIFF or .npy in metres, or integer PNG (see --depth-scale)")
     src.add_argument("--depth-scale", type=float, help="metres per unit of an integer depth PNG (e.g. 0.001 for mm)")
     src.add_argument("--procedural", type=int, metavar="SEED", help="render the procedural scene of this seed")
+    src.add_argument("--dataset", metavar="SPEC",
+                     help="a public dataset, NAME:PATH[#OPTION] (nyuv2, ddff12, fod500, mobile-depth; see README "
+                     "'Public datasets'): writes one stack folder per item into -o")
+    src.add_argument("--limit", type=int, default=0, metavar="K", help="with --dataset: only the first K items")
     p.add_argument("--preset", help="camera preset: nyuv2 or defocusnet (sets camera, focus distances and image size)")
     p.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated (overrides the preset's)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the preset's, or the input's)")
-    p.add_argument("--protocol", choices=("paper", "realistic"), default="paper", help="synthesis protocol: paper (Gaussian PSF, no noise) or realistic (disk PSF in linear light, occlusion, noise)")
+    p.add_argument("--protocol", choices=("paper", "realistic"), default=None, help="synthesis protocol: paper (Gaussian PSF, no noise; the default) or realistic (disk PSF in linear light, occlusion, noise); with --dataset nyuv2 it overrides the spec's #PROTOCOL")
     p.add_argument("--seed", type=int, default=0, help="seed of the sensor noise of the realistic protocol")
     add_camera_flags(p)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output stack folder")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output stack folder (with --dataset: the folder that receives one stack folder per item)")
     p.set_defaults(func=cmd_render)
+
+
+def _render_dataset(args: argparse.Namespace) -> int:
+    """``render --dataset``: one stack folder per item, named after the item, inside ``args.output``."""
+    from defocus.data.datasets import open_dataset
+    from defocus.data.folders import write_stack
+
+    if args.rgb or args.depth or args.procedural is not None:
+        raise DefocusError("pass either --dataset or --rgb/--depth or --procedural, not several")
+    if args.limit < 0:
+        raise DefocusError("--limit must be >= 0")
+    if args.preset or args.focus or args.size or camera_from_flags(args):
+        raise DefocusError("--dataset brings its own camera, focus distances and image size: drop --preset, "
+                           "--focus, --size and the camera flags")
+    ds = open_dataset(args.dataset)
+    if args.output.exists() and not args.output.is_dir():
+        raise DefocusError(f"cannot write to {args.output}: it exists and is not a folder")
+    n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
+    ds.check_writable(n)  # fail before writing anything
+    count = 0
+    for i in range(n):
+        stack = ds.stack(i, protocol=args.protocol, seed=args.seed + i)
+        write_stack(stack, args.output / ds.item_name(i))
+        count += 1
+    print(f"wrote {count} stack folder(s) from {args.dataset} to {args.output}")
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -91,6 +122,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from defocus.data.synthesis import stack_from_rgbd, stack_from_scene
     from defocus.optics.camera import get_preset
 
+    if args.dataset:
+        return _render_dataset(args)
+    args.protocol = args.protocol or "paper"
     preset = get_preset(args.preset) if args.preset else None
     camera = camera_from_flags(args) or (preset.camera if preset else None)
     if camera is None:
@@ -209,7 +243,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "(AbsRel, SqRel, RMSE, RMSElog, δ1-3; AIF PSNR/SSIM) per stack and their mean, for the network and for the "
         "classical depth-from-focus baseline.",
     )
-    p.add_argument("stacks", nargs="+", type=Path, help="stack folders")
+    p.add_argument("stacks", nargs="*", type=Path, help="stack folders")
+    p.add_argument("--dataset", action="append", default=[], metavar="SPEC",
+                   help="a public dataset with ground truth, NAME:PATH[#OPTION] (nyuv2, ddff12, fod500; see README "
+                   "'Public datasets'); repeatable, besides or instead of stack folders")
+    p.add_argument("--limit", type=int, default=0, metavar="K", help="only the first K items of each --dataset")
     _model_flags(p)
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
@@ -220,12 +258,33 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from defocus.evaluate import evaluate_folders, fixed_baselines, format_table, results_to_json
+    from defocus.data.datasets import open_dataset
+    from defocus.data.folders import read_stack
+    from defocus.evaluate import evaluate_stacks, fixed_baselines, format_table, results_to_json
     from defocus.files import atomic_write
 
+    if not args.stacks and not args.dataset:
+        raise DefocusError("nothing to evaluate: give stack folders or --dataset SPEC")
+    if args.limit < 0:
+        raise DefocusError("--limit must be >= 0")
+    sources = [open_dataset(spec) for spec in args.dataset]  # bad specs fail before the model loads
+    for ds in sources:
+        if ds.key == "mobile-depth":
+            raise DefocusError(f"{ds.spec}: Mobile Depth has no ground-truth depth: nothing to evaluate "
+                               "(use defocus predict on rendered folders instead)")
     model, meta = _load_model(args)
-    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_model=args.refine_psf,
-                               extra_baselines=fixed_baselines() if args.fixed_baselines else None)
+    counts = [len(ds) if args.limit <= 0 else min(args.limit, len(ds)) for ds in sources]
+
+    def all_stacks():
+        for folder in args.stacks:
+            yield read_stack(folder)
+        for ds, n in zip(sources, counts):
+            yield from ds.iter_stacks(limit=n)
+
+    results = evaluate_stacks(model, all_stacks(), _depth_range(args), args.refine_steps,
+                              progress=len(args.stacks) + sum(counts) > 1, refine_model=args.refine_psf,
+                              extra_baselines=fixed_baselines() if args.fixed_baselines else None,
+                              total=len(args.stacks) + sum(counts))
     print(format_table(results, markdown=args.markdown))
     if args.json:
         extra = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}

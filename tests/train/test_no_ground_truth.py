@@ -5,6 +5,9 @@
   hook does see them when evaluation code reads the folder (so the check is not vacuous).
 * ``read_depth`` and ground-truth image loads are patched to raise while training groups are built and batches drawn.
 * Procedural sweep groups and batches carry only images, focus and camera numbers: no depth, no AIF.
+* Public dataset adapters (``data.datasets``): DDFF-12's disparity and AiF HDF5 datasets are never indexed and FoD500's
+  ``*Dpt.exr`` (garbage here) never opened while training groups are built and batches drawn, while the evaluation
+  path does read both; NYU v2 pairs are rendered into sweeps whose groups hold no depth.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +179,79 @@ def test_sweep_groups_and_batches_hold_no_ground_truth():
 def test_test_seeds_are_never_rendered_for_training():
     with pytest.raises(DefocusError, match="reserved"):
         render_sweep_group("nyuv2", "paper", [1_000_000], (8, 8), 3, (1.0, 1.0), progress=False)
+
+
+# ---- public dataset adapters (defocus.data.datasets): the training path reads no ground truth from them either
+def _dataset_fixtures(tmp_path: Path) -> dict:
+    h5py = pytest.importorskip("h5py")
+    import importlib.util
+
+    # The fixture writers (each dataset's own file format) live with the adapter tests; load that file by path.
+    spec = importlib.util.spec_from_file_location(
+        "_dataset_fixture_writers", Path(__file__).resolve().parents[1] / "data" / "test_datasets.py")
+    writers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writers)
+    write_ddff_h5, write_fod500, write_nyu_mat = writers.write_ddff_h5, writers.write_fod500, writers.write_nyu_mat
+
+    rng = np.random.default_rng(0)
+    ddff = tmp_path / "ddff.h5"
+    stacks = rng.integers(0, 256, size=(2, 10, 24, 28, 3), dtype=np.uint8)
+    write_ddff_h5(ddff, {"train": stacks}, {"train": rng.uniform(0.03, 0.27, size=(2, 24, 28))},
+                  {"train": stacks[:, 0]})
+    fod = tmp_path / "fod"
+    write_fod500(fod, ids=(2, 3))
+    for p in fod.glob("*Dpt.exr"):
+        p.write_bytes(b"\x00garbage, not an EXR\xff" * 5)  # any read of the depth would fail
+    nyu = tmp_path / "nyu.mat"
+    write_nyu_mat(nyu, rng.integers(0, 256, size=(1, 16, 24, 3), dtype=np.uint8),
+                  rng.uniform(1.0, 5.0, size=(1, 16, 24)))
+    return {"h5py": h5py, "ddff": ddff, "fod": fod, "nyu": nyu}
+
+
+def test_dataset_adapters_never_read_ground_truth_for_training(tmp_path, monkeypatch):
+    fx = _dataset_fixtures(tmp_path)
+    h5py = fx["h5py"]
+    read_keys: list[str] = []
+    real_getitem = h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        read_keys.append(self.name)
+        return real_getitem(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    specs = [f"ddff12:{fx['ddff']}#train", f"fod500:{fx['fod']}"]
+    cfg = DataConfig(presets=["nyuv2"], protocols=["paper"], scenes_per_group=0, size=[16, 16], sweep=5,
+                     datasets=specs)
+    with _Watch() as opened:
+        groups = build_training_groups(cfg, progress=False)
+        sampler = FocalSweepSampler(groups, cfg, seed=0)
+        batches = [sampler.sample(2) for _ in range(6)]
+    assert "/stack_train" in read_keys and not any("disp" in k or "AiF" in k for k in read_keys)
+    assert not any(p.endswith("Dpt.exr") for p in opened)
+    assert any(p.endswith("All.tif") for p in opened)  # the hook does see the stacks being read
+    assert [tuple(g.stacks.shape[:2]) for g in groups] == [(2, 10), (2, 5)]  # one group per dataset
+    for g in groups:
+        assert set(vars(g)) == {f.name for f in dataclasses.fields(SweepGroup)} and g.stacks.dtype == torch.uint8
+    for b in batches:
+        assert set(b) == BATCH_KEYS
+    # Non-vacuity: the evaluation path does read the disparity and the EXR (which fails on the garbage).
+    from defocus.data.datasets import open_dataset
+
+    read_keys.clear()
+    open_dataset(specs[0]).stack(0)
+    assert "/disp_train" in read_keys and "/AiF_train" in read_keys
+    with _Watch() as opened, pytest.raises(DefocusError, match="not an OpenEXR"):
+        open_dataset(specs[1]).stack(0)
+    assert any(p.endswith("Dpt.exr") for p in opened)
+
+
+def test_rgbd_dataset_is_rendered_and_its_depth_dropped(tmp_path):
+    fx = _dataset_fixtures(tmp_path)
+    cfg = DataConfig(presets=["nyuv2"], protocols=["paper", "realistic"], scenes_per_group=0, size=[16, 16], sweep=4,
+                     datasets=[f"nyuv2:{fx['nyu']}"])
+    groups = build_training_groups(cfg, progress=False)
+    assert [g.protocol for g in groups] == ["paper", "realistic"]
+    for g in groups:
+        assert tuple(g.stacks.shape) == (1, 4, 3, 240, 320) and g.stacks.dtype == torch.uint8  # the preset's size
+        assert set(vars(g)) == {f.name for f in dataclasses.fields(SweepGroup)}  # images, focus, camera numbers only
+        assert g.depth_range == get_preset("nyuv2").depth_range_m

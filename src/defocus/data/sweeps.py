@@ -14,7 +14,8 @@ re-renders every group with that group's own forward model (the camera's, not th
 Further sources: folders of RGB-D pairs (``data.rgbd_dirs``) and the frames of one split of an RGB-D ``INDEX.csv``
 (``data.rgbd_index``, ``data.rgbd_split``: the project's training scene groups), rendered into sweeps the same way
 (their depth is used to render, then dropped), and the user's own unlabeled stacks (``data.stack_dirs``), whose
-ground-truth files, if any, are never opened.
+ground-truth files, if any, are never opened. Public datasets (``data.datasets``, :mod:`defocus.data.datasets`)
+enter the same two ways: focal-stack sets as unlabeled stacks, RGB-D sets rendered into sweeps.
 
 A batch is a dict with ``stack`` (B, N, 3, H, W) in [0, 1], ``focus`` (B, N) metres, ``blur_per_dioptre`` (B, N)
 pixels per dioptre, ``depth_range`` (B, 2) metres and ``protocol`` (one name for the whole batch, which picks the
@@ -71,6 +72,10 @@ class DataConfig:
     # Data shards = sampling streams of the global batch (DataShards); 0: one per process. Fix it (e.g. to the
     # largest process count you will use) to make runs with different process counts draw the same samples.
     shards: int = 0
+    # Public datasets, NAME:PATH[#OPTION] (defocus.data.datasets): focal stacks enter like stack_dirs (ground truth
+    # never read), RGB-D sets (nyuv2) are rendered into sweeps like rgbd_dirs. dataset_limit: first K items (0: all).
+    datasets: list[str] = field(default_factory=list)
+    dataset_limit: int = 0
 
 
 @dataclass
@@ -235,6 +240,54 @@ def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, p
                           f"render RGB-D {cfg.rgbd_split}", progress)
 
 
+def dataset_groups(cfg: DataConfig, progress: bool = True, shards: DataShards | None = None) -> list[SweepGroup]:
+    """Groups from the public datasets of ``cfg.datasets``. RGB-D sources (nyuv2) are rendered like ``rgbd_dirs``
+    with their preset, one group per protocol (depth used to render, then dropped). Focal-stack sources are read
+    with ``load_ground_truth=False`` (no ground-truth dataset or file is ever opened) and kept as 8-bit stacks, one
+    group per (image size, focus distances, camera), groups in sorted key order. With ``shards``, item ``i`` is read
+    only by the owner of shard ``i % count``."""
+    from defocus.data.datasets import open_dataset
+
+    groups: list[SweepGroup] = []
+    for spec in cfg.datasets:
+        ds = open_dataset(spec)
+        n = len(ds) if cfg.dataset_limit <= 0 else min(cfg.dataset_limit, len(ds))
+        if ds.kind == "rgbd":
+            preset = get_preset(ds.preset)
+            if preset.image_size[0] < cfg.size[0] or preset.image_size[1] < cfg.size[1]:
+                raise DefocusError(f"{spec}: preset {preset.name} images are smaller than the training size {cfg.size}")
+            ids = [i for i in range(n) if shards is None or shards.keeps(i)]
+            for protocol in cfg.protocols:
+                frames = ((*ds.rgbd(i), None) for i in ids)
+                groups.append(_render_frames(frames, ids, preset.name, protocol, cfg.sweep, 17, preset.depth_range_m,
+                                             f"render {ds.key}", progress))
+            continue
+        by_key: dict[tuple, list] = {}
+        ids = [i for i in range(n) if shards is None or shards.keeps(i)]
+        for i in tqdm(ids, desc=f"read {ds.key}", disable=not progress, leave=False):
+            st = ds.stack(i, load_ground_truth=False)
+            if st.provenance.get("relative") or st.camera is None:
+                raise DefocusError(f"{spec}: stack {st.name} has no camera or no focus distances; training needs "
+                                   "both (use stack folders with stack.json instead)")
+            if st.images.shape[-2] < cfg.size[0] or st.images.shape[-1] < cfg.size[1]:
+                raise DefocusError(f"{spec}: stack {st.name} is smaller than the training size {cfg.size}")
+            cam = st.camera
+            key = (tuple(st.images.shape), tuple(st.focus_distances_m.tolist()),
+                   (cam.focal_length_m, cam.f_number, cam.pixel_size_m))
+            entry = by_key.setdefault(key, [cam, st.focus_distances_m, [], []])
+            entry[2].append(to_uint8(st.images))
+            entry[3].append(i)
+        # Sorted keys: every process lists its groups in the same order whichever items it read.
+        for key in sorted(by_key):
+            cam, fd, imgs, ids = by_key[key]
+            k = cam.blur_per_dioptre(fd)
+            m = len(imgs)
+            groups.append(SweepGroup(torch.stack(imgs), fd[None].expand(m, -1).clone(), k[None].expand(m, -1).clone(),
+                                     depth_range_from_focus(cam, fd), cfg.stack_protocol,
+                                     scene_ids=torch.tensor(ids, dtype=torch.long)))
+    return groups
+
+
 def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str,
                      shards: DataShards | None = None) -> list[SweepGroup]:
     """The user's unlabeled stacks (ground-truth files are never opened), one group per stack; with ``shards``, only
@@ -379,4 +432,6 @@ def build_training_groups(cfg: DataConfig, progress: bool = True, shards: DataSh
             groups.append(render_rgbd_index_group(cfg, protocol, progress, shards))
     if cfg.stack_dirs:
         groups.extend(load_stack_group(cfg.stack_dirs, cfg.size, cfg.stack_protocol, shards))
+    if cfg.datasets:
+        groups.extend(dataset_groups(cfg, progress, shards))
     return groups
