@@ -528,3 +528,17 @@ def test_train_refuses_stacks_without_camera(capsys, tmp_path):
                       "data.scenes_per_group=0", "data.size=[16, 16]", "val_scenes=0",
                       f"data.datasets=[mobile-depth:{root}#keyboard]")
     assert rc != 0 and "no camera or no focus distances" in err
+
+
+def test_dataset_items_follow_the_data_shards(tmp_path):
+    from defocus.data.sweeps import DataConfig, DataShards, dataset_groups
+
+    folder = tmp_path / "fod"
+    write_fod500(folder, ids=(0, 1, 2, 400, 401))
+    cfg = DataConfig(presets=[], scenes_per_group=0, size=[16, 16], datasets=[f"fod500:{folder}"])
+    whole = dataset_groups(cfg, progress=False)
+    parts = [dataset_groups(cfg, progress=False, shards=DataShards(2, (r,))) for r in (0, 1)]
+    assert len(whole) == 1 and all(len(p) == 1 for p in parts)
+    assert parts[0][0].ids().tolist() == [0, 2, 4] and parts[1][0].ids().tolist() == [1, 3]
+    for p in parts:  # each item is read by its owner only, and is the very item of the whole dataset
+        assert torch.equal(p[0].stacks, whole[0].stacks[p[0].ids()])
