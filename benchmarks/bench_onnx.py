@@ -60,8 +60,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, meta = load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
     onnx_path = args.onnx
+    tmp = tempfile.TemporaryDirectory()  # removed at exit
     if onnx_path is None:
-        onnx_path = Path(tempfile.mkdtemp()) / "daifnet.onnx"
+        onnx_path = Path(tmp.name) / "daifnet.onnx"
         t0 = time.perf_counter()
         export_onnx(model, onnx_path, meta, source=str(args.checkpoint or "shipped"))
         print(f"exported to {onnx_path} in {time.perf_counter() - t0:.0f} s")
@@ -113,12 +114,12 @@ def main() -> None:
     out["all"]["torch_over_onnx"] = out["all"]["torch_median_s"] / out["all"]["onnx_median_s"]
     print(f"\n{len(entries)} test frames per protocol, 5 x 240 x 320 stacks, {args.threads} thread(s), "
           f"best of {args.repeats}\n")
-    print("| protocol | max \\|Δdepth\\| (m) | median \\|Δdepth\\| (m) | max relative | pixels > 1 mm | PyTorch vs "
+    print("| protocol | max \\|Δdepth\\| (m) | median \\|Δdepth\\| (m) | max relative | pixels > 1 mm | PyTorch "
           "float32 vs float64: max (m) | PyTorch s / stack | ORT s / stack | PyTorch / ORT |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in [*out["protocols"].items(), ("both", out["all"])]:
         print(f"| {name} | {r['max_abs_m']:.2e} | {r['median_abs_m']:.1e} | {r['max_rel']:.1e} | "
-              f"{100 * r['frac_over_1mm']:.3f} % | {r['torch_self_max_abs_m']:.2e} | "
+              f"{100 * r['frac_over_1mm']:.4f} % | {r['torch_self_max_abs_m']:.2e} | "
               f"{r['torch_median_s']:.3f} | {r['onnx_median_s']:.3f} | {r['torch_over_onnx']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -162,7 +162,8 @@ def test_missing_onnx_packages_name_the_extra(monkeypatch, capsys, tmp_path):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("onnx") else real(name, *a))
     with pytest.raises(DefocusError, match=r"install defocus\[onnx\]"):
         require_onnx()
     assert main(["export", "-o", str(tmp_path / "m.onnx")]) == 2

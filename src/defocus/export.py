@@ -10,14 +10,15 @@ checks of :meth:`DAIFNet.check_inputs` (Python branches on input values) stay ou
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` then onnxscript). Chosen over the legacy
 TorchScript tracer (``dynamo=False``) because the model computes Python numbers from the input sizes — the padding
 to a multiple of 2^levels, the crop back, log N of the confidence, the radii of the cue fill capped at half the
-image — and the tracer records such numbers as constants of the example it traced, so that a graph with "dynamic"
-axes silently gives wrong results at other sizes; ``torch.export`` keeps them symbolic, and it rejects a branch on a
-tensor value with an error instead of freezing it with a warning. What it could not take was rewritten in the model
-code itself, in equivalent form (see the commit that added this module): the per-stack choice of the prior's
-pre-filter (``unique``/``nonzero``/Python floats → a selection by ``torch.where``), branches on N (N = 1 and 2 fall
-out of the general code), the batch-wide "nothing confident" early return of ``filters.confidence_fill`` (now
-selected per stack), padding only when needed (padding by zero is the identity), the float64 ``conv2d`` and
-``avg_pool2d`` of the noise estimate (ONNX Runtime's CPU provider has no float64 kernels for them; slices and a mean).
+image — and the tracer records Python numbers as constants of the example it traced (not tried here: that is its
+documented behaviour), so that a graph with "dynamic" axes would silently give wrong results at other sizes;
+``torch.export`` keeps them symbolic, and it rejects a branch on a tensor value with an error instead of freezing it
+with a warning. What it could not take was rewritten in the model code itself, in equivalent form (the commit before
+this module's, with the proof that outputs did not change): the per-stack choice of the prior's pre-filter
+(``unique``/``nonzero``/Python floats → a selection by ``torch.where``), branches on N (N = 1 and 2 fall out of the
+general code), the batch-wide "nothing confident" early return of ``filters.confidence_fill`` (now selected per
+stack), padding only when needed (padding by zero is the identity), the float64 ``conv2d`` and ``avg_pool2d`` of the
+noise estimate (ONNX Runtime's CPU provider has no float64 kernels for them; slices and a mean).
 
 The exporter's own graph optimisation (onnxscript's, ``optimize=True``) is switched off: onnxscript 0.7 removes an
 ``Add`` of a constant it deems zero, and so turned ``log(sml + 1e-12)`` of the classical prior into ``log(sml)``,
