@@ -209,13 +209,13 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "paper's Gaussian on sRGB values")
     p.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="depth range in metres of the output (default: the preset's, or from the focus distances)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch, and for onnxruntime with --onnx (default: their choice)")
 
 
-def _load_model(args: argparse.Namespace):
+def _load_model(args: argparse.Namespace, onnx: Path | None = None):
+    """(model, metadata): PyTorch weights, or with ``onnx`` the ONNX Runtime runner of an exported model."""
     import torch
-
-    from defocus.models.checkpoint import load_checkpoint, load_default_model
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -223,6 +223,12 @@ def _load_model(args: argparse.Namespace):
         raise DefocusError("--refine-steps must be >= 0")
     if args.refine and not args.refine_steps:
         args.refine_steps = DEFAULT_REFINE_STEPS
+    if onnx is not None:
+        from defocus.export import load_model_for_predict
+
+        return load_model_for_predict(onnx, args.checkpoint, args.threads, args.refine_steps)
+    from defocus.models.checkpoint import load_checkpoint, load_default_model
+
     return load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
 
 
@@ -319,6 +325,9 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="where the network runs: cpu (default), cuda, or auto (cuda when available)")
     g.add_argument("--skip-existing", action="store_true",
                    help="skip stacks whose output folder already holds a prediction.json")
+    p.add_argument("--onnx", type=Path, metavar="MODEL",
+                   help="run the network from this ONNX file of `defocus export` with onnxruntime (CPU, no PyTorch "
+                   "autograd; needs defocus[onnx]) instead of PyTorch weights; not with --refine")
     p.set_defaults(func=cmd_predict)
 
 
@@ -419,7 +428,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Check every stack first (then let it go: photos are large), so that bad input fails before anything is written.
     for folder in folders:
         read(folder)
-    model, meta = _load_model(args)
+    model, meta = _load_model(args, onnx=args.onnx)
     args.output.mkdir(parents=True, exist_ok=True)
     for folder, name in tqdm(list(zip(folders, names)), desc="predict", disable=len(folders) < 2, leave=False):
         out = args.output / name
@@ -453,7 +462,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "camera": st.camera.to_dict(),
             "depth_range_m": list(result.depth_range),
             "model": meta.get("model_name"),
-            "checkpoint": str(args.checkpoint or "shipped"),
+            "checkpoint": str(args.onnx or args.checkpoint or "shipped"),
+            "runtime": "onnxruntime" if args.onnx else "pytorch",
             "refine_steps": args.refine_steps,
             "refine_model": args.refine_psf if args.refine_steps else None,
             "device": device,
@@ -531,9 +541,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------ export
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export DAIF-Net to ONNX (dynamic batch, stack length and image size) for `predict --onnx`",
+        description="Export the network (classical prior, network and cue fill: the whole tensor path of predict) to "
+        "one ONNX file with dynamic batch, stack length N and image size (H, W >= 10), its inputs, outputs and "
+        "checkpoint config in the metadata; then check it against PyTorch with onnxruntime on two procedural "
+        "stacks at other sizes. Needs defocus[onnx].",
+    )
+    p.add_argument("--checkpoint", type=Path, help="weights (.safetensors); default: the weights shipped with defocus")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, at least 18)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--verbose", action="store_true", help="show the exporter's own messages")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from defocus.export import export_and_check
+
+    for line in export_and_check(args.checkpoint, args.output, args.opset, check=not args.no_check,
+                                 verbose=args.verbose):
+        print(line)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------------- main
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _demo_parser, _predict_parser, _inspect_parser, _evaluate_parser, _train_parser, _render_parser
+    _demo_parser, _predict_parser, _inspect_parser, _evaluate_parser, _train_parser, _render_parser, _export_parser
 ]
 
 

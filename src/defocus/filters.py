@@ -18,18 +18,20 @@ from defocus.checks import check_shape
 from defocus.errors import DefocusError
 
 
-def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+def box_filter(x: torch.Tensor, radius: int | torch.Tensor) -> torch.Tensor:
     """Mean over the (2r+1)² window around each pixel, the window clipped at the image border (O(1) per pixel).
 
     Args:
         x: (B, C, H, W).
-        radius: r ≥ 0 in pixels.
+        radius: r ≥ 0 in pixels; or a 0-d integer tensor r ≥ 1 (unchecked: a radius computed from the image size
+            inside a traced graph, see :func:`confidence_fill`).
     """
     check_shape(x, "B C H W", "box_filter input")
-    if radius < 0:
-        raise DefocusError(f"box filter radius must be >= 0, got {radius}")
-    if radius == 0:
-        return x
+    if not isinstance(radius, torch.Tensor):
+        if radius < 0:
+            raise DefocusError(f"box filter radius must be >= 0, got {radius}")
+        if radius == 0:
+            return x
     h, w = x.shape[-2:]
 
     def along(t: torch.Tensor, dim: int, n: int) -> torch.Tensor:
@@ -117,13 +119,14 @@ def confidence_fill(
     check_shape(confidence, "B 1 H W", "confidence", sizes)
     check_shape(guide, "B 1 H W", "guide", sizes)
     w = torch.where(confidence >= threshold, confidence, torch.zeros_like(confidence))
-    if float(w.sum()) <= 0:
-        return values  # nothing confident to fill from
     filled = values.clone()
     todo = torch.ones_like(confidence, dtype=torch.bool)
     h, wd = values.shape[-2:]
+    # The radii are capped at half the longer side. As a 0-d tensor, so that an exported graph (ONNX) computes the cap
+    # from the image size it is given rather than keeping the one it was traced with (same integers in eager mode).
+    half = torch.full((), torch.sym_max(h, wd) // 2, dtype=torch.int64, device=values.device)
     for r in radii:
-        r = max(1, min(r, max(h, wd) // 2))
+        r = half.clamp(min=1, max=r)  # one clamp: two in a row trip onnxscript 0.7's clip fusion (a dangling input)
         support = box_filter(w, r)
         num = guided_filter(guide, w * values, r, eps)
         den = guided_filter(guide, w, r, eps)
@@ -135,4 +138,9 @@ def confidence_fill(
     global_mean = (w * values).sum(dim=(2, 3), keepdim=True) / w.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
     filled = torch.where(todo, global_mean.expand_as(filled), filled)
     blend = (confidence / max(threshold, 1e-6)).clamp(0.0, 1.0)
-    return blend * values + (1.0 - blend) * filled
+    out = blend * values + (1.0 - blend) * filled
+    # A stack with nothing confident to fill from keeps its values. Selected per stack (not a Python branch on the
+    # whole batch's sum, which also made one stack's result depend on the others in its batch), so that the filter
+    # exports to ONNX; for one stack, or a batch where every stack has support, the result is the same as before.
+    has_support = w.sum(dim=(1, 2, 3), keepdim=True) > 0
+    return torch.where(has_support, out, values)

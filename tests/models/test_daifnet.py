@@ -308,7 +308,7 @@ def test_ablation_without_classical_prior(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the ablation must not compute the classical estimate")
 
-    monkeypatch.setattr(daifnet, "classical_depth_from_focus", boom)
+    monkeypatch.setattr(daifnet, "dff_core", boom)  # the prior's tensor path (classical.dff_core)
     with torch.no_grad():
         out = model(*inputs)
     assert out.depth.shape == ref.depth.shape and torch.isfinite(out.depth).all()

@@ -192,48 +192,74 @@ def classical_depth_from_focus(
             raise DefocusError(f"depth_range_m must be (near, far) in metres, got {depth_range_m!r}") from None
         if not (math.isfinite(near) and math.isfinite(far) and 0 < near <= far):
             raise DefocusError(f"depth_range_m must satisfy 0 < near <= far, got {depth_range_m!r}")
-    b, n, c, h, w = imgs.shape
-
     with torch.no_grad():
-        fm = sum_modified_laplacian(gaussian_presmooth(to_grey(imgs), presmooth_sigma), window)  # (B, N, H, W)
-        diop = 1.0 / foc  # (B, N) float64
-        diop_sorted, order = torch.sort(diop, dim=1)
-        fm_sorted = fm.gather(1, order.view(b, n, 1, 1).expand(b, n, h, w))
-        fmax, i = fm_sorted.max(dim=1)  # (B, H, W)
-        flat_i = i.view(b, h * w)
-        src = order.gather(1, flat_i).view(b, h, w)  # index of the sharpest frame in the input order
-        x1 = diop_sorted.gather(1, flat_i).view(b, h, w)
-
-        if n >= 3:
-            im = (i - 1).clamp(min=0)
-            ip = (i + 1).clamp(max=n - 1)
-
-            def at(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                x = diop_sorted.gather(1, k.view(b, h * w)).view(b, h, w)
-                y = fm_sorted.gather(1, k.unsqueeze(1)).squeeze(1).to(torch.float64)
-                return x, torch.log(y.clamp_min(0) + _LOG_EPS)
-
-            x0, y0 = at(im)
-            x2, y2 = at(ip)
-            y1 = torch.log(fmax.to(torch.float64).clamp_min(0) + _LOG_EPS)
-            vertex, ok = _gaussian_peak(x0, x1, x2, y0, y1, y2)
-            ok &= (i > 0) & (i < n - 1)
-            d_est = torch.where(ok, vertex, x1)
-        else:
-            d_est = x1
-
-        lo = diop_sorted[:, :1].view(b, 1, 1)
-        hi = diop_sorted[:, -1:].view(b, 1, 1)
-        d_est = torch.minimum(torch.maximum(d_est, lo), hi)
-        if depth_range_m is not None:
-            d_est = d_est.clamp(1.0 / far, 1.0 / near)
-        depth = (1.0 / d_est).to(imgs.dtype).unsqueeze(1)  # (B, 1, H, W)
-
-        aif = imgs.gather(1, src.view(b, 1, 1, h, w).expand(b, 1, c, h, w)).squeeze(1)  # (B, C, H, W)
-        conf = ((fmax - fm.mean(dim=1)) / (fmax + _CONF_EPS)).clamp(0.0, 1.0).to(imgs.dtype).unsqueeze(1)
-
+        clamp = None if depth_range_m is None else (1.0 / far, 1.0 / near)
+        depth, aif, conf = dff_core(imgs, foc, window, presmooth_sigma, clamp)
     if not batched:
         return depth[0], aif[0], conf[0]
+    return depth, aif, conf
+
+
+def _prefiltered_grey(imgs: torch.Tensor, presmooth_sigma: float | str) -> torch.Tensor:
+    """Grey images (B, N, H, W) of (B, N, C, H, W) stacks, pre-filtered by ``presmooth_sigma`` pixels, or with
+    ``"auto"`` by the pre-filter :func:`choose_presmooth_sigma` picks for each stack's estimated noise. The choice
+    is made per stack by selection (both versions are computed), not by Python branches on tensor values, so that
+    the function traces into an exported graph (ONNX) with any batch."""
+    grey = to_grey(imgs)
+    if presmooth_sigma != "auto":
+        return gaussian_presmooth(grey, float(presmooth_sigma))
+    noisy = estimate_noise_sigma(imgs) >= NOISE_PREFILTER_THRESHOLD  # (B,) bool
+    smooth = gaussian_presmooth(grey, NOISY_PRESMOOTH_SIGMA)
+    return torch.where(noisy[:, None, None, None], smooth, grey)
+
+
+def dff_core(
+    imgs: torch.Tensor, focus: torch.Tensor, window: int = 9, presmooth_sigma: float | str = 1.0,
+    dioptre_clamp: tuple[float, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tensor path of :func:`classical_depth_from_focus`, without input checks: imgs (B, N, C, H, W) float,
+    focus (B, N) metres (any float dtype; computed in float64), ``presmooth_sigma`` pixels or ``"auto"``,
+    ``dioptre_clamp`` (low, high) optional. Returns (depth (B, 1, H, W), aif (B, C, H, W), confidence (B, 1, H, W)).
+
+    Written without Python control flow on tensor values or on the stack length (N = 1 and 2 fall out of the
+    general 3-point code: the fit is rejected there), so that DAIF-Net's prior exports to ONNX with a dynamic N.
+    """
+    b, n, c, h, w = imgs.shape
+    foc = focus.to(torch.float64)
+    fm = sum_modified_laplacian(_prefiltered_grey(imgs, presmooth_sigma), window)  # (B, N, H, W)
+    diop = 1.0 / foc  # (B, N) float64
+    diop_sorted, order = torch.sort(diop, dim=1)
+    fm_sorted = fm.gather(1, order.view(b, n, 1, 1).expand(b, n, h, w))
+    fmax, i = fm_sorted.max(dim=1)  # (B, H, W)
+    flat_i = i.view(b, h * w)
+    src = order.gather(1, flat_i).view(b, h, w)  # index of the sharpest frame in the input order
+    x1 = diop_sorted.gather(1, flat_i).view(b, h, w)
+
+    # 3-point refinement; at the ends of the stack (so everywhere when N <= 2) the fit is rejected and x1 kept.
+    im = (i - 1).clamp(min=0)
+    ip = torch.minimum(i + 1, torch.full_like(i, n - 1))
+
+    def at(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = diop_sorted.gather(1, k.view(b, h * w)).view(b, h, w)
+        y = fm_sorted.gather(1, k.unsqueeze(1)).squeeze(1).to(torch.float64)
+        return x, torch.log(y.clamp_min(0) + _LOG_EPS)
+
+    x0, y0 = at(im)
+    x2, y2 = at(ip)
+    y1 = torch.log(fmax.to(torch.float64).clamp_min(0) + _LOG_EPS)
+    vertex, ok = _gaussian_peak(x0, x1, x2, y0, y1, y2)
+    ok &= (i > 0) & (i < n - 1)
+    d_est = torch.where(ok, vertex, x1)
+
+    lo = diop_sorted[:, :1].view(b, 1, 1)
+    hi = diop_sorted[:, -1:].view(b, 1, 1)
+    d_est = torch.minimum(torch.maximum(d_est, lo), hi)
+    if dioptre_clamp is not None:
+        d_est = d_est.clamp(*dioptre_clamp)
+    depth = (1.0 / d_est).to(imgs.dtype).unsqueeze(1)  # (B, 1, H, W)
+
+    aif = imgs.gather(1, src.view(b, 1, 1, h, w).expand(b, 1, c, h, w)).squeeze(1)  # (B, C, H, W)
+    conf = ((fmax - fm.mean(dim=1)) / (fmax + _CONF_EPS)).clamp(0.0, 1.0).to(imgs.dtype).unsqueeze(1)
     return depth, aif, conf
 
 
@@ -258,14 +284,17 @@ def estimate_noise_sigma(images: torch.Tensor) -> torch.Tensor:
     b, n, c, h, w = imgs.shape
     if h < 3 or w < 3:
         raise DefocusError(f"images of {w}x{h} px are too small to estimate their noise")
-    grey = to_grey(imgs.double()).reshape(b * n, 1, h, w)
-    mask = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], dtype=torch.float64,
-                        device=grey.device)
-    response = F.conv2d(grey, mask[None, None]).abs()
+    grey = to_grey(imgs.double()).reshape(b * n, h, w)
+    # The mask is separable, [1, -2, 1] along x then along y; written with slices rather than a float64 conv2d /
+    # avg_pool2d, which ONNX Runtime's CPU provider does not implement (the model's prior exports to ONNX).
+    rows = grey[..., :-2] - 2.0 * grey[..., 1:-1] + grey[..., 2:]
+    response = (rows[..., :-2, :] - 2.0 * rows[..., 1:-1, :] + rows[..., 2:, :]).abs()
     # Texture leaks into the mask's response; the flattest blocks carry the noise alone: take a low percentile of
     # the 8 x 8 block means (whole image where it is smaller).
-    block = min(8, response.shape[-1], response.shape[-2])
-    means = F.avg_pool2d(response, block).flatten(1)
+    rh, rw = response.shape[-2:]
+    block = min(8, rw, rh)
+    bh, bw = rh // block, rw // block
+    means = response[..., : bh * block, : bw * block].reshape(b * n, bh, block, bw, block).mean(dim=(2, 4)).flatten(1)
     low = torch.quantile(means, 0.1, dim=1) / _LOW_BLOCK_BIAS
     sigma = (math.sqrt(math.pi / 2.0) / 6.0 * low).view(b, n).amin(dim=1)
     return sigma if batched else sigma[0]

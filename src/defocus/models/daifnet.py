@@ -33,7 +33,6 @@ focus weights behind the depth) and ``confidence`` (B, 1, H, W) in [0, 1]. H and
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -44,7 +43,7 @@ from defocus.checks import check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
 from defocus.filters import confidence_fill
-from defocus.models.classical import choose_presmooth_sigma, classical_depth_from_focus, estimate_noise_sigma
+from defocus.models.classical import dff_core
 from defocus.models.prediction import Prediction
 
 
@@ -174,18 +173,9 @@ class DAIFNet(nn.Module):
             b, _, _, h, w = stack.shape
             mid = 0.5 * (inv_near + inv_far)
             return mid.expand(b, 1, h, w).float(), stack.new_zeros(b, 1, h, w)
-        presmooth = self.config.prior_presmooth
-        stack, focus = stack.detach(), focus.detach()
-        if presmooth == "auto":  # one call per distinct pre-filter in the batch
-            sigmas = torch.tensor([choose_presmooth_sigma(float(v)) for v in estimate_noise_sigma(stack)])
-            depth = stack.new_empty(stack.shape[0], 1, *stack.shape[-2:])
-            conf = torch.empty_like(depth)
-            for s in sigmas.unique().tolist():
-                idx = (sigmas == s).nonzero()[:, 0]
-                d, _, c = classical_depth_from_focus(stack[idx], focus[idx], presmooth_sigma=s)
-                depth[idx], conf[idx] = d.to(depth.dtype), c.to(conf.dtype)
-        else:
-            depth, _, conf = classical_depth_from_focus(stack, focus, presmooth_sigma=float(presmooth))
+        # "auto" picks the pre-filter per stack from its estimated noise, by selection rather than a Python branch
+        # (see classical.dff_core): the same numbers, and a graph that exports with any batch.
+        depth, _, conf = dff_core(stack.detach(), focus.detach(), presmooth_sigma=self.config.prior_presmooth)
         inv = torch.minimum(torch.maximum(1.0 / depth.to(inv_near.dtype), inv_far), inv_near)
         return inv, conf
 
@@ -199,6 +189,13 @@ class DAIFNet(nn.Module):
         check_shape(depth_range, "B 2", "depth_range", sizes)
         if not (depth_range[:, 0] > 0).all() or not (depth_range[:, 1] > depth_range[:, 0]).all():
             raise DefocusError("depth_range must satisfy 0 < near < far")
+        # What the classical prior's own input check (classical_depth_from_focus) rejected before it ran unchecked.
+        if not stack.is_floating_point():
+            raise DefocusError(f"images must be floating point in [0, 1], got dtype {stack.dtype}")
+        if not bool(torch.isfinite(stack).all()):
+            raise DefocusError("images contain non-finite values")
+        if not bool((torch.isfinite(focus) & (focus > 0)).all()):
+            raise DefocusError(f"focus distances must be finite and positive metres, got {focus.tolist()}")
 
     def forward(
         self,
@@ -208,14 +205,27 @@ class DAIFNet(nn.Module):
         depth_range: torch.Tensor,
     ) -> Prediction:
         self.check_inputs(stack, focus, blur_per_dioptre, depth_range)
+        return self.forward_unchecked(stack, focus, blur_per_dioptre, depth_range)
+
+    def forward_unchecked(
+        self,
+        stack: torch.Tensor,
+        focus: torch.Tensor,
+        blur_per_dioptre: torch.Tensor,
+        depth_range: torch.Tensor,
+    ) -> Prediction:
+        """:meth:`forward` without :meth:`check_inputs` (whose checks on input values are Python branches, which
+        an exported graph cannot hold: the ONNX runner makes the same checks before it runs the graph). The tensor
+        path has no Python control flow on tensor values or on B, N, H, W, so that it exports with all four
+        dynamic (defocus.export)."""
         depth_range = depth_range.float()  # a float64 range gives the same network input as a float32 one
         b, n, _, h, w = stack.shape
         mult = 2**self.levels
         ph, pw = (-h) % mult, (-w) % mult
         focus_feats = focus_measure_features(stack, self.FOCUS_WINDOWS) / 4.0  # (B, N, nf, H, W), ~unit scale
-        x = torch.cat([stack - 0.5, focus_feats], dim=2).reshape(b * n, -1, h, w)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        # Padding by zero pixels is the identity: padding unconditionally keeps the graph free of shape branches.
+        x = F.pad(torch.cat([stack - 0.5, focus_feats], dim=2).reshape(b * n, -1, h, w), (0, pw, 0, ph),
+                  mode="replicate")
         hp, wp = x.shape[-2:]
         dioptre = (1.0 / focus).to(x.dtype)
         log_k = torch.log(blur_per_dioptre.to(x.dtype).clamp_min(1e-3))
@@ -238,8 +248,7 @@ class DAIFNet(nn.Module):
         ).reshape(b * n, 3, h, w)
         if not self.config.classical_prior:
             cond = torch.zeros_like(cond)
-        if ph or pw:
-            cond = F.pad(cond, (0, pw, 0, ph), mode="replicate")
+        cond = F.pad(cond, (0, pw, 0, ph), mode="replicate")
         # Centre/scale the conditioning roughly to unit range over the cameras we care about.
         planes = torch.stack([dioptre - 1.0, (log_k - 2.5) / 1.5], dim=-1).reshape(b * n, 2, 1, 1)
         x = torch.cat([x, planes.expand(-1, -1, hp, wp), cond], dim=1)
@@ -256,8 +265,7 @@ class DAIFNet(nn.Module):
             y = block(torch.cat([y, _stack_max(skip, b, n)], dim=1))
         # y: (B, w0, Hp, Wp) fused decoder features.
         first = skips[0][:, : self.config.widths[0]]  # each image's own first-level features
-        ff = F.pad(focus_feats.reshape(b * n, -1, h, w), (0, pw, 0, ph), mode="replicate") if ph or pw else \
-            focus_feats.reshape(b * n, -1, h, w)
+        ff = F.pad(focus_feats.reshape(b * n, -1, h, w), (0, pw, 0, ph), mode="replicate")
         scores = self.image_head(
             torch.cat([_broadcast(y, n), first, _broadcast(_stack_max(first, b, n), n), ff], 1)
         )
@@ -276,15 +284,18 @@ class DAIFNet(nn.Module):
         logit = inverse_depth_to_logit(mixed, inv_near, inv_far)
         logit = logit + self.config.max_logit_correction * torch.tanh(extra[:, 3:4])
         inv_depth = logit_to_inverse_depth(logit, inv_near, inv_far)
-        if self.config.cue_fill_threshold > 0 and self.config.classical_prior and n > 1 and not self.training:
-            cue = (cls_conf / (1.0 - 1.0 / n)).clamp(0.0, 1.0)
-            inv_depth = confidence_fill(inv_depth, cue, to_grey(aif)[:, None], self.config.cue_fill_threshold)
-            inv_depth = torch.minimum(torch.maximum(inv_depth, inv_far), inv_near)
+        # The stack length as a (B, 1, 1, 1) tensor: N = 1 is handled by selection, not by a branch on N.
+        n_t = torch.ones_like(dioptre).sum(dim=1).view(b, 1, 1, 1)
+        if self.config.cue_fill_threshold > 0 and self.config.classical_prior and not self.training:
+            # With N = 1 the classical confidence is 0, so the cue is 0 and confidence_fill leaves the stack as is;
+            # the selection keeps its inverse depth bit for bit, as the branch on N did before.
+            cue = (cls_conf / (1.0 - 1.0 / n_t).clamp_min(1e-6)).clamp(0.0, 1.0)
+            filled = confidence_fill(inv_depth, cue, to_grey(aif)[:, None], self.config.cue_fill_threshold)
+            filled = torch.minimum(torch.maximum(filled, inv_far), inv_near)
+            inv_depth = torch.where(n_t > 1, filled, inv_depth)
         depth = 1.0 / inv_depth
-        # Confidence: how peaked the focus attention is (1 = one image clearly sharpest; 0 = uniform).
-        if n > 1:
-            entropy = -(attention * attention.clamp_min(1e-8).log()).sum(dim=1)
-            confidence = (1.0 - entropy / math.log(n)).clamp(0.0, 1.0)
-        else:
-            confidence = torch.zeros_like(depth)
+        # Confidence: how peaked the focus attention is (1 = one image clearly sharpest; 0 = uniform, or N = 1).
+        entropy = -(attention * attention.clamp_min(1e-8).log()).sum(dim=1)
+        confidence = (1.0 - entropy / torch.log(n_t).clamp_min(1e-6)).clamp(0.0, 1.0)
+        confidence = torch.where(n_t > 1, confidence, torch.zeros_like(confidence))
         return Prediction(depth=depth, aif=aif, confidence=confidence, inv_depth=inv_depth, attention=attention)
