@@ -11,6 +11,7 @@ step() { local name=$1; shift; local t0=$SECONDS; timeout "${T:-150}" "$@" > "$O
 nvidia-smi -L 2>/dev/null
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 if [ "${PART:-all}" = all ]; then
+T=300 step cuda_tests $PY -m pytest tests/train/test_cuda.py -p no:cacheprovider -rs
 step cuda_train $PY -m defocus train --config tiny out_dir=/tmp/gr name=cuda1 device=$DEV --quiet
 step nccl_train $PY -m torch.distributed.run --standalone --nproc_per_node=1 -m defocus train --config tiny \
     out_dir=/tmp/gr name=nccl1 device=$DEV --quiet
