@@ -1,7 +1,9 @@
 """The ``defocus`` command line: one entry point, one sub-command per job.
 
-Bad input never produces a traceback: every :class:`~defocus.errors.DefocusError` (and a few predictable OS
-errors) becomes one line on stderr and exit status 2. Sub-commands import their heavy modules lazily so that
+Bad input never produces a traceback: every :class:`~defocus.errors.DefocusError` (and OS errors, and running out
+of memory) becomes one line on stderr and exit status 2. ``predict`` and ``evaluate`` over several stacks go on past
+a stack that fails (one line naming it), then print a summary and exit 1 (2 when not one stack was processed;
+``--fail-fast`` stops at the first); ``--shard I/N`` splits the stacks across machines. Sub-commands import their heavy modules lazily so that
 ``defocus --help`` is instant.
 """
 
@@ -198,6 +200,109 @@ def _depth_range(args: argparse.Namespace):
     return (near, far)
 
 
+#: Exit status of predict / evaluate when some stacks failed and the others were processed (2: nothing was).
+EXIT_SOME_FAILED = 1
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    """An argparse type for ``--shard I/N``: part I (1-based) of N."""
+    parts = text.strip().split("/")
+    try:
+        i, n = (int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N with whole numbers, e.g. 1/4, got {text!r}") from None
+    if n < 1 or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def _batch_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("batches")
+    g.add_argument("--shard", type=_shard_spec, metavar="I/N",
+                   help="process only part I of N (1-based) of the stack folders, e.g. 2/4: the folders (after "
+                   "expanding folders of stack folders) are sorted by path and every N-th one, starting with the "
+                   "I-th, is taken, so N machines given the same arguments cover every stack exactly once")
+    g.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first stack that fails (default: report it on one line, go on with the others, "
+                   "and exit with status 1 after a summary)")
+
+
+def _select_shard(folders: Sequence[Path], shard: tuple[int, int] | None) -> list[int]:
+    """Indices into ``folders`` of shard ``(I, N)`` (all of them without a shard): every N-th folder of the list
+    sorted by path, starting at the I-th, in that sorted order."""
+    if shard is None:
+        return list(range(len(folders)))
+    i, n = shard
+    order = sorted(range(len(folders)), key=lambda k: str(folders[k]))
+    return order[i - 1 :: n]
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for a stack that failed."""
+    from defocus.files import describe_os_error
+
+    if isinstance(exc, DefocusError):
+        text = str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "out of memory"
+    elif isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        text = describe_os_error(exc) + where
+    else:  # a bug of defocus rather than bad input: say so, keep going with the other stacks
+        text = f"unexpected {type(exc).__name__}: {exc} (please report this)"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _run_batch(
+    command: str, folders: Sequence[Path], work: Callable[[int], None], fail_fast: bool
+) -> tuple[list[tuple[Path, str]], int]:
+    """Runs ``work(k)`` for each folder ``k`` in turn; a stack that fails is one line on stderr and the batch goes
+    on (unless ``fail_fast``). A single stack fails exactly like any other bad input (the exception goes up to
+    ``main``: one line, exit 2). Returns (the failed folders with their reasons, the number attempted)."""
+    from tqdm import tqdm
+
+    if len(folders) == 1:
+        work(0)
+        return [], 1
+    failed: list[tuple[Path, str]] = []
+    attempted = 0
+    for k, folder in enumerate(tqdm(folders, desc=command, leave=False)):
+        attempted += 1
+        try:
+            work(k)
+        except Exception as exc:  # noqa: BLE001 - one bad stack must not end a batch; KeyboardInterrupt still does
+            reason = _describe_failure(exc)
+            failed.append((folder, reason))
+            tqdm.write(f"defocus {command}: error: {folder}: {reason}", file=sys.stderr)
+            if fail_fast:
+                break
+    return failed, attempted
+
+
+def _batch_status(command: str, folders: Sequence[Path], failed: list[tuple[Path, str]], attempted: int) -> int:
+    """The exit status of a batch, after a summary line on stderr when stacks failed: 0 all done,
+    :data:`EXIT_SOME_FAILED` some failed and others were processed, 2 not one was processed."""
+    if not failed:
+        return 0
+    shown = ", ".join(str(f) for f, _ in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+    stopped = f" (stopped by --fail-fast, {len(folders) - attempted} not attempted)" if attempted < len(folders) else ""
+    print(f"defocus {command}: {len(failed)} of {len(folders)} stacks failed{stopped}: {shown}", file=sys.stderr)
+    return 2 if len(failed) == attempted else EXIT_SOME_FAILED
+
+
+def _batch_folders(args: argparse.Namespace) -> tuple[list[Path], list[int]]:
+    """All stack folders of the arguments (folders of stack folders expanded) and the indices of this shard's."""
+    folders = _expand_stack_folders(args.stacks)
+    chosen = _select_shard(folders, args.shard)
+    if args.shard and not chosen:
+        i, n = args.shard
+        print(f"shard {i}/{n}: no stacks ({len(folders)} in all)")
+    elif args.shard:
+        i, n = args.shard
+        print(f"shard {i}/{n}: {len(chosen)} of {len(folders)} stacks")
+    return folders, chosen
+
+
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -206,30 +311,49 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "(AbsRel, SqRel, RMSE, RMSElog, δ1-3; AIF PSNR/SSIM) per stack and their mean, for the network and for the "
         "classical depth-from-focus baseline.",
     )
-    p.add_argument("stacks", nargs="+", type=Path, help="stack folders")
+    p.add_argument("stacks", nargs="+", type=Path, help="stack folders, or folders of stack folders")
     _model_flags(p)
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument("--fixed-baselines", action="store_true",
                    help="also report the classical baseline with a fixed pre-filter (σ = 0 and σ = 1 px) beside the "
                    "default adaptive one (pre-filter chosen from each stack's estimated noise)")
+    _batch_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from defocus.evaluate import evaluate_folders, fixed_baselines, format_table, results_to_json
+    from defocus.data.folders import read_stack
+    from defocus.evaluate import evaluate_stack, fixed_baselines, format_table, results_to_json
     from defocus.files import atomic_write
 
+    all_folders, chosen = _batch_folders(args)
+    if not chosen:
+        return 0
+    folders = [all_folders[k] for k in chosen]
     model, meta = _load_model(args)
-    results = evaluate_folders(model, args.stacks, _depth_range(args), args.refine_steps, refine_model=args.refine_psf,
-                               extra_baselines=fixed_baselines() if args.fixed_baselines else None)
-    print(format_table(results, markdown=args.markdown))
-    if args.json:
-        extra = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}
-        text = results_to_json(results, extra)
-        atomic_write(args.json, lambda tmp: tmp.write_text(text), "results")
-        print(f"results written to {args.json}")
-    return 0
+    depth_range = _depth_range(args)
+    extra = fixed_baselines() if args.fixed_baselines else None
+    results = []  # metrics only (floats): one stack's images and predictions are dropped before the next is read
+
+    def work(k: int) -> None:
+        stack = read_stack(folders[k])
+        results.append(evaluate_stack(model, stack, depth_range, args.refine_steps, refine_model=args.refine_psf,
+                                      extra_baselines=extra))
+
+    failed, attempted = _run_batch("evaluate", folders, work, args.fail_fast)
+    if results:
+        print(format_table(results, markdown=args.markdown))
+        if args.json:
+            extra_json = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}
+            if args.shard:
+                extra_json["shard"] = f"{args.shard[0]}/{args.shard[1]}"
+            if failed:
+                extra_json["failed"] = [{"stack": str(f), "error": reason} for f, reason in failed]
+            text = results_to_json(results, extra_json)
+            atomic_write(args.json, lambda tmp: tmp.write_text(text), "results")
+            print(f"results written to {args.json}")
+    return _batch_status("evaluate", folders, failed, attempted)
 
 
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -257,6 +381,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="where the network runs: cpu (default), cuda, or auto (cuda when available)")
     g.add_argument("--skip-existing", action="store_true",
                    help="skip stacks whose output folder already holds a prediction.json")
+    _batch_flags(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -328,8 +453,6 @@ def _resolve_device(name: str) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from defocus import __version__
     from defocus.data.folders import read_stack
     from defocus.data.sources import check_focus_names, missing_camera_message
@@ -345,8 +468,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     max_size = args.max_size
     device = _resolve_device(args.device)
     read_kwargs = _read_args(args)
-    folders = _expand_stack_folders(args.stacks)
-    names = _output_names(folders)
+    if args.output.exists() and not args.output.is_dir():
+        raise DefocusError(f"output {args.output} exists and is not a folder")
+    all_folders, chosen = _batch_folders(args)
+    all_names = _output_names(all_folders)  # from every shard's folders: the same names whichever shard runs
+    folders, names = [all_folders[k] for k in chosen], [all_names[k] for k in chosen]
+    if not folders:
+        return 0
 
     def read(folder: Path):
         st = read_stack(folder, **read_kwargs)
@@ -354,16 +482,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name))
         return st
 
-    # Check every stack first (then let it go: photos are large), so that bad input fails before anything is written.
-    for folder in folders:
-        read(folder)
+    # One stack at a time: read, predict, write, drop (memory does not grow with the number of stacks). Output
+    # folders are written whole or not at all (a temporary folder renamed into place), so a stack that fails leaves
+    # nothing behind, and the output folder itself is made by the first stack written.
     model, meta = _load_model(args)
-    args.output.mkdir(parents=True, exist_ok=True)
-    for folder, name in tqdm(list(zip(folders, names)), desc="predict", disable=len(folders) < 2, leave=False):
+    depth_range = _depth_range(args)
+
+    def work(k: int) -> None:
+        folder, name = folders[k], names[k]
         out = args.output / name
         if args.skip_existing and (out / "prediction.json").is_file():
             print(f"{name}: skipped, {out / 'prediction.json'} exists")
-            continue
+            return
         st = read(folder)
         relative = bool(st.provenance.get("relative"))
         source = st.provenance.get("focus", {}).get("source")
@@ -381,9 +511,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for w in rel.warnings:
                 print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
             print(f"{name}: relative focus-index map (no focus distances) -> {out}")
-            continue
+            return
         result = predict_photo_stack(model, st, max_size=max_size, align=not args.no_align,
-                                     depth_range=_depth_range(args), refine_steps=args.refine_steps,
+                                     depth_range=depth_range, refine_steps=args.refine_steps,
                                      refine_model=args.refine_psf, device=device, progress=True, in_place=True)
         info = {
             **base,
@@ -410,7 +540,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{name}: aligned; outputs cropped to the area all frames cover: x {x0}-{x1}, y {y0}-{y1} of "
                   f"{w0}x{h0}")
         print(f"{name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m, {d.shape[1]}x{d.shape[0]} -> {out}")
-    return 0
+
+    failed, attempted = _run_batch("predict", folders, work, args.fail_fast)
+    return _batch_status("predict", folders, failed, attempted)
 
 
 def _inspect_parser(sub: argparse._SubParsersAction) -> None:
@@ -502,6 +634,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print(f"defocus {args.command}: error: file not found: {exc.filename}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"defocus {args.command}: error: {_describe_failure(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"defocus {args.command}: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"defocus {args.command}: interrupted", file=sys.stderr)
