@@ -195,8 +195,8 @@ def _depth_range(args: argparse.Namespace):
     if args.depth_range is None:
         return None
     near, far = args.depth_range
-    if not (0 < near < far):
-        raise DefocusError(f"--depth-range needs 0 < NEAR < FAR, got {near} {far}")
+    if not (0 < near < far < float("inf")):
+        raise DefocusError(f"--depth-range needs 0 < NEAR < FAR (finite metres), got {near} {far}")
     return (near, far)
 
 
@@ -466,6 +466,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
     max_size = args.max_size
+    if max_size is not None and max_size < 16:
+        raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
     device = _resolve_device(args.device)
     read_kwargs = _read_args(args)
     if args.output.exists() and not args.output.is_dir():
