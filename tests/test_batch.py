@@ -94,15 +94,19 @@ def test_shards_cover_every_stack_once_with_the_names_of_a_full_run(template, tm
     root = tmp_path / "stacks"
     _batch(root, template, 5)
     (root / "s01" / "deeper").mkdir()  # a parent folder's stack folders are found whatever else they hold
-    outs = []
+    out = tmp_path / "out"  # one output folder for every shard, as on a shared disk
+    seen: set[str] = set()
+    new_per_shard = []
     for i in (1, 2, 3):
-        out = tmp_path / "out"  # one output folder for every shard, as on a shared disk
         rc, stdout, err = _cli(["predict", root, "-o", out, "--no-align", "--shard", f"{i}/3"], capsys)
         assert rc == 0, err
         assert f"shard {i}/3:" in stdout
-        outs.append({p.name for p in out.iterdir()} - set().union(*outs) if outs else {p.name for p in out.iterdir()})
-    assert [len(o) for o in outs] == [2, 2, 1]
-    assert set().union(*outs) == {f"s{i:02d}" for i in range(5)}
+        now = {p.name for p in out.iterdir()}
+        new_per_shard.append(now - seen)
+        assert len(now) == len(seen) + len(new_per_shard[-1])
+        seen = now
+    assert [len(o) for o in new_per_shard] == [2, 2, 1]  # disjoint, balanced
+    assert seen == {f"s{i:02d}" for i in range(5)}  # together: every stack, with the names of a full run
     assert all(_complete(p) for p in (tmp_path / "out").iterdir())
     # A shard with nothing to do is not an error.
     rc, stdout, err = _cli(["evaluate", root / "s00", "--shard", "2/2"], capsys)

@@ -3,8 +3,8 @@
 Bad input never produces a traceback: every :class:`~defocus.errors.DefocusError` (and OS errors, and running out
 of memory) becomes one line on stderr and exit status 2. ``predict`` and ``evaluate`` over several stacks go on past
 a stack that fails (one line naming it), then print a summary and exit 1 (2 when not one stack was processed;
-``--fail-fast`` stops at the first); ``--shard I/N`` splits the stacks across machines. Sub-commands import their heavy modules lazily so that
-``defocus --help`` is instant.
+``--fail-fast`` stops at the first); ``--shard I/N`` splits the stacks across machines. Sub-commands import their
+heavy modules lazily so that ``defocus --help`` is instant.
 """
 
 from __future__ import annotations

@@ -277,7 +277,9 @@ def _read_depth_samples(p: Path, suffix: str) -> np.ndarray:
         _check_declared_size(im.width, im.height, f"cannot read depth {p}")
         im.load()
         if im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L", "F", "1"):
-            raise DefocusError(f"cannot read depth {p}: expected a single-channel (greyscale) image, got mode {im.mode}")
+            raise DefocusError(
+                f"cannot read depth {p}: expected a single-channel (greyscale) image, got mode {im.mode}"
+            )
         return np.array(im)
 
 
