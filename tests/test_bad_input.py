@@ -94,6 +94,7 @@ def check_run(argv: list[str], inputs: Path, output: Path | None, command: str) 
     before = snapshot(inputs)
     rc, out, err = run_cli(argv)
     assert "Traceback" not in out + err, err
+    assert "out of memory" not in err, (argv, err)  # stacks of 16 x 20 px: running out of memory is a bug
     assert rc in (0, 1, 2), (rc, err)
     errors = [ln for ln in _lines(err) if "error:" in ln]
     if currently_in_test_context():
@@ -104,6 +105,8 @@ def check_run(argv: list[str], inputs: Path, output: Path | None, command: str) 
         # one stack: exactly one line, "defocus COMMAND: error: ..." (argparse's own has the same prefix)
         assert len(errors) == 1, err
         assert errors[0].startswith(f"defocus {command}: error: "), errors[0]
+    if "usage:" not in err:  # besides argparse's usage text: only our lines and progress bars
+        assert all(ln.startswith(f"defocus {command}: ") or "|" in ln for ln in _lines(err)), err
     assert snapshot(inputs) == before, "an input file changed"
     if output is not None and output.exists():
         entries = list(output.iterdir())
