@@ -1,8 +1,10 @@
 """The ``defocus`` command line: one entry point, one sub-command per job.
 
-Bad input never produces a traceback: every :class:`~defocus.errors.DefocusError` (and a few predictable OS
-errors) becomes one line on stderr and exit status 2. Sub-commands import their heavy modules lazily so that
-``defocus --help`` is instant.
+Bad input never produces a traceback: every :class:`~defocus.errors.DefocusError` (and OS errors, and running out
+of memory) becomes one line on stderr and exit status 2. ``predict`` and ``evaluate`` over several stacks go on past
+a stack that fails (one line naming it), then print a summary and exit 1 (2 when not one stack was processed;
+``--fail-fast`` stops at the first); ``--shard I/N`` splits the stacks across machines. Sub-commands import their
+heavy modules lazily so that ``defocus --help`` is instant.
 """
 
 from __future__ import annotations
@@ -236,9 +238,115 @@ def _depth_range(args: argparse.Namespace):
     if args.depth_range is None:
         return None
     near, far = args.depth_range
-    if not (0 < near < far):
-        raise DefocusError(f"--depth-range needs 0 < NEAR < FAR, got {near} {far}")
+    if not (0 < near < far < float("inf")):
+        raise DefocusError(f"--depth-range needs 0 < NEAR < FAR (finite metres), got {near} {far}")
     return (near, far)
+
+
+#: Exit status of predict / evaluate when some stacks failed and the others were processed (2: nothing was).
+EXIT_SOME_FAILED = 1
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    """An argparse type for ``--shard I/N``: part I (1-based) of N."""
+    parts = text.strip().split("/")
+    try:
+        i, n = (int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N with whole numbers, e.g. 1/4, got {text!r}") from None
+    if n < 1 or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def _batch_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("batches")
+    g.add_argument("--shard", type=_shard_spec, metavar="I/N",
+                   help="process only part I of N (1-based) of the stack folders, e.g. 2/4: the folders (after "
+                   "expanding folders of stack folders) are sorted by path and every N-th one, starting with the "
+                   "I-th, is taken, so N machines given the same arguments cover every stack exactly once")
+    g.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first stack that fails (default: report it on one line, go on with the others, "
+                   "and exit with status 1 after a summary)")
+
+
+def _select_shard(folders: Sequence[Path], shard: tuple[int, int] | None) -> list[int]:
+    """Indices into ``folders`` of shard ``(I, N)`` (all of them without a shard): every N-th folder of the list
+    sorted by path, starting at the I-th, in that sorted order."""
+    if shard is None:
+        return list(range(len(folders)))
+    i, n = shard
+    order = sorted(range(len(folders)), key=lambda k: str(folders[k]))
+    return order[i - 1 :: n]
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for a stack that failed."""
+    from defocus.files import describe_os_error
+
+    if isinstance(exc, DefocusError):
+        text = str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "out of memory"
+    elif isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        text = describe_os_error(exc) + where
+    else:  # a bug of defocus rather than bad input: say so, keep going with the other stacks
+        text = f"unexpected {type(exc).__name__}: {exc} (please report this)"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _run_batch(
+    command: str, folders: Sequence[Path], work: Callable[[int], None], fail_fast: bool
+) -> tuple[list[tuple[Path, str]], int]:
+    """Runs ``work(k)`` for each folder ``k`` in turn; a stack that fails is one line on stderr and the batch goes
+    on (unless ``fail_fast``). A single stack fails exactly like any other bad input (the exception goes up to
+    ``main``: one line, exit 2). Returns (the failed folders with their reasons, the number attempted)."""
+    from tqdm import tqdm
+
+    if len(folders) == 1:
+        work(0)
+        return [], 1
+    failed: list[tuple[Path, str]] = []
+    attempted = 0
+    for k, folder in enumerate(tqdm(folders, desc=command, leave=False)):
+        attempted += 1
+        try:
+            work(k)
+        except Exception as exc:  # noqa: BLE001 - one bad stack must not end a batch; KeyboardInterrupt still does
+            reason = _describe_failure(exc)
+            failed.append((folder, reason))
+            tqdm.write(f"defocus {command}: error: {folder}: {reason}", file=sys.stderr)
+            if fail_fast:
+                break
+    return failed, attempted
+
+
+def _batch_status(command: str, folders: Sequence[Path], failed: list[tuple[Path, str]], attempted: int) -> int:
+    """The exit status of a batch, after a summary line on stderr when stacks failed: 0 all done,
+    :data:`EXIT_SOME_FAILED` some failed and others were processed, 2 not one was processed."""
+    if not failed:
+        return 0
+    shown = ", ".join(str(f) for f, _ in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+    stopped = f" (stopped by --fail-fast, {len(folders) - attempted} not attempted)" if attempted < len(folders) else ""
+    print(f"defocus {command}: {len(failed)} of {len(folders)} stacks failed{stopped}: {shown}", file=sys.stderr)
+    return 2 if len(failed) == attempted else EXIT_SOME_FAILED
+
+
+def _choose_shard(labels: Sequence, shard: tuple[int, int] | None) -> list[int]:
+    """The indices of this shard's items (all without ``--shard``), saying how many when sharded."""
+    chosen = _select_shard(labels, shard)
+    if shard and not chosen:
+        print(f"shard {shard[0]}/{shard[1]}: no stacks ({len(labels)} in all)")
+    elif shard:
+        print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(labels)} stacks")
+    return chosen
+
+
+def _batch_folders(args: argparse.Namespace) -> tuple[list[Path], list[int]]:
+    """All stack folders of the arguments (folders of stack folders expanded) and the indices of this shard's."""
+    folders = _expand_stack_folders(args.stacks)
+    return folders, _choose_shard(folders, args.shard)
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -249,7 +357,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "(AbsRel, SqRel, RMSE, RMSElog, δ1-3; AIF PSNR/SSIM) per stack and their mean, for the network and for the "
         "classical depth-from-focus baseline.",
     )
-    p.add_argument("stacks", nargs="*", type=Path, help="stack folders")
+    p.add_argument("stacks", nargs="*", type=Path, help="stack folders, or folders of stack folders")
     p.add_argument("--dataset", action="append", default=[], metavar="SPEC",
                    help="a public dataset with ground truth, NAME:PATH[#OPTION] (nyuv2, ddff12, fod500; see README "
                    "'Public datasets'); repeatable, besides or instead of stack folders")
@@ -260,13 +368,14 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fixed-baselines", action="store_true",
                    help="also report the classical baseline with a fixed pre-filter (σ = 0 and σ = 1 px) beside the "
                    "default adaptive one (pre-filter chosen from each stack's estimated noise)")
+    _batch_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from defocus.data.datasets import open_dataset
     from defocus.data.folders import read_stack
-    from defocus.evaluate import evaluate_stacks, fixed_baselines, format_table, results_to_json
+    from defocus.evaluate import evaluate_stack, fixed_baselines, format_table, results_to_json
     from defocus.files import atomic_write
 
     if not args.stacks and not args.dataset:
@@ -278,26 +387,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if ds.key == "mobile-depth":
             raise DefocusError(f"{ds.spec}: Mobile Depth has no ground-truth depth: nothing to evaluate "
                                "(use defocus predict on rendered folders instead)")
+    # The items of the run: stack folders, then dataset items (labelled SPEC[item]); one loader each.
+    items: list[tuple[str, Callable]] = [(str(f), lambda f=f: read_stack(f))
+                                        for f in (_expand_stack_folders(args.stacks) if args.stacks else [])]
+    for ds in sources:
+        n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
+        items += [(f"{ds.spec}[{ds.item_name(i)}]", lambda ds=ds, i=i: ds.stack(i)) for i in range(n)]
+    chosen = _choose_shard([label for label, _ in items], args.shard)
+    if not chosen:
+        return 0
+    labels = [items[k][0] for k in chosen]
     model, meta = _load_model(args)
-    counts = [len(ds) if args.limit <= 0 else min(args.limit, len(ds)) for ds in sources]
+    depth_range = _depth_range(args)
+    extra = fixed_baselines() if args.fixed_baselines else None
+    results = []  # metrics only (floats): one stack's images and predictions are dropped before the next is read
 
-    def all_stacks():
-        for folder in args.stacks:
-            yield read_stack(folder)
-        for ds, n in zip(sources, counts):
-            yield from ds.iter_stacks(limit=n)
+    def work(k: int) -> None:
+        stack = items[chosen[k]][1]()
+        results.append(evaluate_stack(model, stack, depth_range, args.refine_steps, refine_model=args.refine_psf,
+                                      extra_baselines=extra))
 
-    results = evaluate_stacks(model, all_stacks(), _depth_range(args), args.refine_steps,
-                              progress=len(args.stacks) + sum(counts) > 1, refine_model=args.refine_psf,
-                              extra_baselines=fixed_baselines() if args.fixed_baselines else None,
-                              total=len(args.stacks) + sum(counts))
-    print(format_table(results, markdown=args.markdown))
-    if args.json:
-        extra = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}
-        text = results_to_json(results, extra)
-        atomic_write(args.json, lambda tmp: tmp.write_text(text), "results")
-        print(f"results written to {args.json}")
-    return 0
+    failed, attempted = _run_batch("evaluate", labels, work, args.fail_fast)
+    if results:
+        print(format_table(results, markdown=args.markdown))
+        if args.json:
+            extra_json = {"checkpoint": str(args.checkpoint or "shipped"), "refine_steps": args.refine_steps}
+            if args.shard:
+                extra_json["shard"] = f"{args.shard[0]}/{args.shard[1]}"
+            if failed:
+                extra_json["failed"] = [{"stack": str(f), "error": reason} for f, reason in failed]
+            text = results_to_json(results, extra_json)
+            atomic_write(args.json, lambda tmp: tmp.write_text(text), "results")
+            print(f"results written to {args.json}")
+    return _batch_status("evaluate", labels, failed, attempted)
 
 
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -328,6 +450,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", type=Path, metavar="MODEL",
                    help="run the network from this ONNX file of `defocus export` with onnxruntime (CPU, no PyTorch "
                    "autograd; needs defocus[onnx]) instead of PyTorch weights; not with --refine")
+    _batch_flags(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -399,8 +522,6 @@ def _resolve_device(name: str) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from defocus import __version__
     from defocus.data.folders import read_stack
     from defocus.data.sources import check_focus_names, missing_camera_message
@@ -414,10 +535,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
     max_size = args.max_size
+    if max_size is not None and max_size < 16:
+        raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
     device = _resolve_device(args.device)
     read_kwargs = _read_args(args)
-    folders = _expand_stack_folders(args.stacks)
-    names = _output_names(folders)
+    if args.output.exists() and not args.output.is_dir():
+        raise DefocusError(f"output {args.output} exists and is not a folder")
+    all_folders, chosen = _batch_folders(args)
+    all_names = _output_names(all_folders)  # from every shard's folders: the same names whichever shard runs
+    folders, names = [all_folders[k] for k in chosen], [all_names[k] for k in chosen]
+    if not folders:
+        return 0
 
     def read(folder: Path):
         st = read_stack(folder, **read_kwargs)
@@ -425,16 +553,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name))
         return st
 
-    # Check every stack first (then let it go: photos are large), so that bad input fails before anything is written.
-    for folder in folders:
-        read(folder)
+    # One stack at a time: read, predict, write, drop (memory does not grow with the number of stacks). Output
+    # folders are written whole or not at all (a temporary folder renamed into place), so a stack that fails leaves
+    # nothing behind, and the output folder itself is made by the first stack written.
     model, meta = _load_model(args, onnx=args.onnx)
-    args.output.mkdir(parents=True, exist_ok=True)
-    for folder, name in tqdm(list(zip(folders, names)), desc="predict", disable=len(folders) < 2, leave=False):
+    depth_range = _depth_range(args)
+
+    def work(k: int) -> None:
+        folder, name = folders[k], names[k]
         out = args.output / name
         if args.skip_existing and (out / "prediction.json").is_file():
             print(f"{name}: skipped, {out / 'prediction.json'} exists")
-            continue
+            return
         st = read(folder)
         relative = bool(st.provenance.get("relative"))
         source = st.provenance.get("focus", {}).get("source")
@@ -452,9 +582,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for w in rel.warnings:
                 print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
             print(f"{name}: relative focus-index map (no focus distances) -> {out}")
-            continue
+            return
         result = predict_photo_stack(model, st, max_size=max_size, align=not args.no_align,
-                                     depth_range=_depth_range(args), refine_steps=args.refine_steps,
+                                     depth_range=depth_range, refine_steps=args.refine_steps,
                                      refine_model=args.refine_psf, device=device, progress=True, in_place=True)
         info = {
             **base,
@@ -482,7 +612,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{name}: aligned; outputs cropped to the area all frames cover: x {x0}-{x1}, y {y0}-{y1} of "
                   f"{w0}x{h0}")
         print(f"{name}: depth {float(d.min()):.2f}-{float(d.max()):.2f} m, {d.shape[1]}x{d.shape[0]} -> {out}")
-    return 0
+
+    failed, attempted = _run_batch("predict", folders, work, args.fail_fast)
+    return _batch_status("predict", folders, failed, attempted)
 
 
 def _inspect_parser(sub: argparse._SubParsersAction) -> None:
@@ -606,6 +738,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print(f"defocus {args.command}: error: file not found: {exc.filename}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"defocus {args.command}: error: {_describe_failure(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"defocus {args.command}: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"defocus {args.command}: interrupted", file=sys.stderr)

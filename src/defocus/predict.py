@@ -8,6 +8,7 @@ this module).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -38,8 +39,11 @@ def resolve_depth_range(stack: FocalStack, depth_range: tuple[float, float] | No
     """The given (near, far) range, checked, or the stack's default (see ``default_depth_range``)."""
     camera = require_camera(stack)
     dr = depth_range or default_depth_range(camera, stack.focus_distances_m)
-    if not (0 < dr[0] < dr[1]):
-        raise DefocusError(f"depth range must satisfy 0 < near < far, got {dr}")
+    if not (0 < dr[0] < dr[1] < math.inf):
+        raise DefocusError(f"depth range must satisfy 0 < near < far < infinity, got {dr}")
+    if dr[0] <= camera.focal_length_m:  # nothing nearer than the focal length is imaged (and 1/near must stay finite)
+        raise DefocusError(f"depth range: near {dr[0]:g} m is inside the focal length "
+                           f"({camera.focal_length_m * 1e3:g} mm) of stack {stack.name}")
     return dr
 
 
@@ -324,12 +328,25 @@ def predict_photo_stack(
     """
     from tqdm import tqdm
 
+    bar = tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False)
+    try:
+        return _predict_photo_stack(model, stack, max_size, align, depth_range, refine_steps, refine_model,
+                                    fill_threshold, device, progress, in_place, bar)
+    finally:
+        bar.close()  # on an error too: the bar's line is cleared before the error is printed
+
+
+def _predict_photo_stack(
+    model: nn.Module, stack: FocalStack, max_size: int | None, align: bool,
+    depth_range: tuple[float, float] | None, refine_steps: int, refine_model: ForwardModel | str,
+    fill_threshold: float, device: str | torch.device, progress: bool, in_place: bool, bar,
+) -> PhotoResult:
+    """:func:`predict_photo_stack` with its progress bar ``bar`` (4 stages)."""
     camera = require_camera(stack)
     dr = resolve_depth_range(stack, depth_range)
     timings: dict[str, float] = {}
     warnings: list[str] = []
     refine_used = None
-    bar = tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False)
 
     def stage(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 3)
@@ -386,7 +403,6 @@ def predict_photo_stack(
     else:
         full = working
     stage("upsample", t)
-    bar.close()
     return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
                        alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
                        frames_mean=small.mean(0), depth_range=tuple(dr), refine_model=refine_used)

@@ -542,3 +542,19 @@ def test_dataset_items_follow_the_data_shards(tmp_path):
     assert parts[0][0].ids().tolist() == [0, 2, 4] and parts[1][0].ids().tolist() == [1, 3]
     for p in parts:  # each item is read by its owner only, and is the very item of the whole dataset
         assert torch.equal(p[0].stacks, whole[0].stacks[p[0].ids()])
+
+
+def test_cli_evaluate_dataset_shards_cover_every_item_once(capsys, tmp_path, ddff_file):
+    import json
+
+    path, _, _ = ddff_file
+    folder = tmp_path / "fod"
+    write_fod500(folder, ids=(400, 401))
+    names = []
+    for shard in ("1/2", "2/2"):
+        rc, out, err = _run(capsys, "evaluate", "--dataset", f"ddff12:{path}", "--dataset", f"fod500:{folder}#test",
+                            "--shard", shard, "--json", tmp_path / "r.json", "--threads", "1")
+        assert rc == 0, err
+        assert f"shard {shard}: 2 of 4 stacks" in out
+        names += [s["name"] for s in json.loads((tmp_path / "r.json").read_text())["stacks"]]
+    assert sorted(names) == ["ddff12_val_0000", "ddff12_val_0001", "fod500_000400", "fod500_000401"]

@@ -30,6 +30,19 @@ PathLike = str | os.PathLike
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
+#: Most pixels an image or depth file may declare (Pillow's decompression-bomb limit, 2 x 89.5 million): a file
+#: declaring more is refused from its header, before anything is decoded or allocated.
+MAX_IMAGE_PIXELS = 178_956_970
+
+
+def _check_declared_size(width: int, height: int, what: str) -> None:
+    """DefocusError when a file's header declares more than :data:`MAX_IMAGE_PIXELS` pixels."""
+    if int(width) * int(height) > MAX_IMAGE_PIXELS:
+        raise DefocusError(
+            f"{what}: it declares {int(width)}x{int(height)} pixels, more than the {MAX_IMAGE_PIXELS} defocus reads "
+            "(a damaged file, or a decompression bomb)"
+        )
+
 
 # ================================================================================================ images
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -75,6 +88,7 @@ def _read_tiff_image(path: Path) -> np.ndarray:
     """Samples ``(H, W, C)`` of the first page of a TIFF, orientation applied."""
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
+        _check_declared_size(page.imagewidth, page.imagelength, f"cannot read image {path}")
         arr = page.asarray()
         axes = getattr(page, "axes", "")
         tag = page.tags.get(274)
@@ -91,6 +105,7 @@ def _read_tiff_image(path: Path) -> np.ndarray:
 def _read_pil_image(path: Path) -> np.ndarray:
     """Samples ``(H, W, C)`` (C = 1, 3) of an image read with Pillow, orientation applied, alpha dropped."""
     with Image.open(path) as im:
+        _check_declared_size(im.width, im.height, f"cannot read image {path}")
         tiles = getattr(im, "tile", None)
         rawmode = tiles[0].args if tiles and len(tiles) == 1 else None
         im.load()
@@ -127,7 +142,7 @@ def _decode_image(p: Path) -> np.ndarray:
         if p.suffix.lower() in (".tif", ".tiff"):
             try:
                 return _read_tiff_image(p)
-            except (FileNotFoundError, IsADirectoryError, PermissionError):
+            except (FileNotFoundError, IsADirectoryError, PermissionError, DefocusError):
                 raise
             except Exception:  # noqa: BLE001 - try Pillow on TIFFs tifffile rejects
                 return _read_pil_image(p)
@@ -230,19 +245,9 @@ def read_depth(path: PathLike, depth_scale: float | None = None) -> np.ndarray:
             raise DefocusError(f"--depth-scale must be a finite positive number (metres per unit), got {depth_scale}")
     suffix = p.suffix.lower()
     try:
-        if suffix == ".npy":
-            raw = np.load(p, allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            with tifffile.TiffFile(p) as tif:
-                raw = tif.pages[0].asarray()
-        else:
-            with Image.open(p) as im:
-                im.load()
-                if im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L", "F", "1"):
-                    raise DefocusError(
-                        f"cannot read depth {p}: expected a single-channel (greyscale) image, got mode {im.mode}"
-                    )
-                raw = np.array(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. Pillow's DecompressionBombWarning: the size is checked here
+            raw = _read_depth_samples(p, suffix)
     except DefocusError:
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure is bad input
@@ -257,6 +262,25 @@ def read_depth(path: PathLike, depth_scale: float | None = None) -> np.ndarray:
     if depth_scale is not None:
         depth = depth * depth_scale
     return clean_depth(depth)
+
+
+def _read_depth_samples(p: Path, suffix: str) -> np.ndarray:
+    """The stored samples of a depth file (header size checked before decoding)."""
+    if suffix == ".npy":
+        return np.load(p, allow_pickle=False)
+    if suffix in (".tif", ".tiff"):
+        with tifffile.TiffFile(p) as tif:
+            page = tif.pages[0]
+            _check_declared_size(page.imagewidth, page.imagelength, f"cannot read depth {p}")
+            return page.asarray()
+    with Image.open(p) as im:
+        _check_declared_size(im.width, im.height, f"cannot read depth {p}")
+        im.load()
+        if im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L", "F", "1"):
+            raise DefocusError(
+                f"cannot read depth {p}: expected a single-channel (greyscale) image, got mode {im.mode}"
+            )
+        return np.array(im)
 
 
 def write_depth_tiff(path: PathLike, depth: np.ndarray | torch.Tensor) -> None:

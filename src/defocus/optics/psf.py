@@ -193,6 +193,34 @@ def gennorm_kernel_2d(sigma: float | torch.Tensor, half_width: int | None = None
     return (1.0 - a) * delta + a * base
 
 
+#: Half-width above which :func:`psf_kernel_window` samples only the window an image sees and normalises by the
+#: kernel's integral, instead of summing a (2R + 1)² grid (a blur far wider than the image: R = 20000 px would take
+#: 13 GB).
+FULL_KERNEL_MAX_HALF_WIDTH = 1024
+
+
+def psf_kernel_window(size_px: float, psf: str, half_width: int, ky: int, kx: int) -> torch.Tensor:
+    """The central (2ky + 1, 2kx + 1) window of ``psf_kernel_2d(size_px, psf, half_width)`` (ky, kx <= half_width).
+
+    Up to :data:`FULL_KERNEL_MAX_HALF_WIDTH` it is cut from the full kernel (exact). Beyond, only the window is
+    sampled, normalised by the kernel's integral — the disk with its one-pixel ramp π(r² + 1/12), the generalised
+    Gaussian π s² Γ(1 + 2/q) — which its sum over the pixel grid matches to about 1e-6 (relative) at such sizes.
+    """
+    if half_width <= FULL_KERNEL_MAX_HALF_WIDTH or psf == "gaussian":
+        full = psf_kernel_2d(size_px, psf, half_width)
+        return full[half_width - ky : half_width + ky + 1, half_width - kx : half_width + kx + 1]
+    check_psf(psf)
+    s = float(size_px)
+    oy = torch.arange(-ky, ky + 1, dtype=torch.float64)[:, None]
+    ox = torch.arange(-kx, kx + 1, dtype=torch.float64)[None, :]
+    rho = torch.sqrt(oy * oy + ox * ox)
+    if psf == "disk":  # r >= 1 here: the plain ramped disk of disk_weights
+        return _ramped_disk(torch.tensor(s, dtype=torch.float64), rho) / (math.pi * (s * s + 1.0 / 12.0))
+    scale = s * _GENNORM_S_PER_SIGMA
+    return torch.exp(-((rho / scale) ** GENNORM_SHAPE)) / (
+        math.pi * scale * scale * math.gamma(1.0 + 2.0 / GENNORM_SHAPE))
+
+
 def psf_kernel_2d(size_px: float | torch.Tensor, psf: str, half_width: int | None = None) -> torch.Tensor:
     """A single normalised kernel of the given PSF model and size (σ for gaussian/gennorm, radius for disk)."""
     check_psf(psf)

@@ -45,6 +45,7 @@ from defocus.optics.psf import (
     disk_weights,
     kernel_radius,
     psf_kernel_2d,
+    psf_kernel_window,
     psf_size_from_coc,
 )
 
@@ -292,7 +293,7 @@ def _conv_level(x: torch.Tensor, size: float, psf: str, h: int, w: int, multires
     if psf == "gaussian":
         return _gaussian_blur_multires(x, size, multires)
     ky, kx = min(radius, h - 1), min(radius, w - 1)
-    k = psf_kernel_2d(size, psf, radius)[radius - ky : radius + ky + 1, radius - kx : radius + kx + 1]
+    k = psf_kernel_window(size, psf, radius, ky, kx)  # only what the image sees, whatever the blur
     if k.shape[-1] * k.shape[-2] <= 81:
         c = x.shape[1]
         return F.conv2d(x, k.to(device=x.device, dtype=x.dtype).expand(c, 1, -1, -1), padding=(ky, kx), groups=c)
