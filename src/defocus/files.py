@@ -28,8 +28,25 @@ def describe_os_error(exc: BaseException) -> str:
     return text[0] if text and text[0] else type(exc).__name__
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], what: str = "file") -> Path:
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Makes a rename inside ``folder`` durable (best effort: some file systems refuse to fsync folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], what: str = "file",
+                 durable: bool = False) -> Path:
     """Calls ``write(tmp_path)`` and renames the temporary file onto ``path``; missing parent folders are created.
+    ``durable``: the folder is fsynced after the rename (``write`` fsyncs its file), so that the new file survives a
+    power cut, not only a crash of the process.
 
     Raises:
         DefocusError: ``cannot write WHAT PATH: REASON`` for an OS error (the temporary file is removed).
@@ -40,6 +57,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], what:
         p.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, p)
+        if durable:
+            fsync_folder(p.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise DefocusError(f"cannot write {what} {p}: {describe_os_error(exc)}") from None

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from defocus.errors import DefocusError
+from defocus.files import atomic_write
 from defocus.train import faults
 
 MAGIC = b"DEFOCUS-RESUME-1"
@@ -48,25 +49,11 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_durably(path: Path, data: bytes, halfway: Callable[[], None] | None = None) -> None:
     """Writes ``data`` to ``path`` atomically and durably: temporary sibling, fsync, rename, fsync of the folder.
     ``halfway`` runs after the first half is on disk (the fault-injection point of the tests)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             mid = len(data) // 2
             f.write(data[:mid])
@@ -77,14 +64,8 @@ def write_durably(path: Path, data: bytes, halfway: Callable[[], None] | None = 
             f.write(data[mid:])
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DefocusError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write, "checkpoint", durable=True)
 
 
 def save_resume_checkpoint(run_dir: Path, step: int, payload: dict, keep: int = 2) -> Path:
