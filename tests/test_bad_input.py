@@ -991,8 +991,9 @@ def _train_property(overrides: list[str]) -> None:
 
 @FAST
 @given(train_overrides())
-# What hypothesis found (fixed): nonsense sizes and counts accepted, then a traceback deep inside training (or an
-# empty run reported as written).
+# What hypothesis found (fixed): nonsense sizes, counts and types accepted, then a traceback deep inside training
+# (or an empty run reported as written, for epochs < 1); an unknown model.config field (TypeError); the classical
+# model (no weights: the optimiser's ValueError); every loss weight 0 (nothing to differentiate).
 @example(["optim.epochs=-1"])
 @example(["data.size=[0, 0]"])
 @example(["optim.batch_size=0"])
@@ -1002,6 +1003,10 @@ def _train_property(overrides: list[str]) -> None:
 @example(["optim.lr=-1"])
 @example(["save_every_epochs=0"])
 @example(["name=null"])
+@example(["model.name=classical"])
+@example(["model.config.x.y=.nan"])
+@example(["model.config.prior_presmooth=.inf"])
+@example(["loss.weights={reconstruction: 0, aif_vs_coarse: 0, aif_sharpness: 0, depth_smoothness: 0}"])
 def test_any_train_overrides(overrides):
     _train_property(overrides)
 

@@ -108,7 +108,24 @@ class TrainConfig:
         for term, weight in loss.weights.items():
             if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
                 raise DefocusError(f"config key loss.weights.{term} must be a finite number >= 0, got {weight!r}")
+        if not any(w > 0 for w in loss.weights.values()):
+            raise DefocusError("config key loss.weights: at least one loss term needs a weight > 0")
         _positive_finite("loss.level_ratio", loss.level_ratio)
+        from defocus.models.factory import MODEL_REGISTRY
+
+        trainable = sorted(n for n in MODEL_REGISTRY if n != "classical")
+        if self.model.name not in trainable:
+            raise DefocusError(f"config key model.name: {self.model.name!r} is not a model with weights to train; "
+                               f"choose one of {', '.join(trainable)}")
+        from defocus.models.daifnet import DAIFNetConfig
+        from defocus.models.factory import DAIFNET_VARIANTS, check_daifnet_overrides
+
+        if self.model.name in DAIFNET_VARIANTS:
+            known = DAIFNetConfig().to_dict()
+            unknown = [k for k in self.model.config if k not in known]
+            if unknown:
+                raise DefocusError(f"unknown config key model.config.{unknown[0]}; known: {', '.join(known)}")
+            check_daifnet_overrides(self.model.config)
         for protocol in ("paper", "realistic"):
             pl = getattr(self.protocol_loss, protocol)
             if not isinstance(pl.get("psf", ""), (str, type(None))) or not isinstance(pl.get("linear_light", False),
