@@ -95,10 +95,10 @@ class TrainConfig:
             raise DefocusError(f"config key data.p_typical must lie in [0, 1], got {d.p_typical}")
         from defocus.data.codecs import MAX_IMAGE_PIXELS
 
-        if (len(d.size) != 2 or not all(_is_int(v) and v >= MIN_TRAIN_SIDE for v in d.size)
+        if (len(d.size) != 2 or not all(_is_int(v) and MIN_TRAIN_SIDE <= v <= MAX_TRAIN_SIDE for v in d.size)
                 or d.size[0] * d.size[1] > MAX_IMAGE_PIXELS):
-            raise DefocusError(f"config key data.size must be [H, W], whole numbers >= {MIN_TRAIN_SIDE} and at most "
-                               f"{MAX_IMAGE_PIXELS} pixels in all, got {d.size}")
+            raise DefocusError(f"config key data.size must be [H, W], whole numbers {MIN_TRAIN_SIDE}-{MAX_TRAIN_SIDE} "
+                               f"and at most {MAX_IMAGE_PIXELS} pixels in all, got {d.size}")
         _number_pair("data.pitch_scale", d.pitch_scale, strict=False)
         _number_pair("data.rgbd_depth_range", d.rgbd_depth_range, strict=True)
         _positive_finite("data.rgbd_depth_scale", d.rgbd_depth_scale, zero_ok=True)
@@ -135,8 +135,8 @@ class TrainConfig:
         return self
 
 
-#: Smallest training crop side (the SSIM term reflect-pads by 5 pixels).
-MIN_TRAIN_SIDE = 6
+#: Smallest and largest training crop side (the SSIM term reflect-pads by 5 pixels).
+MIN_TRAIN_SIDE, MAX_TRAIN_SIDE = 6, 16384
 
 
 def _is_int(v: Any) -> bool:
