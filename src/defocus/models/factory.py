@@ -128,13 +128,6 @@ def create_model(name: str = "daifnet", pretrained: bool = False, **overrides: A
             )
         model, _ = load_checkpoint(path)
         return model
-    if name == "classical":
-        import inspect
-
-        known = set(inspect.signature(ClassicalEstimator).parameters)
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise DefocusError(f"unknown config fields {unknown} of model classical; known: {', '.join(sorted(known))}")
     return MODEL_REGISTRY[name](**overrides)
 
 
