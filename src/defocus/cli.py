@@ -117,6 +117,21 @@ def _render_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Longest side ``render --size`` accepts (larger sizes are refused before anything is rendered).
+MAX_RENDER_SIDE = 16384
+
+
+def _check_render_size(size: tuple[int, int]) -> None:
+    """DefocusError unless ``size`` (H, W) is at least 1x1, at most MAX_RENDER_SIDE a side and the image-file
+    pixel limit in all."""
+    from defocus.data.codecs import MAX_IMAGE_PIXELS
+
+    h, w = size
+    if not (1 <= h <= MAX_RENDER_SIDE and 1 <= w <= MAX_RENDER_SIDE) or h * w > MAX_IMAGE_PIXELS:
+        raise DefocusError(f"--size must be H W between 1 and {MAX_RENDER_SIDE} pixels (at most {MAX_IMAGE_PIXELS} "
+                           f"pixels in all), got {h} {w}")
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from defocus.data.codecs import load_image, read_depth
     from defocus.data.folders import write_stack
@@ -124,6 +139,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from defocus.data.synthesis import stack_from_rgbd, stack_from_scene
     from defocus.optics.camera import get_preset
 
+    if not -(2**63) <= args.seed < 2**64:
+        raise DefocusError(f"--seed must be a 64-bit integer, got {args.seed}")
     if args.dataset:
         return _render_dataset(args)
     args.protocol = args.protocol or "paper"
@@ -140,6 +157,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         if args.rgb or args.depth:
             raise DefocusError("pass either --procedural or --rgb/--depth, not both")
         size = tuple(args.size) if args.size else (preset.image_size if preset else (240, 320))
+        _check_render_size(size)
         scene_range = scene_depth_range(preset.name if preset else None, focus, camera.focal_length_m)
         rgb, depth = make_scene(args.procedural, size[0], size[1], scene_range)
         stack = stack_from_scene(rgb, depth, focus, camera, args.protocol, seed=args.seed, name=name)
@@ -153,6 +171,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"--rgb is {rgb.shape[-1]}x{rgb.shape[-2]} but --depth is {depth.shape[1]}x{depth.shape[0]}"
             )
         size = tuple(args.size) if args.size else (preset.image_size if preset else tuple(rgb.shape[-2:]))
+        _check_render_size(size)
         stack = stack_from_rgbd(rgb, depth, focus, camera, args.protocol, size=size, seed=args.seed, name=name)
     write_stack(stack, args.output)
     print(f"wrote {len(focus)}-image {args.protocol} stack {size[1]}x{size[0]} to {args.output}")
@@ -257,6 +276,14 @@ def _shard_spec(text: str) -> tuple[int, int]:
     if n < 1 or not 1 <= i <= n:
         raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
     return i, n
+
+
+def _check_json_path(path: Path | None) -> None:
+    """--json names a file that can be written: refused before any work when it is a folder or no file name."""
+    if path is None:
+        return
+    if path.name in ("", ".", "..") or path.is_dir():
+        raise DefocusError(f"--json {str(path)!r}: expected a file path, not a folder")
 
 
 def _batch_flags(p: argparse.ArgumentParser) -> None:
@@ -382,6 +409,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DefocusError("nothing to evaluate: give stack folders or --dataset SPEC")
     if args.limit < 0:
         raise DefocusError("--limit must be >= 0")
+    _check_json_path(args.json)
     sources = [open_dataset(spec) for spec in args.dataset]  # bad specs fail before the model loads
     for ds in sources:
         if ds.key == "mobile-depth":
@@ -637,6 +665,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from defocus.files import atomic_write
     from defocus.inspect import format_inspection, inspect_stack
 
+    _check_json_path(args.json)
     kwargs = _read_args(args)
     kwargs.pop("load_ground_truth")
     infos = []

@@ -52,6 +52,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], what:
         DefocusError: ``cannot write WHAT PATH: REASON`` for an OS error (the temporary file is removed).
     """
     p = Path(path)
+    if p.name in ("", ".", ".."):
+        raise DefocusError(f"cannot write {what} to {str(path)!r}: not a file name")
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,58 @@ def test_dump_round_trip():
     text = dump_config(cfg)
     back = config_from_dict(yaml.safe_load(text))
     assert back.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("optim.epochs=-1", "optim.epochs"),
+        ("optim.epochs=0", "optim.epochs"),
+        ("optim.steps_per_epoch=0", "optim.steps_per_epoch"),
+        ("optim.batch_size=0", "optim.batch_size"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=.nan", "optim.lr"),
+        ("optim.lr=.inf", "optim.lr"),
+        ("optim.epochs=true", "optim.epochs"),
+        ("data.size=[0, 0]", "data.size"),
+        ("data.size=[5]", "data.size"),
+        ("data.size=[100000, 100000]", "data.size"),
+        ("data.size=[a, b]", "data.size"),
+        ("data.n_max=1", "data.n_max"),
+        ("data.n_min=0", "data.n_min"),
+        ("data.p_typical=2", "data.p_typical"),
+        ("data.pitch_scale=[2, 1]", "data.pitch_scale"),
+        ("data.rgbd_depth_range=[5, 1]", "data.rgbd_depth_range"),
+        ("data.presets=[1]", "data.presets"),
+        ("seed=-1", "seed"),
+        ("save_every_epochs=0", "save_every_epochs"),
+        ("keep_checkpoints=0", "keep_checkpoints"),
+        ("name=null", "name"),
+        ("name=123", "name"),
+        ("name=''", "name"),
+        ("out_dir=[]", "out_dir"),
+        ("dist_timeout_s=0", "dist_timeout_s"),
+        ("loss.weights.reconstruction=-1", "loss.weights.reconstruction"),
+        ("loss.weights={reconstruction: 0, aif_vs_coarse: 0, aif_sharpness: 0, depth_smoothness: 0}", "loss.weights"),
+        ("model.name=classical", "model.name"),
+        ("model.config.nosuch=1", "model.config.nosuch"),
+        ("model.config.widths=[]", "widths"),
+        ("model.config.prior_presmooth=.inf", "prior_presmooth"),
+        ("model.config.bottleneck=1000000", "bottleneck"),
+    ],
+)
+def test_nonsense_values_are_refused_up_front(override, named):
+    """TrainConfig.validate (called by load_config): one DefocusError naming the key, before anything is trained or
+    written, instead of a traceback deep inside training or an empty run."""
+    with pytest.raises(DefocusError, match=named.replace(".", r"\.")):
+        load_config("tiny", [override])
+
+
+def test_valid_configs_pass_validation_unchanged():
+    for name in (None, "tiny", "release"):
+        cfg = load_config(name)
+        assert cfg.validate() is cfg
+    edge = load_config("tiny", ["data.size=[6, 6]", "data.n_min=1", "data.n_max=1", "optim.grad_clip=0",
+                                "optim.weight_decay=0", "optim.warmup_steps=0", "val_scenes=0", "data.p_typical=1",
+                                "data.scenes_per_group=0", "data.stack_dirs=[a]", "model.config.prior_presmooth=auto"])
+    assert edge.data.size == [6, 6] and edge.optim.grad_clip == 0.0

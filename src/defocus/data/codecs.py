@@ -267,6 +267,7 @@ def read_depth(path: PathLike, depth_scale: float | None = None) -> np.ndarray:
 def _read_depth_samples(p: Path, suffix: str) -> np.ndarray:
     """The stored samples of a depth file (header size checked before decoding)."""
     if suffix == ".npy":
+        _check_npy_header(p)
         return np.load(p, allow_pickle=False)
     if suffix in (".tif", ".tiff"):
         with tifffile.TiffFile(p) as tif:
@@ -281,6 +282,26 @@ def _read_depth_samples(p: Path, suffix: str) -> np.ndarray:
                 f"cannot read depth {p}: expected a single-channel (greyscale) image, got mode {im.mode}"
             )
         return np.array(im)
+
+
+def _check_npy_header(p: Path) -> None:
+    """DefocusError when a ``.npy`` file's header declares more than :data:`MAX_IMAGE_PIXELS` values (read from the
+    header alone, before anything is allocated); a header numpy cannot read is a DefocusError too."""
+    with open(p, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(f)
+            else:  # 2.0 (and 3.0: the same layout, a UTF-8 header)
+                shape, _, _ = np.lib.format.read_array_header_2_0(f)
+        except ValueError as exc:
+            raise DefocusError(f"cannot read depth {p}: {describe_os_error(exc)}") from None
+    count = math.prod(int(v) for v in shape)
+    if count > MAX_IMAGE_PIXELS:
+        raise DefocusError(
+            f"cannot read depth {p}: it declares shape {tuple(int(v) for v in shape)}, more than the "
+            f"{MAX_IMAGE_PIXELS} values defocus reads (a damaged file, or a decompression bomb)"
+        )
 
 
 def write_depth_tiff(path: PathLike, depth: np.ndarray | torch.Tensor) -> None:

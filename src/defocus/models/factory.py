@@ -37,8 +37,45 @@ DAIFNET_VARIANTS: dict[str, DAIFNetConfig] = {
 }
 
 
+#: Largest channel width a DAIF-Net config may ask for (the paper's largest is 256).
+MAX_WIDTH = 4096
+
+
+def check_daifnet_overrides(overrides: dict[str, Any]) -> None:
+    """DefocusError (one line, naming the field) for a value of the wrong type or range (an unknown field is left
+    to DAIFNetConfig's TypeError; the training config names it, see TrainConfig.validate)."""
+    import math
+
+    for key, value in overrides.items():
+
+        def bad(expected: str) -> DefocusError:
+            return DefocusError(f"DAIF-Net config field {key} must be {expected}, got {value!r}")
+
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        if key == "widths":
+            if not isinstance(value, (list, tuple)) or not value or not all(is_int(v) and 1 <= v <= MAX_WIDTH
+                                                                             for v in value):
+                raise bad(f"a non-empty list of whole numbers 1-{MAX_WIDTH}")
+        elif key in ("bottleneck", "head_width"):
+            if not (is_int(value) and 1 <= value <= MAX_WIDTH):
+                raise bad(f"a whole number 1-{MAX_WIDTH}")
+        elif key == "classical_prior":
+            if not isinstance(value, bool):
+                raise bad("true or false")
+        elif key == "prior_presmooth":
+            if value != "auto" and not (is_num(value) and 0 <= value <= 100):
+                raise bad("auto or a number of pixels 0-100")
+        elif key == "cue_fill_threshold":
+            if not (is_num(value) and 0 <= value <= 1):
+                raise bad("a number in [0, 1]")
+        elif not (is_num(value) and value >= 0):
+            raise bad("a finite number >= 0")
+
+
 def _daifnet_builder(name: str) -> Callable[..., nn.Module]:
     def build(**overrides: Any) -> DAIFNet:
+        check_daifnet_overrides(overrides)
         base = DAIFNET_VARIANTS[name].to_dict()
         base.update(overrides)
         base["widths"] = tuple(base["widths"])
