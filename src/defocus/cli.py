@@ -10,7 +10,6 @@ heavy modules lazily so that ``defocus --help`` is instant.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -200,11 +199,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from defocus.files import atomic_write
     from defocus.train.config import load_config
+    from defocus.train.distributed import is_main_process
     from defocus.train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     run_dir = train(cfg, resume=args.resume, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports and exports
+    if not is_main_process():  # under torchrun, rank 0 alone reports and exports
         return 0
     print(f"run written to {run_dir}")
     if args.export:

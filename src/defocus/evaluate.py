@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -117,29 +117,12 @@ def evaluate_folders(
     refine_model: ForwardModel | str = "auto",
     extra_baselines: dict[str, nn.Module] | None = None,
 ) -> list[StackResult]:
-    """:func:`evaluate_stack` on every stack folder (read with ground truth)."""
-    folders = list(folders)
-    stacks = (read_stack(folder) for folder in folders)
-    return evaluate_stacks(model, stacks, depth_range, refine_steps, progress and len(folders) > 1, refine_model,
-                           extra_baselines, total=len(folders))
-
-
-def evaluate_stacks(
-    model: nn.Module,
-    stacks: Iterable[FocalStack],
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    progress: bool = True,
-    refine_model: ForwardModel | str = "auto",
-    extra_baselines: dict[str, nn.Module] | None = None,
-    total: int | None = None,
-) -> list[StackResult]:
-    """:func:`evaluate_stack` on stacks given one at a time (stack folders, or a public dataset through
-    :func:`defocus.data.datasets.open_dataset`): only one stack is held in memory."""
+    """:func:`evaluate_stack` on every stack folder (read with ground truth), one stack in memory at a time."""
     from tqdm import tqdm
 
     results = []
-    for stack in tqdm(stacks, total=total, desc="evaluate", disable=not progress, leave=False):
+    for folder in tqdm(list(folders), desc="evaluate", disable=not progress or len(folders) < 2, leave=False):
+        stack = read_stack(folder)
         results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_model=refine_model,
                                       extra_baselines=extra_baselines))
     return results

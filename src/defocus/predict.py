@@ -328,84 +328,73 @@ def predict_photo_stack(
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False)
-    try:
-        return _predict_photo_stack(model, stack, max_size, align, depth_range, refine_steps, refine_model,
-                                    fill_threshold, device, progress, in_place, bar)
-    finally:
-        bar.close()  # on an error too: the bar's line is cleared before the error is printed
+    # The bar closes on an error too, so that its line is cleared before the error is printed.
+    with tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False) as bar:
+        camera = require_camera(stack)
+        dr = resolve_depth_range(stack, depth_range)
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        refine_used = None
 
+        def stage(name: str, t0: float) -> None:
+            timings[name] = round(time.perf_counter() - t0, 3)
+            bar.set_postfix_str(name)
+            bar.update(1)
 
-def _predict_photo_stack(
-    model: nn.Module, stack: FocalStack, max_size: int | None, align: bool,
-    depth_range: tuple[float, float] | None, refine_steps: int, refine_model: ForwardModel | str,
-    fill_threshold: float, device: str | torch.device, progress: bool, in_place: bool, bar,
-) -> PhotoResult:
-    """:func:`predict_photo_stack` with its progress bar ``bar`` (4 stages)."""
-    camera = require_camera(stack)
-    dr = resolve_depth_range(stack, depth_range)
-    timings: dict[str, float] = {}
-    warnings: list[str] = []
-    refine_used = None
+        t = time.perf_counter()
+        frames, alignment, box = _align_frames(stack.images, align, in_place, warnings, stack.focus_distances_m,
+                                               camera.focal_length_m)
+        stage("align", t)
 
-    def stage(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 3)
-        bar.set_postfix_str(name)
-        bar.update(1)
+        t = time.perf_counter()
+        h, w = frames.shape[-2:]
+        fd = stack.focus_distances_m.float()[None]
+        (hw, ww), scale = working_size(h, w, max_size, float(camera.blur_per_dioptre(fd).max()))
+        small = _area_resize(frames, (hw, ww))
+        cam_w = camera.resized(scale)
+        k_w = cam_w.blur_per_dioptre(fd)
+        dev = torch.device(device)
+        model = model.to(dev).eval()
+        pred = run_tiled(model, small[None].to(dev), fd.to(dev), k_w.to(dev),
+                         torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
+        if refine_steps > 0:
+            physics = refine_physics(refine_model, small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred)
+            refine_used = physics.describe()
+            with torch.enable_grad():
+                pred = refine(small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred, refine_steps, physics)
+        pred = Prediction(**{k: (None if v is None else v.cpu()) for k, v in vars(pred).items()})
+        stage("estimate", t)
 
-    t = time.perf_counter()
-    frames, alignment, box = _align_frames(stack.images, align, in_place, warnings, stack.focus_distances_m,
-                                           camera.focal_length_m)
-    stage("align", t)
+        t = time.perf_counter()
+        from defocus.color import to_grey
+        from defocus.filters import confidence_fill, guided_upsample
 
-    t = time.perf_counter()
-    h, w = frames.shape[-2:]
-    fd = stack.focus_distances_m.float()[None]
-    (hw, ww), scale = working_size(h, w, max_size, float(camera.blur_per_dioptre(fd).max()))
-    small = _area_resize(frames, (hw, ww))
-    cam_w = camera.resized(scale)
-    k_w = cam_w.blur_per_dioptre(fd)
-    dev = torch.device(device)
-    model = model.to(dev).eval()
-    pred = run_tiled(model, small[None].to(dev), fd.to(dev), k_w.to(dev),
-                     torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
-    if refine_steps > 0:
-        physics = refine_physics(refine_model, small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred)
-        refine_used = physics.describe()
-        with torch.enable_grad():
-            pred = refine(small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred, refine_steps, physics)
-    pred = Prediction(**{k: (None if v is None else v.cpu()) for k, v in vars(pred).items()})
-    stage("estimate", t)
+        inv_lo, inv_hi = 1.0 / dr[1], 1.0 / dr[0]
+        guide_w = to_grey(pred.aif)[:, None]
+        inv_w = confidence_fill(pred.inv_depth, pred.confidence, guide_w, threshold=fill_threshold)
+        inv_w = inv_w.clamp(inv_lo, inv_hi)
+        working = Prediction(depth=1.0 / inv_w, aif=pred.aif, confidence=pred.confidence, inv_depth=inv_w,
+                             attention=pred.attention)
+        stage("fill", t)
 
-    t = time.perf_counter()
-    from defocus.color import to_grey
-    from defocus.filters import confidence_fill, guided_upsample
-
-    inv_lo, inv_hi = 1.0 / dr[1], 1.0 / dr[0]
-    guide_w = to_grey(pred.aif)[:, None]
-    inv_w = confidence_fill(pred.inv_depth, pred.confidence, guide_w, threshold=fill_threshold).clamp(inv_lo, inv_hi)
-    working = Prediction(depth=1.0 / inv_w, aif=pred.aif, confidence=pred.confidence, inv_depth=inv_w,
-                         attention=pred.attention)
-    stage("fill", t)
-
-    t = time.perf_counter()
-    camera_full = camera  # cropping keeps the pitch
-    if scale < 1.0:
-        k_full = camera_full.blur_per_dioptre(stack.focus_distances_m)
-        inv_up = F.interpolate(inv_w, size=(h, w), mode="bilinear", align_corners=False)
-        aif_full = compose_aif(frames, inv_up, stack.focus_distances_m, k_full)
-        del inv_up
-        # Window of 3 working-size pixels, eps small enough that AIF edges of a few grey levels carry depth edges.
-        inv_full = guided_upsample(inv_w, guide_w, to_grey(aif_full)[:, None], radius=3, eps=1e-4)
-        inv_full = inv_full.clamp(inv_lo, inv_hi)
-        conf_full = F.interpolate(working.confidence, size=(h, w), mode="bilinear", align_corners=False)
-        full = Prediction(depth=1.0 / inv_full, aif=aif_full, confidence=conf_full.clamp(0, 1), inv_depth=inv_full)
-    else:
-        full = working
-    stage("upsample", t)
-    return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
-                       alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
-                       frames_mean=small.mean(0), depth_range=tuple(dr), refine_model=refine_used)
+        t = time.perf_counter()
+        camera_full = camera  # cropping keeps the pitch
+        if scale < 1.0:
+            k_full = camera_full.blur_per_dioptre(stack.focus_distances_m)
+            inv_up = F.interpolate(inv_w, size=(h, w), mode="bilinear", align_corners=False)
+            aif_full = compose_aif(frames, inv_up, stack.focus_distances_m, k_full)
+            del inv_up
+            # Window of 3 working-size pixels, eps small enough that AIF edges of a few grey levels carry depth edges.
+            inv_full = guided_upsample(inv_w, guide_w, to_grey(aif_full)[:, None], radius=3, eps=1e-4)
+            inv_full = inv_full.clamp(inv_lo, inv_hi)
+            conf_full = F.interpolate(working.confidence, size=(h, w), mode="bilinear", align_corners=False)
+            full = Prediction(depth=1.0 / inv_full, aif=aif_full, confidence=conf_full.clamp(0, 1), inv_depth=inv_full)
+        else:
+            full = working
+        stage("upsample", t)
+        return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
+                           alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
+                           frames_mean=small.mean(0), depth_range=tuple(dr), refine_model=refine_used)
 
 
 def point_cloud(

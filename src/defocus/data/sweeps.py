@@ -113,6 +113,11 @@ class DataShards:
         return index % self.count in self.owned
 
 
+def _owned(count: int, shards: DataShards | None) -> list[int]:
+    """The positions among ``count`` scenes that this process holds (all of them without shards)."""
+    return [i for i in range(count) if shards is None or shards.keeps(i)]
+
+
 def _sweep_focus(preset_name: str, count: int, rng: np.random.Generator, fds: Sequence[float] | None = None
                  ) -> np.ndarray:
     """`count` focus distances spanning the preset's focus range, or ``fds``'s (uniform in dioptres, jittered)."""
@@ -141,7 +146,7 @@ def render_sweep_group(
     preset = get_preset(preset_name)
     label, variant, physics = _variant(protocol)
     h, w = int(size[0]), int(size[1])
-    ids = [i for i in range(len(seeds)) if shards is None or shards.keeps(i)]
+    ids = _owned(len(seeds), shards)
     stacks, focus, ks = [], [], []
     for seed in tqdm([seeds[i] for i in ids], desc=f"render {preset_name}/{label}", disable=not progress,
                      leave=False):
@@ -213,7 +218,7 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True, sha
     if h < cfg.size[0] or w < cfg.size[1]:
         raise DefocusError(f"preset {preset.name} images are smaller than the training size {cfg.size}")
     pairs = [pair for folder in cfg.rgbd_dirs for pair in _rgbd_pairs(Path(folder))]
-    ids = [i for i in range(len(pairs)) if shards is None or shards.keeps(i)]
+    ids = _owned(len(pairs), shards)
     frames = ((load_image(pairs[i][0]), read_depth(pairs[i][1], cfg.rgbd_depth_scale or None), None) for i in ids)
     return _render_frames(frames, ids, preset.name, protocol, cfg.sweep, 11, preset.depth_range_m,
                           "render RGB-D", progress)
@@ -233,7 +238,7 @@ def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, p
     entries = [e for e in read_index(cfg.rgbd_index) if split_of(e) == cfg.rgbd_split]
     if not entries:
         raise DefocusError(f"no frames of split {cfg.rgbd_split!r} in {cfg.rgbd_index}")
-    ids = [i for i in range(len(entries)) if shards is None or shards.keeps(i)]
+    ids = _owned(len(entries), shards)
     frames = ((*load_rgbd(entries[i]), FOCUS_BY_KIND[entries[i].kind]) for i in ids)
     dr = (float(cfg.rgbd_depth_range[0]), float(cfg.rgbd_depth_range[1]))
     return _render_frames(frames, ids, cfg.rgbd_preset, protocol, cfg.sweep, 13, dr,
@@ -256,14 +261,14 @@ def dataset_groups(cfg: DataConfig, progress: bool = True, shards: DataShards | 
             preset = get_preset(ds.preset)
             if preset.image_size[0] < cfg.size[0] or preset.image_size[1] < cfg.size[1]:
                 raise DefocusError(f"{spec}: preset {preset.name} images are smaller than the training size {cfg.size}")
-            ids = [i for i in range(n) if shards is None or shards.keeps(i)]
+            ids = _owned(n, shards)
             for protocol in cfg.protocols:
                 frames = ((*ds.rgbd(i), None) for i in ids)
                 groups.append(_render_frames(frames, ids, preset.name, protocol, cfg.sweep, 17, preset.depth_range_m,
                                              f"render {ds.key}", progress))
             continue
         by_key: dict[tuple, list] = {}
-        ids = [i for i in range(n) if shards is None or shards.keeps(i)]
+        ids = _owned(n, shards)
         for i in tqdm(ids, desc=f"read {ds.key}", disable=not progress, leave=False):
             st = ds.stack(i, load_ground_truth=False)
             if st.provenance.get("relative") or st.camera is None:
@@ -341,7 +346,6 @@ class FocalSweepSampler:
                 raise DefocusError(f"data shard {s} of {count} holds no training scene: use fewer processes "
                                    "(or data.shards) or more scenes")
             self.candidates[s] = cands
-        self.rng = self.rngs[self.shards.owned[0]]  # the first owned stream's (single-stream use)
 
     def state(self) -> dict:
         """The generator state of each owned stream, by shard."""

@@ -62,6 +62,11 @@ def launched_distributed() -> bool:
     return world is not None and (world > 1 or "MASTER_ADDR" in os.environ)
 
 
+def is_main_process() -> bool:
+    """True outside a launcher and on rank 0 under one (what reports and exports)."""
+    return (_env_int("RANK") or 0) == 0
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: this rank's GPU where CUDA is available, else the CPU; or ``cpu``/``cuda``/``cuda:K``."""
     if name == "auto":
