@@ -81,7 +81,9 @@ def calibrate_forward_model(
         nonlocal best
         physics = ForwardModel(psf=psf, light=light, blur_scale=bs)
         with torch.enable_grad():
-            pred = refine(small, focus, k, depth_range, start, steps, physics)
+            # Per-pixel parameters (no correction pyramid): the candidates are compared as they were validated, and
+            # at this small size the pyramid would have a level or none anyway.
+            pred = refine(small, focus, k, depth_range, start, steps, physics, pyramid_levels=0)
         rendered = physics.rerender(pred.aif, pred.inv_depth, focus, k).stack
         score = float(photometric(rendered.reshape(-1, 3, *size), small.reshape(-1, 3, *size)))
         scores.append({"psf": psf, "light": light, "blur_scale": bs, "reconstruction": round(score, 6)})

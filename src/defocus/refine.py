@@ -1,17 +1,29 @@
 """Test-time self-supervised refinement of one prediction on its own stack (no ground truth).
 
-The per-pixel inverse depth (through the network's bounded parameterisation) and the AIF are initialised from a
+The inverse depth (through the network's bounded parameterisation) and the AIF are initialised from a
 prediction and optimised under the re-render-and-compare loss used for training (without its AIF-sharpness term,
 see :func:`refinement_loss_config`), with a given :class:`~defocus.optics.forward.ForwardModel` — self-calibrated
 on the stack with ``--refine-psf auto`` (:mod:`defocus.calibrate`), or a named family (``disk``: disk PSF in linear
 light; ``gaussian``: the paper's Gaussian on sRGB values).
+
+The inverse depth is not optimised pixel by pixel but as a multi-resolution sum: the initial logit plus one
+correction grid per level of a pyramid (full size, 1/2, 1/4, ...; each upsampled bilinearly), see
+:func:`pyramid_levels_for`. The re-rendering loss only constrains depth where the stack has texture; with per-pixel
+parameters a correction found at an edge spreads into the texture-less area around it only through the smoothness
+term, a pixel or so per step. The coarse grids move whole regions at once (a preconditioner, not a different loss: any
+per-pixel field is still reachable through the full-size grid). On the validation scene groups (30 steps) it raised
+δ1 from 0.991 to 0.998 (`paper`) and 0.955 to 0.967 (`realistic`) and cut RMSE by about a fifth; grids coarser than
+about 30 px on the short side (5 levels at 240 x 320) overshoot and make `realistic` worse.
 """
 
 from __future__ import annotations
 
 import time
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from defocus.losses.selfsup import LossConfig, SelfSupervisedLoss
 from defocus.models.daifnet import inverse_depth_to_logit, logit_to_inverse_depth
@@ -33,6 +45,18 @@ def refinement_loss_config() -> LossConfig:
     return cfg
 
 
+#: The coarsest correction grid keeps at least this many cells on the image's shorter side (chosen on the validation
+#: scene groups: 3 levels at 240 x 320 tied with 4 and beat 0 and 5-6, see the module docstring).
+PYRAMID_MIN_CELLS = 30
+
+
+def pyramid_levels_for(height: int, width: int, min_cells: int = PYRAMID_MIN_CELLS) -> int:
+    """How many halvings below full size the refinement's correction pyramid has: the largest L with
+    ``min(height, width) / 2**L >= min_cells`` (0 for images smaller than that: per-pixel only)."""
+    short = min(height, width)
+    return max(0, int(math.floor(math.log2(short / min_cells)))) if short >= min_cells else 0
+
+
 def refine(
     stack: torch.Tensor,
     focus: torch.Tensor,
@@ -48,6 +72,7 @@ def refine(
     report: dict | None = None,
     snapshots: tuple[int, ...] = (),
     loss_config: LossConfig | None = None,
+    pyramid_levels: int | None = None,
 ) -> Prediction:
     """Per-stack optimisation of (inverse depth, AIF) from ``init``.
 
@@ -59,6 +84,8 @@ def refine(
         patience, min_improvement: stop early once the loss has not fallen by ``min_improvement`` (relative) below
             its best for ``patience`` steps (0 = never stop early).
         loss_config: the weights of the loss (default :func:`refinement_loss_config`).
+        pyramid_levels: coarser correction grids besides the full-size one (None: :func:`pyramid_levels_for`; 0:
+            per-pixel parameters only).
         report: if given, receives ``steps_run``, ``losses`` (the loss at every step) and, for each count in
             ``snapshots``, ``snapshots[count]``: the prediction after that many steps (the final one if refinement
             stopped before) and ``snapshot_seconds[count]`` the time it took — one run gives the accuracy and
@@ -67,17 +94,26 @@ def refine(
         The refined :class:`Prediction` (no gradient).
     """
     inv_near, inv_far = 1.0 / depth_range[0], 1.0 / depth_range[1]
-    logit = inverse_depth_to_logit(init.inv_depth, inv_near, inv_far).detach().requires_grad_(True)
+    base = inverse_depth_to_logit(init.inv_depth, inv_near, inv_far).detach()
+    h, w = base.shape[-2:]
+    levels = pyramid_levels_for(h, w) if pyramid_levels is None else pyramid_levels
+    if levels < 0:
+        raise ValueError(f"pyramid_levels must be >= 0, got {levels}")
+    corrections = [base.new_zeros(*base.shape[:2], max(1, h >> lv), max(1, w >> lv)).requires_grad_(True)
+                   for lv in range(levels + 1)]
     aif_logit = torch.logit(init.aif.clamp(1e-3, 1 - 1e-3)).detach().requires_grad_(True)
     loss_fn = SelfSupervisedLoss(loss_config or refinement_loss_config())
     # The AIF moves slowly: the network's AIF is already good, and a fast AIF would fit the sensor noise.
-    opt = torch.optim.Adam([{"params": [logit], "lr": lr}, {"params": [aif_logit], "lr": aif_lr}])
+    opt = torch.optim.Adam([{"params": corrections, "lr": lr}, {"params": [aif_logit], "lr": aif_lr}])
     confidence = init.confidence.detach()
     losses: list[float] = []
     taken: dict[int, Prediction] = {}
 
     def current() -> Prediction:
         """The prediction the parameters stand for now (with gradient when enabled)."""
+        logit = base + corrections[0]
+        for grid in corrections[1:]:
+            logit = logit + F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
         inv = logit_to_inverse_depth(logit, inv_near, inv_far)
         return Prediction(depth=1.0 / inv, aif=torch.sigmoid(aif_logit), confidence=confidence, inv_depth=inv)
 
