@@ -122,10 +122,11 @@ def test_evaluate_reports_fixed_baselines_on_request(trained, stack, tmp_path, c
                         capsys)
     assert rc == 0, err
     data = json.loads(js.read_text())
-    assert list(data["mean"]) == ["network", "classical", "classical_sigma0", "classical_sigma1"]
+    assert list(data["mean"]) == ["network", "classical", "classical_sigma0", "classical_sigma1", "classical_fill"]
     # The stack is clean (paper protocol): the adaptive baseline chose no pre-filter, so it equals σ = 0.
     assert data["mean"]["classical"] == data["mean"]["classical_sigma0"]
     assert data["mean"]["classical"] != data["mean"]["classical_sigma1"]
+    assert data["mean"]["classical"] != data["mean"]["classical_fill"]
     assert any(ln.startswith("mean") and "classical_sigma1" in ln for ln in out.splitlines())
 
 

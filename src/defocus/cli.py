@@ -393,8 +393,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument("--fixed-baselines", action="store_true",
-                   help="also report the classical baseline with a fixed pre-filter (σ = 0 and σ = 1 px) beside the "
-                   "default adaptive one (pre-filter chosen from each stack's estimated noise)")
+                   help="also report the classical baseline with a fixed pre-filter (σ = 0 and σ = 1 px) and the adaptive "
+                   "one followed by the network's texture-less fill (classical_fill) beside the default adaptive one "
+                   "(pre-filter chosen from each stack's estimated noise)")
     _batch_flags(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -401,3 +401,41 @@ def test_adaptive_prefilter_separates_the_two_protocols():
                                                                       presmooth_sigma=1.0)[0])
     with pytest.raises(DefocusError, match="presmooth_sigma"):
         ClassicalEstimator(presmooth_sigma="sometimes")
+
+
+def test_estimator_cue_fill_replaces_only_cueless_pixels():
+    # A flat grey window in a textured procedural scene: the plain estimate there is a guess; with the fill the
+    # cue-less pixels take values from the cued ones (within their range, smoother), cued pixels are unchanged.
+    from defocus.data.procedural import SCENE_DEPTH_RANGE_M, make_scene
+    from defocus.data.synthesis import synthesize_stack
+    from defocus.optics.camera import get_preset
+
+    nyu = get_preset("nyuv2")
+    rgb, depth = make_scene(12, 64, 64, SCENE_DEPTH_RANGE_M["nyuv2"])
+    rgb[:, 10:54, 10:54] = 0.5
+    fd = torch.tensor([nyu.focus_distances_m])
+    stack = synthesize_stack(rgb, depth, fd[0], nyu.camera, "paper")[None]
+    plain = ClassicalEstimator()(stack, fd, depth_range=nyu.depth_range_m)
+    filled = ClassicalEstimator(cue_fill_threshold=0.5)(stack, fd, depth_range=nyu.depth_range_m)
+    torch.testing.assert_close(filled.confidence, plain.confidence)
+    torch.testing.assert_close(filled.aif, plain.aif)
+    cue = (plain.confidence / (1.0 - 1.0 / 5)).clamp(0, 1)[0, 0]
+    keep = cue >= 0.5
+    torch.testing.assert_close(filled.depth[0, 0][keep], plain.depth[0, 0][keep], rtol=1e-5, atol=1e-5)
+    window = torch.zeros_like(keep)
+    window[14:50, 14:50] = True
+    low = window & ~keep
+    assert float(low.float().sum()) > 0.5 * float(window.float().sum())  # most of the flat window has no cue
+    assert not torch.allclose(filled.depth[0, 0][low], plain.depth[0, 0][low])
+    ring = plain.depth[0, 0][keep]
+    assert float(filled.depth[0, 0][low].min()) >= float(ring.min()) - 1e-4
+    assert float(filled.depth[0, 0][low].max()) <= float(ring.max()) + 1e-4
+    assert float((1 / filled.depth[0, 0][window]).std()) < float((1 / plain.depth[0, 0][window]).std())
+    near, far = nyu.depth_range_m
+    assert float(filled.depth.min()) >= near - 1e-6 and float(filled.depth.max()) <= far + 1e-6
+    # one image has no cue at all: the estimate is unchanged
+    one = ClassicalEstimator(cue_fill_threshold=0.5)(stack[:, :1], fd[:, :1], depth_range=nyu.depth_range_m)
+    torch.testing.assert_close(one.depth, ClassicalEstimator()(stack[:, :1], fd[:, :1],
+                                                               depth_range=nyu.depth_range_m).depth)
+    with pytest.raises(DefocusError, match="cue_fill_threshold"):
+        ClassicalEstimator(cue_fill_threshold=1.5)

@@ -311,17 +311,24 @@ class ClassicalEstimator(nn.Module):
 
     ``presmooth_sigma="auto"`` (the default: the strongest honest baseline) picks the pre-filter per stack from the
     stack's own estimated noise (:func:`estimate_noise_sigma`, :func:`choose_presmooth_sigma`); a number fixes it.
+    ``cue_fill_threshold`` > 0 adds the texture-less fill the network applies at inference (DAIFNetConfig's
+    ``cue_fill_threshold``: pixels whose normalised focus cue is below it take the edge-aware average of their cued
+    neighbours' inverse depth, guided by the AIF) — a variant that shows what the network adds beyond that
+    non-learned step.
 
     ``estimator(stack, focus, blur_per_dioptre=None, depth_range=None)``: stack (B, N, 3, H, W), focus (B, N)
     metres; ``blur_per_dioptre`` is ignored (the focus measure needs no camera); ``depth_range`` (B, 2) or
     (near, far) metres clamps the depth of each stack.
     """
 
-    def __init__(self, window: int = 9, presmooth_sigma: float | str = "auto") -> None:
+    def __init__(self, window: int = 9, presmooth_sigma: float | str = "auto", cue_fill_threshold: float = 0.0) -> None:
         super().__init__()
         if not (presmooth_sigma == "auto" or isinstance(presmooth_sigma, (int, float))):
             raise DefocusError(f"presmooth_sigma must be 'auto' or a number of pixels, got {presmooth_sigma!r}")
+        if not 0.0 <= cue_fill_threshold <= 1.0:
+            raise DefocusError(f"cue_fill_threshold must be in [0, 1], got {cue_fill_threshold}")
         self.window, self.presmooth_sigma = window, presmooth_sigma
+        self.cue_fill_threshold = cue_fill_threshold
         self.last_presmooth_sigmas: list[float] = []  # what the last call used, per stack (for reports)
 
     def forward(
@@ -348,11 +355,22 @@ class ClassicalEstimator(nn.Module):
             ranges = [(float(d[i, 0]), float(d[i, 1])) for i in range(b)]
         if all(r == ranges[0] for r in ranges) and all(s_ == sigmas[0] for s_ in sigmas):  # one call for the batch
             depth, aif, conf = classical_depth_from_focus(stack, focus, self.window, ranges[0], sigmas[0])
-            return Prediction(depth=depth, aif=aif, confidence=conf)
-        focus = torch.as_tensor(focus)
-        parts = [classical_depth_from_focus(stack[i : i + 1], focus[i : i + 1], self.window, ranges[i], sigmas[i])
-                 for i in range(b)]
-        return Prediction(*(torch.cat([p[j] for p in parts]) for j in range(3)))
+        else:
+            focus = torch.as_tensor(focus)
+            parts = [classical_depth_from_focus(stack[i : i + 1], focus[i : i + 1], self.window, ranges[i], sigmas[i])
+                     for i in range(b)]
+            depth, aif, conf = (torch.cat([p[j] for p in parts]) for j in range(3))
+        if self.cue_fill_threshold > 0 and sizes["N"] > 1:
+            from defocus.color import to_grey
+            from defocus.filters import confidence_fill
+
+            cue = (conf / (1.0 - 1.0 / sizes["N"])).clamp(0.0, 1.0)
+            inv = confidence_fill(1.0 / depth, cue, to_grey(aif)[:, None], self.cue_fill_threshold)
+            lo = torch.tensor([r[0] if r else float(depth.min()) for r in ranges], dtype=depth.dtype)
+            hi = torch.tensor([r[1] if r else float(depth.max()) for r in ranges], dtype=depth.dtype)
+            depth = torch.minimum(torch.maximum(1.0 / inv, lo.view(-1, 1, 1, 1)), hi.view(-1, 1, 1, 1))
+        return Prediction(depth=depth, aif=aif, confidence=conf)
 
     def extra_repr(self) -> str:
-        return f"window={self.window}, presmooth_sigma={self.presmooth_sigma}"
+        fill = f", cue_fill_threshold={self.cue_fill_threshold}" if self.cue_fill_threshold else ""
+        return f"window={self.window}, presmooth_sigma={self.presmooth_sigma}{fill}"
