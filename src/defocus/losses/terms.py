@@ -107,11 +107,31 @@ def depth_smoothness(
     return 2.5 * ((dx * wx).mean() + (dy * wy).mean())
 
 
+#: Pixels whose normalised focus cue is at least this count in :func:`prior_consistency` (the cue-fill threshold).
+PRIOR_CUE_THRESHOLD = 0.5
+
+
+def prior_consistency(
+    observed: torch.Tensor, pred: Prediction, physics: ForwardModel, rendered: Rerendering
+) -> torch.Tensor:
+    """Mean |log inverse depth − log classical prior| over the pixels whose focus cue is clear, weighted by the cue.
+
+    A pseudo-label from the stack itself (no ground truth): where the focus measure has a clear peak, its 3-point fit
+    is an accurate estimate, and the re-rendering error alone does not stop the network from drifting from it.
+    Zero for predictions without a prior (the classical model, the ablation, eval mode)."""
+    if pred.prior_inv_depth is None or pred.prior_cue is None:
+        return pred.inv_depth.sum() * 0.0
+    w = torch.where(pred.prior_cue >= PRIOR_CUE_THRESHOLD, pred.prior_cue, torch.zeros_like(pred.prior_cue))
+    diff = (pred.inv_depth.clamp_min(1e-6).log() - pred.prior_inv_depth.clamp_min(1e-6).log()).abs()
+    return (w * diff).sum() / w.sum().clamp_min(1.0)
+
+
 LOSS_TERMS: dict[str, LossTerm] = {
     "reconstruction": reconstruction,
     "aif_vs_coarse": aif_vs_coarse,
     "aif_sharpness": aif_sharpness,
     "depth_smoothness": depth_smoothness,
+    "prior_consistency": prior_consistency,
 }
 
 
@@ -148,3 +168,9 @@ class DepthSmoothness(_Term):
     """Module form of :func:`depth_smoothness`."""
 
     function = staticmethod(depth_smoothness)
+
+
+class PriorConsistency(_Term):
+    """Module form of :func:`prior_consistency`."""
+
+    function = staticmethod(prior_consistency)

@@ -298,4 +298,9 @@ class DAIFNet(nn.Module):
         entropy = -(attention * attention.clamp_min(1e-8).log()).sum(dim=1)
         confidence = (1.0 - entropy / torch.log(n_t).clamp_min(1e-6)).clamp(0.0, 1.0)
         confidence = torch.where(n_t > 1, confidence, torch.zeros_like(confidence))
-        return Prediction(depth=depth, aif=aif, confidence=confidence, inv_depth=inv_depth, attention=attention)
+        prior = {}
+        if self.training and self.config.classical_prior:  # for the loss's prior_consistency term
+            cue = (cls_conf / (1.0 - 1.0 / n_t).clamp_min(1e-6)).clamp(0.0, 1.0)
+            prior = {"prior_inv_depth": cls_inv, "prior_cue": torch.where(n_t > 1, cue, torch.zeros_like(cue))}
+        return Prediction(depth=depth, aif=aif, confidence=confidence, inv_depth=inv_depth, attention=attention,
+                          **prior)

@@ -19,6 +19,9 @@ class Prediction:
         confidence: (B, 1, H, W) in [0, 1]: how clearly one image of the stack is the sharpest at each pixel.
         inv_depth: (B, 1, H, W) dioptres, 1 / depth (kept as computed: the loss and refinement work on it).
         attention: optional (B, N, 1, H, W) per-image focus weights behind the depth (DAIF-Net only).
+        prior_inv_depth, prior_cue: optional (B, 1, H, W): the classical estimate DAIF-Net took as its input prior
+            (dioptres) and its normalised focus cue in [0, 1]; set in training mode only, for the loss's
+            ``prior_consistency`` term.
     """
 
     depth: torch.Tensor
@@ -26,6 +29,8 @@ class Prediction:
     confidence: torch.Tensor
     inv_depth: torch.Tensor | None = None
     attention: torch.Tensor | None = None
+    prior_inv_depth: torch.Tensor | None = None
+    prior_cue: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         sizes = check_shape(self.depth, "B 1 H W", "depth")
@@ -36,6 +41,9 @@ class Prediction:
         check_shape(self.inv_depth, "B 1 H W", "inv_depth", sizes)
         if self.attention is not None:
             check_shape(self.attention, "B N 1 H W", "attention", sizes)
+        for name in ("prior_inv_depth", "prior_cue"):
+            if getattr(self, name) is not None:
+                check_shape(getattr(self, name), "B 1 H W", name, sizes)
 
     @property
     def batch_size(self) -> int:
