@@ -25,12 +25,14 @@ from defocus.losses.terms import (
     AifSharpness,
     AifVsCoarse,
     DepthSmoothness,
+    PriorConsistency,
     Reconstruction,
     aif_sharpness,
     aif_vs_coarse,
     coarse_aif,
     depth_smoothness,
     photometric,
+    prior_consistency,
     reconstruction,
 )
 from defocus.models.prediction import Prediction
@@ -94,8 +96,9 @@ def _grad_norms(value, aif, inv):
 
 
 def test_registry_holds_the_paper_terms():
-    assert set(LOSS_TERMS) == {"reconstruction", "aif_vs_coarse", "aif_sharpness", "depth_smoothness"}
-    assert LossConfig().weights == {
+    assert set(LOSS_TERMS) == {"reconstruction", "aif_vs_coarse", "aif_sharpness", "depth_smoothness",
+                               "prior_consistency"}
+    assert LossConfig().weights == {  # the paper's four; prior_consistency is the release config's addition
         "reconstruction": 1e3, "aif_vs_coarse": 1e2, "aif_sharpness": 10.0, "depth_smoothness": 10.0
     }
 
@@ -124,7 +127,7 @@ def test_every_term_is_a_finite_scalar(name, family):
 @pytest.mark.parametrize(
     "module, function",
     [(Reconstruction, reconstruction), (AifVsCoarse, aif_vs_coarse), (AifSharpness, aif_sharpness),
-     (DepthSmoothness, depth_smoothness)],
+     (DepthSmoothness, depth_smoothness), (PriorConsistency, prior_consistency)],
 )
 def test_module_equals_function(module, function):
     observed, pred, physics, rendered, aif, inv = _term_inputs(seed=11)
@@ -364,7 +367,7 @@ def test_full_loss_total_is_weighted_sum():
     observed = torch.rand(1, 5, 3, 24, 24, generator=torch.Generator().manual_seed(77))
     cfg = LossConfig()
     total, parts = SelfSupervisedLoss(cfg)(observed, _prediction(aif, inv), cfg.forward_model(), focus, k)
-    assert set(parts) == set(LOSS_TERMS)
+    assert set(parts) == set(cfg.weights)  # the terms with a weight (the default config: the paper's four)
     expected = sum(cfg.weights[n] * v for n, v in parts.items())
     assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     na, ni = _grad_norms(total, aif, inv)
@@ -470,3 +473,44 @@ def test_zero_weight_skips_a_term(monkeypatch):
     weights["aif_sharpness"] = 1.0
     SelfSupervisedLoss(LossConfig(weights=weights))(observed, _prediction(aif, inv), physics, focus, k)
     assert calls == [1]
+
+
+# ------------------------------------------------------------------------------------------ prior consistency
+def _with_prior(aif, inv, prior, cue):
+    return Prediction(depth=1.0 / inv, aif=aif, confidence=torch.ones_like(inv), inv_depth=inv,
+                      prior_inv_depth=prior, prior_cue=cue)
+
+
+def test_prior_consistency_by_hand():
+    # 2x2: cue 0.4 (below the 0.5 threshold: ignored), 0.6, 1.0, 0.5 → weights 0, 0.6, 1.0, 0.5.
+    inv = torch.tensor([[[[1.0, 2.0], [0.5, 1.0]]]])
+    prior = torch.tensor([[[[2.0, 1.0], [0.5, 4.0]]]])
+    cue = torch.tensor([[[[0.4, 0.6], [1.0, 0.5]]]])
+    observed, _, physics, rendered, *_ = _term_inputs(15, h=2, w=2)
+    value = prior_consistency(observed, _with_prior(torch.full((1, 3, 2, 2), 0.5), inv, prior, cue), physics,
+                              rendered)
+    expected = (0.6 * math.log(2.0) + 1.0 * 0.0 + 0.5 * math.log(4.0)) / (0.6 + 1.0 + 0.5)
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+
+
+def test_prior_consistency_is_zero_without_a_prior_and_pulls_inv_depth_only():
+    observed, pred, physics, rendered, aif, inv = _term_inputs(16)
+    assert float(prior_consistency(observed, pred, physics, rendered).detach()) == 0.0  # no prior (eval mode, classical)
+    prior = torch.full_like(inv, 0.5)
+    cue = torch.linspace(0, 1, inv.numel()).view_as(inv)
+    value = prior_consistency(observed, _with_prior(aif, inv, prior, cue), physics, rendered)
+    na, ni = _grad_norms(value, aif, inv)
+    assert value > 0 and ni > 0 and na == 0
+    at_prior = _with_prior(aif, prior.clone(), prior, cue)
+    assert float(prior_consistency(observed, at_prior, physics, rendered)) == 0.0
+
+
+def test_prior_consistency_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    inv = (0.3 + torch.rand(1, 1, 3, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
+    prior = 0.3 + torch.rand(1, 1, 3, 3, generator=g, dtype=torch.float64)
+    cue = torch.rand(1, 1, 3, 3, generator=g, dtype=torch.float64)
+    aif = torch.full((1, 3, 3, 3), 0.5, dtype=torch.float64)
+    observed, _, physics, rendered, *_ = _term_inputs(17, h=3, w=3)
+    assert torch.autograd.gradcheck(
+        lambda v: prior_consistency(observed, _with_prior(aif, v, prior, cue), physics, rendered), (inv,))

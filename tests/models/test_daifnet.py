@@ -349,3 +349,19 @@ def test_cue_fill_replaces_only_cueless_pixels_in_eval_mode(monkeypatch):
     filled.train()
     with torch.no_grad():
         torch.testing.assert_close(filled(stack, fd, k, dr).inv_depth, plain.train()(stack, fd, k, dr).inv_depth)
+
+
+def test_the_prior_reaches_the_loss_in_training_mode_only():
+    torch.manual_seed(0)
+    model = create_model("daifnet_tiny")
+    stack, fd, k, dr = _scene_stack()
+    with torch.no_grad():
+        out = model.train()(stack, fd, k, dr)
+        inv_near, inv_far = (1.0 / dr[:, 0]).view(-1, 1, 1, 1), (1.0 / dr[:, 1]).view(-1, 1, 1, 1)
+        prior, conf = model._classical_prior(stack, fd, inv_near, inv_far)
+    torch.testing.assert_close(out.prior_inv_depth, prior)
+    torch.testing.assert_close(out.prior_cue, (conf / (1 - 1 / 5)).clamp(0, 1))
+    evaluated = model.eval()(stack, fd, k, dr)
+    assert evaluated.prior_inv_depth is None and evaluated.prior_cue is None
+    ablation = create_model("daifnet_tiny", classical_prior=False).train()
+    assert ablation(stack, fd, k, dr).prior_inv_depth is None
