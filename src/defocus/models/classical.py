@@ -35,6 +35,7 @@ from torch import nn
 from defocus.checks import check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
+from defocus.filters import confidence_fill
 from defocus.models.prediction import Prediction
 
 __all__ = [
@@ -213,6 +214,15 @@ def _prefiltered_grey(imgs: torch.Tensor, presmooth_sigma: float | str) -> torch
     return torch.where(noisy[:, None, None, None], smooth, grey)
 
 
+def normalised_cue(confidence: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
+    """The focus cue in [0, 1]: the classical confidence (fmax − mean)/fmax of the focus measure over the stack
+    divided by its largest possible value 1 − 1/N, so that one threshold serves every N (N = 1: the confidence, and
+    so the cue, is 0). ``confidence`` (B, 1, H, W); ``n`` the stack length, an int or a (B, 1, 1, 1) tensor."""
+    top = 1.0 - 1.0 / n
+    top = top.clamp_min(1e-6) if isinstance(top, torch.Tensor) else max(top, 1e-6)
+    return (confidence / top).clamp(0.0, 1.0)
+
+
 def dff_core(
     imgs: torch.Tensor, focus: torch.Tensor, window: int = 9, presmooth_sigma: float | str = 1.0,
     dioptre_clamp: tuple[float, float] | None = None,
@@ -361,11 +371,8 @@ class ClassicalEstimator(nn.Module):
                      for i in range(b)]
             depth, aif, conf = (torch.cat([p[j] for p in parts]) for j in range(3))
         if self.cue_fill_threshold > 0 and sizes["N"] > 1:
-            from defocus.color import to_grey
-            from defocus.filters import confidence_fill
-
-            cue = (conf / (1.0 - 1.0 / sizes["N"])).clamp(0.0, 1.0)
-            inv = confidence_fill(1.0 / depth, cue, to_grey(aif)[:, None], self.cue_fill_threshold)
+            inv = confidence_fill(1.0 / depth, normalised_cue(conf, sizes["N"]), to_grey(aif)[:, None],
+                                  self.cue_fill_threshold)
             lo = torch.tensor([r[0] if r else float(depth.min()) for r in ranges], dtype=depth.dtype)
             hi = torch.tensor([r[1] if r else float(depth.max()) for r in ranges], dtype=depth.dtype)
             depth = torch.minimum(torch.maximum(1.0 / inv, lo.view(-1, 1, 1, 1)), hi.view(-1, 1, 1, 1))

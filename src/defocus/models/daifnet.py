@@ -43,7 +43,7 @@ from defocus.checks import check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
 from defocus.filters import confidence_fill
-from defocus.models.classical import dff_core
+from defocus.models.classical import dff_core, normalised_cue
 from defocus.models.prediction import Prediction
 
 
@@ -289,8 +289,8 @@ class DAIFNet(nn.Module):
         if self.config.cue_fill_threshold > 0 and self.config.classical_prior and not self.training:
             # With N = 1 the classical confidence is 0, so the cue is 0 and confidence_fill leaves the stack as is;
             # the selection keeps its inverse depth bit for bit, as the branch on N did before.
-            cue = (cls_conf / (1.0 - 1.0 / n_t).clamp_min(1e-6)).clamp(0.0, 1.0)
-            filled = confidence_fill(inv_depth, cue, to_grey(aif)[:, None], self.config.cue_fill_threshold)
+            filled = confidence_fill(inv_depth, normalised_cue(cls_conf, n_t), to_grey(aif)[:, None],
+                                     self.config.cue_fill_threshold)
             filled = torch.minimum(torch.maximum(filled, inv_far), inv_near)
             inv_depth = torch.where(n_t > 1, filled, inv_depth)
         depth = 1.0 / inv_depth
@@ -300,7 +300,6 @@ class DAIFNet(nn.Module):
         confidence = torch.where(n_t > 1, confidence, torch.zeros_like(confidence))
         prior = {}
         if self.training and self.config.classical_prior:  # for the loss's prior_consistency term
-            cue = (cls_conf / (1.0 - 1.0 / n_t).clamp_min(1e-6)).clamp(0.0, 1.0)
-            prior = {"prior_inv_depth": cls_inv, "prior_cue": torch.where(n_t > 1, cue, torch.zeros_like(cue))}
+            prior = {"prior_inv_depth": cls_inv, "prior_cue": normalised_cue(cls_conf, n_t)}
         return Prediction(depth=depth, aif=aif, confidence=confidence, inv_depth=inv_depth, attention=attention,
                           **prior)
