@@ -42,6 +42,15 @@ DEPTH_RANGE = (0.1, 20.0)
 KEYS = ("delta1", "abs_rel", "rmse")
 
 
+def render_split(split: str, protocol: str):
+    """(entry, stack) for every frame of ``split``: 320 x 240, the `nyuv2` lens, the focus distances of its kind."""
+    cam = get_preset("nyuv2").camera
+    for e in read_index(INDEX):
+        if split_of(e) == split:
+            rgb, depth = load_rgbd(e)
+            yield e, stack_from_rgbd(rgb, depth, FOCUS_BY_KIND[e.kind], cam, protocol, size=(240, 320), name=e.id)
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -96,7 +105,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model("daifnet_small", pretrained=True)
     model.eval()
-    cam = get_preset("nyuv2").camera
     entries = [e for e in read_index(INDEX) if split_of(e) == args.split]
     t0 = time.time()
     out: dict = {"split": args.split, "checkpoint": str(args.checkpoint or "shipped"), "protocols": {}}
@@ -104,9 +112,7 @@ def main() -> None:
         per_group: dict[str, list[dict]] = defaultdict(list)
         seconds: dict[str, list[float]] = defaultdict(list)
         chosen = []
-        for e in entries:
-            rgb, depth = load_rgbd(e)
-            st = stack_from_rgbd(rgb, depth, FOCUS_BY_KIND[e.kind], cam, protocol, size=(240, 320), name=e.id)
+        for e, st in render_split(args.split, protocol):
             metrics, secs, physics = evaluate_frame(model, st, args.refine_steps, args.refine_psf)
             per_group[e.scene_group].append(metrics)
             for name, s in secs.items():

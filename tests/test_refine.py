@@ -122,3 +122,30 @@ def test_coarse_grids_carry_a_correction_into_a_textureless_area():
     start = 1.0 / 3.0 - 0.5
     assert errors[2] < 0.5 * errors[0], errors
     assert errors[0] > 0.5 * abs(start)  # the per-pixel inside has barely moved: the check can tell them apart
+
+
+def test_early_stopping_waits_out_a_transient_rise_of_the_loss(monkeypatch):
+    # A loss that first rises (as the first Adam steps on the coarse grids often make it) and then falls far below
+    # its start: counting patience from step 0 would stop inside the bump; the count starts once the loss is below
+    # its starting value, so the run goes on to the fall.
+    import defocus.refine as refine_module
+
+    bump = [5.0, 9.0, 9.5, 9.0, 8.0, 7.0, 6.0, 5.5, 4.9, 4.0, 3.0, 2.0, 1.5, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+    class ScriptedLoss(torch.nn.Module):
+        def __init__(self, *_):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, stack, pred, *_):
+            value = bump[min(self.calls, len(bump) - 1)]
+            self.calls += 1
+            return pred.inv_depth.sum() * 0.0 + value, {}
+
+    monkeypatch.setattr(refine_module, "SelfSupervisedLoss", ScriptedLoss)
+    stack, fd, k, init, _ = _case()
+    report: dict = {}
+    refine(stack, fd, k, NYU.depth_range_m, init, 100, ForwardModel.from_family("gaussian"), patience=4,
+           report=report)
+    # Through the bump (steps 1-7 above the start), down to the plateau, then 4 steps without improvement.
+    assert report["steps_run"] == 19, report["losses"]

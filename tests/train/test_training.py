@@ -99,7 +99,7 @@ def test_exact_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch):
         train(cfg, progress=False)
     run = tmp_path / "resumed"
     assert len(_rows(run)) == 1
-    assert read_metadata(run / "last.safetensors")["extra"]["epoch"] == 1
+    assert read_metadata(run / "last.safetensors")["extra"]["extra"]["epoch"] == 1
     assert sorted(p.name for p in (run / "resume").iterdir()) == ["step-00000003.ckpt", "step-00000004.ckpt"]
     monkeypatch.delenv("DEFOCUS_FAULT")
 
@@ -135,6 +135,22 @@ def test_run_files_and_validation_columns(tmp_path):
     assert 0.0 <= float(rows[0]["val_delta1"]) <= 1.0
     cfg_back = config_from_dict(read_metadata(run / "last.safetensors")["train_config"])
     assert cfg_back.name == "val" and cfg_back.model.name == "daifnet_tiny" and cfg_back.val_scenes == 1
+
+
+def test_epoch_weights_are_kept_only_when_asked(tmp_path):
+    """save_epoch_weights keeps one weights file per epoch (the last equals last.safetensors; the epochs differ);
+    off (the default) there is no epochs folder."""
+    run = train(_cfg(tmp_path, "ep", "optim.epochs=2", "save_epoch_weights=true", "save_every_epochs=2"),
+                progress=False)
+    files = sorted(p.name for p in (run / "epochs").iterdir())
+    assert files == ["epoch-001.safetensors", "epoch-002.safetensors"]
+    assert read_metadata(run / "epochs" / "epoch-001.safetensors")["extra"]["epoch"] == 1
+    last, second = _weights(run / "last.safetensors"), _weights(run / "epochs" / "epoch-002.safetensors")
+    assert all(torch.equal(last[k], second[k]) for k in last)
+    first = _weights(run / "epochs" / "epoch-001.safetensors")
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    plain = train(_cfg(tmp_path, "plain", "optim.epochs=1"), progress=False)
+    assert not (plain / "epochs").exists()
 
 
 # --------------------------------------------------------------------------------------------- checkpoint

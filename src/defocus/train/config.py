@@ -60,6 +60,7 @@ class TrainConfig:
     save_every_epochs: int = 1
     save_every_steps: int = 0  # also write a resume checkpoint every this many steps (0: at epoch ends only)
     keep_checkpoints: int = 2  # resume checkpoints kept (older ones are the fall-back for a corrupt newest one)
+    save_epoch_weights: bool = False  # also keep every epoch's weights as epochs/epoch-NNN.safetensors (for curves)
     device: str = "auto"  # auto (each rank's GPU where CUDA is available, else CPU), cpu, cuda, cuda:K
     dist_backend: str = "auto"  # under torchrun: auto (nccl on GPUs, gloo on CPUs), gloo or nccl
     dist_timeout_s: float = 1800.0  # a collective waiting longer for the other ranks fails

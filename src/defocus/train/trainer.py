@@ -4,7 +4,9 @@ carrying the resolved config, crash-exact ``--resume``, repeatable per seed, one
 Files of a run, in ``<out_dir>/<name>/``: ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch: losses,
 learning rate, wall time, validation depth metrics on held-out procedural scenes), ``last.safetensors`` (weights at
 the last epoch end), ``best.safetensors`` (lowest validation AbsRel) and ``resume/step-<STEP>.ckpt`` (everything
-``--resume`` needs, see :mod:`defocus.train.resume`; at epoch ends and every ``save_every_steps``).
+``--resume`` needs, see :mod:`defocus.train.resume`; at epoch ends and every ``save_every_steps``); with
+``save_epoch_weights`` also ``epochs/epoch-<NNN>.safetensors`` (every epoch's weights, for accuracy-per-epoch curves
+on real frames: ``benchmarks/bench_epochs.py``).
 
 Exactness: the samples of a step depend only on the seed and the data shards (not on the number of processes, see
 :class:`~defocus.data.sweeps.FocalSweepSampler`), the model draws no random numbers, and a resume checkpoint restores
@@ -314,6 +316,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
             if ctx.is_main:
                 save_checkpoint(run_dir / "last.safetensors", model, cfg.model.name, resolved, extra)
             save_resume()
+        if cfg.save_epoch_weights and ctx.is_main:  # every epoch, whatever save_every_epochs says
+            (run_dir / "epochs").mkdir(exist_ok=True)
+            save_checkpoint(run_dir / "epochs" / f"epoch-{epoch + 1:03d}.safetensors", model, cfg.model.name,
+                            resolved, extra)
         if ctx.is_main:
             _write_csv(csv_path, rows)
             if progress:
