@@ -19,6 +19,7 @@ import tifffile
 from PIL import Image
 
 from defocus.cli import main
+from defocus.models.checkpoint import read_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA_FLAGS = ["--focal-length-mm", "50", "--f-number", "8", "--pixel-size-um", "12"]
@@ -81,6 +82,20 @@ def test_train_writes_run_files_and_exports(trained):
     for r in body:
         assert np.isfinite(float(r[header.index("loss")]))
         assert np.isfinite(float(r[header.index("val_abs_rel")]))
+
+
+def test_export_copies_best_by_default_and_last_when_asked(trained, tmp_path, capsys):
+    run = trained["run"]
+    assert trained["weights"].read_bytes() == (run / "best.safetensors").read_bytes()
+    weights = tmp_path / "last.safetensors"
+    rc, _, err = _cli(["train", "--config", "tiny", f"out_dir={tmp_path}", "name=z", "export_weights=last",
+                       "--quiet", "--export", str(weights)], capsys)
+    assert rc == 0, err
+    assert weights.read_bytes() == (tmp_path / "z" / "last.safetensors").read_bytes()
+    assert read_metadata(weights)["extra"]["epoch"] == 2  # tiny.yaml: 2 epochs
+    rc, _, err = _cli(["train", "--config", "tiny", f"out_dir={tmp_path}", "name=w", "export_weights=worst",
+                       "--quiet"], capsys)
+    _one_error_line(rc, err, "export_weights")
 
 
 def test_train_overrides_and_errors(tmp_path, capsys):

@@ -189,7 +189,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML config file, or the name of a packaged config: release, tiny")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-3 name=myrun")
     p.add_argument("--resume", action="store_true", help="continue the run of the same name from its last epoch")
-    p.add_argument("--export", type=Path, help="after training, copy the best weights to this .safetensors file")
+    p.add_argument("--export", type=Path, help="after training, copy the weights named by the config's export_weights (best: lowest "
+                   "validation AbsRel, the default; last: the last epoch) to this .safetensors file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -208,8 +209,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"run written to {run_dir}")
     if args.export:
-        src = run_dir / "best.safetensors"
-        if not src.is_file():
+        src = run_dir / f"{cfg.export_weights}.safetensors"
+        if not src.is_file():  # no validation scenes: no best.safetensors
             src = run_dir / "last.safetensors"
         atomic_write(args.export, lambda tmp: shutil.copyfile(src, tmp), "weights")
         print(f"weights exported to {args.export}")

@@ -61,6 +61,7 @@ class TrainConfig:
     save_every_steps: int = 0  # also write a resume checkpoint every this many steps (0: at epoch ends only)
     keep_checkpoints: int = 2  # resume checkpoints kept (older ones are the fall-back for a corrupt newest one)
     save_epoch_weights: bool = False  # also keep every epoch's weights as epochs/epoch-NNN.safetensors (for curves)
+    export_weights: str = "best"  # what `train --export` copies: best (lowest validation AbsRel) or last (last epoch)
     device: str = "auto"  # auto (each rank's GPU where CUDA is available, else CPU), cpu, cuda, cuda:K
     dist_backend: str = "auto"  # under torchrun: auto (nccl on GPUs, gloo on CPUs), gloo or nccl
     dist_timeout_s: float = 1800.0  # a collective waiting longer for the other ranks fails
@@ -83,6 +84,8 @@ class TrainConfig:
             if not getattr(self, key).strip():
                 raise DefocusError(f"config key {key} must not be empty")
         _positive_finite("dist_timeout_s", self.dist_timeout_s)
+        if self.export_weights not in ("best", "last"):
+            raise DefocusError(f"config key export_weights must be best or last, got {self.export_weights!r}")
         _at_least(o, "optim.", {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "warmup_steps": 0})
         _positive_finite("optim.lr", o.lr)
         for key in ("weight_decay", "grad_clip"):
