@@ -99,7 +99,7 @@ def test_exact_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch):
         train(cfg, progress=False)
     run = tmp_path / "resumed"
     assert len(_rows(run)) == 1
-    assert read_metadata(run / "last.safetensors")["extra"]["extra"]["epoch"] == 1
+    assert read_metadata(run / "last.safetensors")["extra"]["epoch"] == 1
     assert sorted(p.name for p in (run / "resume").iterdir()) == ["step-00000003.ckpt", "step-00000004.ckpt"]
     monkeypatch.delenv("DEFOCUS_FAULT")
 
