@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_rgbd_split import DEPTH_RANGE, INDEX, KEYS, render_split
+from bench_rgbd_split import DEPTH_RANGE, KEYS, render_split, require_frames
 from defocus.metrics import depth_metrics
 from defocus.models.checkpoint import load_checkpoint
 
@@ -51,15 +51,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write every number to this file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if not INDEX.is_file():
-        raise SystemExit(f"{INDEX} is absent: this benchmark needs the shared RGB-D frames")
-    torch.set_num_threads(args.threads)
+    require_frames(args.threads)
+    for run in args.run_dirs:  # before the minute of rendering
+        if not any((run / "epochs").glob("epoch-*.safetensors")):
+            raise SystemExit(f"{run}/epochs holds no epoch-NNN.safetensors: train with save_epoch_weights=true")
     stacks = {s: [(e.scene_group, p, st) for p in PROTOCOLS for e, st in render_split(s, p)] for s in SPLITS}
     results: dict[str, list[dict]] = {}
     for run in args.run_dirs:
         files = sorted((run / "epochs").glob("epoch-*.safetensors"))
-        if not files:
-            raise SystemExit(f"{run}/epochs holds no epoch-NNN.safetensors: train with save_epoch_weights=true")
         seconds = {}
         if (run / "metrics.csv").is_file():
             seconds = {int(r["epoch"]): float(r["seconds"]) for r in csv.DictReader((run / "metrics.csv").open())}

@@ -42,6 +42,13 @@ DEPTH_RANGE = (0.1, 20.0)
 KEYS = ("delta1", "abs_rel", "rmse")
 
 
+def require_frames(threads: int) -> None:
+    """Exits with one line where the shared RGB-D frames are absent; sets the torch thread count."""
+    if not INDEX.is_file():
+        raise SystemExit(f"{INDEX} is absent: this benchmark needs the shared RGB-D frames")
+    torch.set_num_threads(threads)
+
+
 def render_split(split: str, protocol: str):
     """(entry, stack) for every frame of ``split``: 320 x 240, the `nyuv2` lens, the focus distances of its kind."""
     cam = get_preset("nyuv2").camera
@@ -100,9 +107,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write every number to this file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if not INDEX.is_file():
-        raise SystemExit(f"{INDEX} is absent: this benchmark needs the shared RGB-D frames")
-    torch.set_num_threads(args.threads)
+    require_frames(args.threads)
     model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model("daifnet_small", pretrained=True)
     model.eval()
     entries = [e for e in read_index(INDEX) if split_of(e) == args.split]
