@@ -189,7 +189,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML config file, or the name of a packaged config: release, tiny")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-3 name=myrun")
     p.add_argument("--resume", action="store_true", help="continue the run of the same name from its last epoch")
-    p.add_argument("--export", type=Path, help="after training, copy the weights named by the config's export_weights (best: lowest "
+    p.add_argument("--export", type=Path,
+                   help="after training, copy the weights named by the config's export_weights (best: lowest "
                    "validation AbsRel, the default; last: the last epoch) to this .safetensors file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

@@ -10,15 +10,16 @@ The inverse depth is not optimised pixel by pixel but as a multi-resolution sum:
 correction grid per level of a pyramid (full size, 1/2, 1/4, ...; each upsampled bilinearly and guided-filtered on
 the initial AIF so that it stops at image edges), see :func:`pyramid_levels_for`. The re-rendering loss only
 constrains depth where the stack has texture; with per-pixel parameters a correction found at an edge spreads into
-the texture-less area around it only through the smoothness term, a pixel or so per step. The coarse grids move whole regions at once (a preconditioner, not a different loss: any
-per-pixel field is still reachable through the full-size grid). On the validation scene groups (30 steps) it raised
-δ1 from 0.991 to 0.998 (`paper`) and 0.955 to 0.967 (`realistic`) and cut RMSE by about a fifth; grids coarser than
-about 30 px on the short side (5 levels at 240 x 320) overshoot and make `realistic` worse. The edge-aware (guided)
-upsampling of the coarse grids was better on the validation groups than plain bilinear grids (δ1 / AbsRel / RMSE
-`paper` 0.998 / 0.029 / 0.091 → 0.998 / 0.028 / 0.085, `realistic` 0.967 / 0.060 / 0.285 → 0.970 / 0.059 / 0.273).
-Known weakness: on a real phone stack whose forward model fits poorly, texture-less surfaces (which no data term
-holds) drift to the near bound with either kind of coarse grid, where per-pixel parameters leave them near the
-initial value (BENCHMARKS.md, "The real phone stacks").
+the texture-less area around it only through the smoothness term, a pixel or so per step. The coarse grids move
+whole regions at once (a preconditioner, not a different loss: any per-pixel field is still reachable through the
+full-size grid). On the validation scene groups (30 steps) it raised δ1 from 0.991 to 0.998 (`paper`) and 0.955 to
+0.967 (`realistic`) and cut RMSE by about a fifth; grids coarser than about 30 px on the short side (5 levels at 240
+x 320) overshoot and make `realistic` worse. The edge-aware (guided) upsampling of the coarse grids was better on
+the validation groups than plain bilinear grids (δ1 / AbsRel / RMSE `paper` 0.998 / 0.029 / 0.091 → 0.998 / 0.028 /
+0.085, `realistic` 0.967 / 0.060 / 0.285 → 0.970 / 0.059 / 0.273). Known weakness: on a real phone stack whose
+forward model fits poorly, texture-less surfaces (which no data term holds) drift to the near bound with either kind
+of coarse grid, where per-pixel parameters leave them near the initial value (BENCHMARKS.md, "The real phone
+stacks").
 """
 
 from __future__ import annotations
