@@ -3,7 +3,7 @@
 ``check_shape(x, "B N 3 H W", "stack")`` checks a tensor against a pattern of dimension names and returns the sizes
 it bound. A name binds the size it first meets and must match it wherever it appears again, also across calls that
 share one ``sizes`` dict; a number must match exactly; ``*`` matches one dimension of any size. A failure is a
-:class:`~defocus.errors.DefocusError` such as ``depth must have shape (B, 1, H, W) = (2, 1, 64, 64), got (2, 64, 64)``.
+:class:`~defocus.errors.ShapeError` such as ``depth must have shape (B, 1, H, W) = (2, 1, 64, 64), got (2, 64, 64)``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from defocus.errors import DefocusError
+from defocus.errors import ShapeError
 
 
 def _fmt(dims: list[str], sizes: dict[str, int]) -> str:
@@ -31,12 +31,12 @@ def check_shape(x: Any, pattern: str, name: str, sizes: dict[str, int] | None = 
         name: what ``x`` is, for the error message.
         sizes: bindings from earlier checks (updated in place), so that e.g. ``B`` must agree across tensors.
     Raises:
-        DefocusError: ``x`` is not a tensor, or has another number of dimensions or a size that does not match.
+        ShapeError: ``x`` is not a tensor, or has another number of dimensions or a size that does not match.
     """
     dims = pattern.split()
     sizes = {} if sizes is None else sizes
     if not isinstance(x, torch.Tensor):
-        raise DefocusError(f"{name} must be a tensor of shape ({', '.join(dims)}), got {type(x).__name__}")
+        raise ShapeError(f"{name} must be a tensor of shape ({', '.join(dims)}), got {type(x).__name__}")
     shape = tuple(x.shape)
     bound = dict(sizes)
     ok = len(shape) == len(dims)
@@ -53,6 +53,6 @@ def check_shape(x: Any, pattern: str, name: str, sizes: dict[str, int] | None = 
             if not ok:
                 break
     if not ok:
-        raise DefocusError(f"{name} must have shape {_fmt(dims, sizes)}, got {shape}")
+        raise ShapeError(f"{name} must have shape {_fmt(dims, sizes)}, got {shape}")
     sizes.update(bound)
     return sizes
