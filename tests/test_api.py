@@ -25,11 +25,12 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(_example(), "README.md", "exec"), namespace)  # noqa: S102 - our own README
     pred = namespace["pred"]
-    assert isinstance(pred, defocus.Prediction) and pred.depth_map.shape == (48, 64)
+    assert isinstance(pred, defocus.StackPrediction) and pred.depth_map.shape == (48, 64)
+    assert isinstance(pred.full, defocus.Prediction)
     assert torch.isfinite(pred.depth_map).all()
     assert {p.name for p in (tmp_path / "out" / "my_stack").iterdir()} >= {"depth.tiff", "depth.png", "aif.png"}
     assert namespace["rerendered"].shape == (1, 5, 3, 48, 64)
-    assert isinstance(namespace["baseline"], defocus.Prediction)
+    assert isinstance(namespace["baseline"], defocus.StackPrediction)
 
 
 def test_api_names_survive_submodule_imports():

@@ -33,7 +33,7 @@ from hypothesis.control import currently_in_test_context
 from PIL import Image
 
 from defocus.cli import main
-from defocus.predict import OUTPUT_FILES, PHOTO_OUTPUT_FILES
+from defocus.outputs import OUTPUT_FILES
 
 H, W = 16, 20
 FOCUS = [1.0, 2.0, 4.0]
@@ -116,7 +116,7 @@ def check_run(argv: list[str], inputs: Path, output: Path | None, command: str) 
         assert not [p.name for p in entries if p.name.startswith(".")], "a temporary file or folder was left"
         for folder in entries:
             names = sorted(p.name for p in folder.iterdir())
-            assert names in (sorted(OUTPUT_FILES + PHOTO_OUTPUT_FILES), sorted(RELATIVE_FILES)), names
+            assert names in (sorted(OUTPUT_FILES), sorted(RELATIVE_FILES)), names
         if rc != 0:
             assert not entries, "a failed single-stack run wrote output"
     return rc, out, err
@@ -573,7 +573,7 @@ def _batch_property(stacks: list[dict[str, bytes]], command: str, fail_fast: boo
             assert not set(written) & set(failed) and len(written) == done, (written, failed)
             for name in written:  # metric outputs, or those of a relative stack (stack.json without focus)
                 assert sorted(p.name for p in (out / name).iterdir()) in (
-                    sorted(OUTPUT_FILES + PHOTO_OUTPUT_FILES), sorted(RELATIVE_FILES))
+                    sorted(OUTPUT_FILES), sorted(RELATIVE_FILES))
         elif done:
             data = json.loads((out / "r.json").read_text())
             assert len(data["stacks"]) == done and len(data.get("failed", [])) == len(failed)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from defocus import cli
 from defocus.cli import _select_shard, _shard_spec, main
-from defocus.predict import OUTPUT_FILES, PHOTO_OUTPUT_FILES
+from defocus.outputs import OUTPUT_FILES
 
 H, W = 24, 32
 
@@ -58,7 +58,7 @@ def _lines(err: str, kind: str) -> list[str]:
 
 
 def _complete(folder: Path) -> bool:
-    return sorted(p.name for p in folder.iterdir()) == sorted(OUTPUT_FILES + PHOTO_OUTPUT_FILES)
+    return sorted(p.name for p in folder.iterdir()) == sorted(OUTPUT_FILES)
 
 
 # ------------------------------------------------------------------------------------------------ --shard

@@ -24,8 +24,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from defocus.cli import main  # noqa: E402
 from defocus.errors import DefocusError  # noqa: E402
-from defocus.export import INPUT_NAMES, MIN_SIZE, OUTPUT_NAMES, OnnxModel, require_onnx  # noqa: E402
-from defocus.models.checkpoint import load_checkpoint  # noqa: E402
+from defocus.models.factory import create_model  # noqa: E402
+from defocus.models.onnx import INPUT_NAMES, MIN_SIZE, OUTPUT_NAMES, OnnxModel, require_onnx  # noqa: E402
 from defocus.optics.camera import get_preset  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
@@ -47,7 +47,7 @@ def _inputs(b, n, h, w, seed=0, noise=0.0):
 
 @pytest.fixture(scope="module")
 def models():
-    model, _ = load_checkpoint(CKPT)
+    model = create_model(checkpoint=CKPT)
     return model, OnnxModel(ONNX, threads=1)
 
 
@@ -181,14 +181,14 @@ def stack_folder(tmp_path_factory):
 
 def test_predict_onnx_writes_what_the_pytorch_path_writes(stack_folder, tmp_path):
     from defocus.data.codecs import read_depth
-    from defocus.predict import OUTPUT_FILES, PHOTO_OUTPUT_FILES
+    from defocus.outputs import OUTPUT_FILES
 
     common = [str(stack_folder), "--no-align", "--threads", "1"]
     assert main(["predict", *common, "-o", str(tmp_path / "torch"), "--checkpoint", str(CKPT)]) == 0
     assert main(["predict", *common, "-o", str(tmp_path / "onnx"), "--onnx", str(ONNX)]) == 0
     a, b = tmp_path / "torch" / "scene", tmp_path / "onnx" / "scene"
     assert sorted(p.name for p in b.iterdir()) == sorted(p.name for p in a.iterdir())
-    assert set(OUTPUT_FILES) | set(PHOTO_OUTPUT_FILES) <= {p.name for p in b.iterdir()}
+    assert set(OUTPUT_FILES) <= {p.name for p in b.iterdir()}
     da, db = torch.from_numpy(read_depth(a / "depth.tiff")), torch.from_numpy(read_depth(b / "depth.tiff"))
     assert float(((db - da).abs() > 1e-5 + 1e-4 * da).float().mean()) <= 1e-3
     ca, cb = (torch.from_numpy(read_depth(p / "confidence.tiff")) for p in (a, b))
@@ -229,11 +229,11 @@ def test_predict_onnx_runs_without_autograd(monkeypatch, models, stack_folder):
     never called, and what the runner returns holds no grad_fn."""
     from defocus.data.folders import read_stack
     from defocus.models.daifnet import DAIFNet
-    from defocus.predict import predict_photo_stack
+    from defocus.predict import predict_stack
 
     _, runner = models
     monkeypatch.setattr(DAIFNet, "forward_unchecked", lambda *a, **k: pytest.fail("PyTorch network called"))
-    result = predict_photo_stack(runner, read_stack(stack_folder), align=False)
+    result = predict_stack(runner, read_stack(stack_folder), align=False)
     assert result.full.depth.grad_fn is None and torch.isfinite(result.full.depth).all()
 
 

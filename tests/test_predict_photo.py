@@ -16,7 +16,8 @@ from defocus.errors import DefocusError
 from defocus.metrics import depth_metrics
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
-from defocus.predict import compose_aif, point_cloud, predict_photo_stack, working_size, write_photo_outputs
+from defocus.outputs import point_cloud, write_prediction
+from defocus.predict import PredictOptions, compose_aif, predict_stack, working_size
 
 NYU = get_preset("nyuv2")
 
@@ -31,14 +32,15 @@ def big_stack():
 def test_working_size_never_upscales():
     assert working_size(480, 640, 320) == ((240, 320), 0.5)
     assert working_size(100, 80, 640) == ((100, 80), 1.0)
-    with pytest.raises(DefocusError, match="max-size"):
-        working_size(100, 100, 8)
+    with pytest.raises(DefocusError, match="at least 16 pixels") as info:
+        PredictOptions(max_size=8)
+    assert info.value.field == "max_size"
 
 
 def test_outputs_come_back_at_full_resolution_and_close_to_full_estimation(big_stack):
     model = create_model("classical")
-    full_res = predict_photo_stack(model, big_stack, max_size=640, align=False)
-    small = predict_photo_stack(model, big_stack, max_size=320, align=False)
+    full_res = predict_stack(model, big_stack, max_size=640, align=False)
+    small = predict_stack(model, big_stack, max_size=320, align=False)
     assert small.working_size == (240, 320) and small.scale == 0.5
     assert small.full.depth.shape == (1, 1, 480, 640) and small.full.aif.shape == (1, 3, 480, 640)
     assert small.full.confidence.shape == (1, 1, 480, 640)
@@ -46,7 +48,7 @@ def test_outputs_come_back_at_full_resolution_and_close_to_full_estimation(big_s
     m_full = depth_metrics(full_res.full.depth_map, gt)
     m_small = depth_metrics(small.full.depth_map, gt)
     assert m_small["abs_rel"] < 1.5 * m_full["abs_rel"] + 0.02  # the cost of the speed stays small
-    assert set(small.timings) == {"align", "estimate", "fill", "upsample"}
+    assert set(small.timings) == {"align", "estimate", "upsample"}
 
 
 def test_full_resolution_aif_is_composed_from_the_frames():
@@ -77,9 +79,9 @@ def test_point_cloud_follows_the_pinhole_model():
     assert len(xyz2) <= 100
 
 
-def test_write_photo_outputs(big_stack, tmp_path):
-    result = predict_photo_stack(create_model("classical"), big_stack, max_size=320, align=False)
-    out = write_photo_outputs(tmp_path / "big", big_stack, result, {"defocus_version": "test"}, min_confidence=0.3)
+def test_write_prediction(big_stack, tmp_path):
+    result = predict_stack(create_model("classical"), big_stack, max_size=320, align=False)
+    out = write_prediction(tmp_path / "big", result, {"defocus_version": "test"}, min_confidence=0.3)
     names = {p.name for p in out.iterdir()}
     assert names == {"depth.tiff", "depth.png", "depth_preview.png", "aif.png", "confidence.tiff", "confidence.png",
                      "points.ply", "report.png", "prediction.json"}

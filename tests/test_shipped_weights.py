@@ -5,7 +5,8 @@ import torch
 from defocus.demo import make_test_stack
 from defocus.metrics import depth_metrics
 from defocus.predict import predict_stack
-from defocus.models.checkpoint import load_default_model, read_metadata
+from defocus.models.checkpoint import read_metadata
+from defocus.models.factory import create_model
 from defocus.models.factory import shipped_weights_path
 
 
@@ -24,7 +25,7 @@ def test_shipped_weights_carry_their_training_config():
 
 
 def test_shipped_weights_predict_metric_depth_on_a_test_stack():
-    model, _ = load_default_model()
+    model = create_model(pretrained=True)
     stack = make_test_stack("defocusnet", "paper", 0)
     # Downsampled to keep the test quick: the camera's pixel pitch scales with the image.
     small = torch.nn.functional.interpolate(stack.images, scale_factor=0.5, mode="area")
@@ -43,7 +44,7 @@ def test_factory_loads_the_shipped_weights():
     from defocus.models.factory import create_model
 
     model = create_model("daifnet_small", pretrained=True)
-    loaded, _ = load_default_model()
+    loaded = create_model(pretrained=True)
     assert not model.training
     for (na, a), (nb, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert na == nb and torch.equal(a, b)

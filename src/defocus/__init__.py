@@ -6,8 +6,8 @@ The public API, what a notebook user types::
 
     stack = defocus.read_stack("my_stack/")                     # a folder (stack.json, or images + EXIF)
     stack = defocus.FocalStack.from_arrays(images, focus_m, defocus.ThinLensCamera.from_mm_um(50, 8, 12))
-    pred = defocus.estimate(stack)                              # shipped weights; refine_steps=K to refine
-    defocus.write_prediction("out/my_stack", pred)              # depth.tiff, depth.png, previews, aif.png, ...
+    pred = defocus.estimate(stack)                              # what `defocus predict` computes; refine_steps=K
+    defocus.write_prediction("out/my_stack", pred)              # the files of `defocus predict`
     pred.depth_map                                              # (H, W) metres
 
 Names are imported lazily, so ``import defocus`` (and the command line) stays fast.
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
     "DefocusError": "defocus.errors",
+    "InputError": "defocus.errors",
     "FocalStack": "defocus.data.stack",
     "read_stack": "defocus.data.folders",
     "write_stack": "defocus.data.folders",
@@ -34,7 +35,9 @@ _PUBLIC: dict[str, str] = {
     "list_models": "defocus.models.factory",
     "estimate": "defocus.predict",
     "predict_stack": "defocus.predict",
-    "write_prediction": "defocus.predict",
+    "PredictOptions": "defocus.predict",
+    "StackPrediction": "defocus.predict",
+    "write_prediction": "defocus.outputs",
     "evaluate_stack": "defocus.evaluate",
     "depth_metrics": "defocus.metrics",
 }

@@ -56,3 +56,26 @@ def check_shape(x: Any, pattern: str, name: str, sizes: dict[str, int] | None = 
         raise ShapeError(f"{name} must have shape {_fmt(dims, sizes)}, got {shape}")
     sizes.update(bound)
     return sizes
+
+
+def check_depth_range(value: Any, name: str = "depth range", allow_zero_near: bool = False) -> tuple[float, float]:
+    """(near, far) in metres as floats, checked: two finite numbers with 0 < near < far (0 <= near <= far with
+    ``allow_zero_near``, as metrics take). One place for the rule; the message names ``name``.
+
+    Raises:
+        InputError (field ``depth_range``): not two numbers, or out of order.
+    """
+    import math
+
+    from defocus.errors import InputError
+
+    try:
+        near, far = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be two numbers (near, far) in metres, got {value!r}",
+                         field="depth_range") from None
+    ok = (0 <= near <= far if allow_zero_near else 0 < near < far) and math.isfinite(far)
+    if not ok:
+        order = "0 <= near <= far" if allow_zero_near else "0 < near < far"
+        raise InputError(f"{name} must satisfy {order} < infinity (metres), got {value!r}", field="depth_range")
+    return near, far

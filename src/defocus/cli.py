@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, ShapeError
 
 #: Refinement steps of ``--refine-steps`` given without a number: where the accuracy per second of refinement levels
 #: off on the held-out scene groups (BENCHMARKS.md, "Refinement budget").
@@ -237,31 +237,32 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _load_model(args: argparse.Namespace, onnx: Path | None = None):
-    """(model, metadata): PyTorch weights, or with ``onnx`` the ONNX Runtime runner of an exported model."""
+    """The model of the flags (the factory loads it): ``--onnx`` (ONNX Runtime), ``--checkpoint`` or the shipped
+    weights. Flag combinations that cannot work are refused here, before any stack is read."""
     import torch
+
+    from defocus.models.factory import create_model
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.refine_steps < 0:
-        raise DefocusError("--refine-steps must be >= 0")
     if args.refine and not args.refine_steps:
         args.refine_steps = DEFAULT_REFINE_STEPS
     if onnx is not None:
-        from defocus.export import load_model_for_predict
+        if args.checkpoint is not None:
+            raise DefocusError("pass either --onnx (an exported model) or --checkpoint (PyTorch weights), not both")
+        if args.refine_steps > 0:
+            raise DefocusError("refinement needs PyTorch autograd, which --onnx runs without: drop --refine / "
+                               "--refine-steps, or --onnx")
+    path = onnx or args.checkpoint
+    return create_model(checkpoint=path, threads=args.threads) if path else create_model(pretrained=True)
 
-        return load_model_for_predict(onnx, args.checkpoint, args.threads, args.refine_steps)
-    from defocus.models.checkpoint import load_checkpoint, load_default_model
 
-    return load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
+def _options(args: argparse.Namespace, **fields):
+    """The pipeline options of the model flags (and ``fields`` of the command's own)."""
+    from defocus.predict import PredictOptions
 
-
-def _depth_range(args: argparse.Namespace):
-    if args.depth_range is None:
-        return None
-    near, far = args.depth_range
-    if not (0 < near < far < float("inf")):
-        raise DefocusError(f"--depth-range needs 0 < NEAR < FAR (finite metres), got {near} {far}")
-    return (near, far)
+    return PredictOptions(depth_range=tuple(args.depth_range) if args.depth_range else None,
+                          refine_steps=args.refine_steps, refine_model=args.refine_psf, **fields)
 
 
 #: Exit status of predict / evaluate when some stacks failed and the others were processed (2: nothing was).
@@ -374,7 +375,9 @@ def _choose_shard(labels: Sequence, shard: tuple[int, int] | None) -> list[int]:
 
 def _batch_folders(args: argparse.Namespace) -> tuple[list[Path], list[int]]:
     """All stack folders of the arguments (folders of stack folders expanded) and the indices of this shard's."""
-    folders = _expand_stack_folders(args.stacks)
+    from defocus.data.folders import expand_stack_folders
+
+    folders = expand_stack_folders(args.stacks)
     return folders, _choose_shard(folders, args.shard)
 
 
@@ -404,7 +407,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from defocus.data.datasets import open_dataset
-    from defocus.data.folders import read_stack
+    from defocus.data.folders import expand_stack_folders, read_stack
     from defocus.evaluate import evaluate_stack, fixed_baselines, format_table, results_to_json
     from defocus.files import atomic_write
 
@@ -420,7 +423,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                "(use defocus predict on rendered folders instead)")
     # The items of the run: stack folders, then dataset items (labelled SPEC[item]); one loader each.
     items: list[tuple[str, Callable]] = [(str(f), lambda f=f: read_stack(f))
-                                        for f in (_expand_stack_folders(args.stacks) if args.stacks else [])]
+                                        for f in (expand_stack_folders(args.stacks) if args.stacks else [])]
     for ds in sources:
         n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
         items += [(f"{ds.spec}[{ds.item_name(i)}]", lambda ds=ds, i=i: ds.stack(i)) for i in range(n)]
@@ -428,15 +431,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not chosen:
         return 0
     labels = [items[k][0] for k in chosen]
-    model, meta = _load_model(args)
-    depth_range = _depth_range(args)
+    model = _load_model(args)
+    options = _options(args)
     extra = fixed_baselines() if args.fixed_baselines else None
     results = []  # metrics only (floats): one stack's images and predictions are dropped before the next is read
 
     def work(k: int) -> None:
         stack = items[chosen[k]][1]()
-        results.append(evaluate_stack(model, stack, depth_range, args.refine_steps, refine_model=args.refine_psf,
-                                      extra_baselines=extra))
+        results.append(evaluate_stack(model, stack, options, extra_baselines=extra))
 
     failed, attempted = _run_batch("evaluate", labels, work, args.fail_fast)
     if results:
@@ -512,36 +514,6 @@ def _read_args(args: argparse.Namespace) -> dict:
     }
 
 
-def _expand_stack_folders(folders: Sequence[Path]) -> list[Path]:
-    """Stack folders, with a folder that holds no pictures but sub-folders standing for its sub-folders."""
-    from defocus.data.codecs import IMAGE_EXTENSIONS
-
-    out: list[Path] = []
-    for folder in folders:
-        if folder.is_dir() and not (folder / "stack.json").is_file():
-            has_images = any(e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS for e in folder.iterdir())
-            subs = sorted(e for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
-            if not has_images and subs:
-                out.extend(subs)
-                continue
-        out.append(folder)
-    return out
-
-
-def _output_names(folders: Sequence[Path]) -> list[str]:
-    """One output name per stack folder: its name, prefixed by parent folders where two would collide."""
-    parts = [folder.resolve().parts for folder in folders]
-    depth = 1
-    while True:
-        names = ["_".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(names) or depth >= max(len(p) for p in parts):
-            break
-        depth += 1
-    if len(set(names)) != len(names):
-        raise DefocusError("the same stack folder is given twice")
-    return names
-
-
 def _resolve_device(name: str) -> str:
     import torch
 
@@ -554,41 +526,31 @@ def _resolve_device(name: str) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from defocus import __version__
-    from defocus.data.folders import read_stack
+    from defocus.data.folders import output_names, read_stack
     from defocus.data.sources import check_focus_names, missing_camera_message
-    from defocus.predict import (
-        predict_photo_stack,
-        predict_relative_stack,
-        write_photo_outputs,
-        write_relative_outputs,
-    )
+    from defocus.outputs import write_prediction
+    from defocus.predict import predict_stack
 
     if not 0.0 <= args.min_confidence <= 1.0:
         raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
-    max_size = args.max_size
-    if max_size is not None and max_size < 16:
-        raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
     device = _resolve_device(args.device)
+    options = _options(args, align=not args.no_align, max_size=args.max_size, device=device)  # checked here
     read_kwargs = _read_args(args)
     if args.output.exists() and not args.output.is_dir():
         raise DefocusError(f"output {args.output} exists and is not a folder")
     all_folders, chosen = _batch_folders(args)
-    all_names = _output_names(all_folders)  # from every shard's folders: the same names whichever shard runs
+    all_names = output_names(all_folders)  # from every shard's folders: the same names whichever shard runs
     folders, names = [all_folders[k] for k in chosen], [all_names[k] for k in chosen]
     if not folders:
         return 0
 
-    def read(folder: Path):
-        st = read_stack(folder, **read_kwargs)
-        if st.camera is None and not st.provenance.get("relative"):
-            raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name))
-        return st
-
     # One stack at a time: read, predict, write, drop (memory does not grow with the number of stacks). Output
     # folders are written whole or not at all (a temporary folder renamed into place), so a stack that fails leaves
     # nothing behind, and the output folder itself is made by the first stack written.
-    model, meta = _load_model(args, onnx=args.onnx)
-    depth_range = _depth_range(args)
+    model = _load_model(args, onnx=args.onnx)
+    extra = {"defocus_version": __version__, "model": getattr(model, "checkpoint_metadata", {}).get("model_name"),
+             "checkpoint": str(args.onnx or args.checkpoint or "shipped"),
+             "runtime": "onnxruntime" if args.onnx else "pytorch"}
 
     def work(k: int) -> None:
         folder, name = folders[k], names[k]
@@ -596,8 +558,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.skip_existing and (out / "prediction.json").is_file():
             print(f"{name}: skipped, {out / 'prediction.json'} exists")
             return
-        st = read(folder)
+        st = read_stack(folder, **read_kwargs)
         relative = bool(st.provenance.get("relative"))
+        if st.camera is None and not relative:
+            raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name))
         source = st.provenance.get("focus", {}).get("source")
         for image_name, fd in zip(st.image_names, st.focus_distances_m.tolist()):
             print(f"  {image_name}: " + ("focus unknown (relative result)" if relative else
@@ -605,38 +569,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         name_warning = None if relative else check_focus_names(st.image_names, st.focus_distances_m.tolist())
         if name_warning:
             print(f"defocus predict: warning: {name}: {name_warning}", file=sys.stderr)
-        base = {"defocus_version": __version__, "stack": str(folder), "provenance": st.provenance,
-                "aligned": not args.no_align}
-        if relative:
-            rel = predict_relative_stack(st, max_size=max_size, align=not args.no_align, in_place=True)
-            write_relative_outputs(out, st, rel, {**base, "images": [{"file": n} for n in st.image_names]})
-            for w in rel.warnings:
-                print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
-            print(f"{name}: relative focus-index map (no focus distances) -> {out}")
-            return
-        result = predict_photo_stack(model, st, max_size=max_size, align=not args.no_align,
-                                     depth_range=depth_range, refine_steps=args.refine_steps,
-                                     refine_model=args.refine_psf, device=device, progress=True, in_place=True)
-        info = {
-            **base,
-            "images": [{"file": n, "focus_m": fd} for n, fd in zip(st.image_names, st.focus_distances_m.tolist())],
-            "camera": st.camera.to_dict(),
-            "depth_range_m": list(result.depth_range),
-            "model": meta.get("model_name"),
-            "checkpoint": str(args.onnx or args.checkpoint or "shipped"),
-            "runtime": "onnxruntime" if args.onnx else "pytorch",
-            "refine_steps": args.refine_steps,
-            "refine_model": args.refine_psf if args.refine_steps else None,
-            "device": device,
-            "max_size": max_size,
-        }
+        result = predict_stack(model, st, options, progress=True, in_place=True)
         if name_warning:
             result.warnings.insert(0, name_warning)
-        write_photo_outputs(out, st, result, info, min_confidence=args.min_confidence)
+        write_prediction(out, result, {**extra, "stack": str(folder)}, min_confidence=args.min_confidence)
         for w in result.warnings:
             if w != name_warning:  # that one was printed before the run
                 print(f"defocus predict: warning: {name}: {w}", file=sys.stderr)
-        d = result.full.depth_map
+        if relative:
+            print(f"{name}: relative focus-index map (no focus distances) -> {out}")
+            return
+        d = result.depth_map
         x0, y0, x1, y1 = result.crop_box
         h0, w0 = st.images.shape[-2:]
         if (x0, y0, x1, y1) != (0, 0, w0, h0):
@@ -665,6 +608,7 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
+    from defocus.data.folders import expand_stack_folders
     from defocus.files import atomic_write
     from defocus.inspect import format_inspection, inspect_stack
 
@@ -672,7 +616,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     kwargs = _read_args(args)
     kwargs.pop("load_ground_truth")
     infos = []
-    for folder in _expand_stack_folders(args.stacks):
+    for folder in expand_stack_folders(args.stacks):
         info = inspect_stack(folder, **kwargs)
         infos.append(info)
         print(format_inspection(info))
@@ -698,9 +642,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from defocus.demo import run_demo
 
-    model, meta = _load_model(args)
-    report = run_demo(model, args.output, args.stacks_per_group, _depth_range(args), args.refine_steps,
-                      refine_model=args.refine_psf)
+    model = _load_model(args)
+    report = run_demo(model, args.output, args.stacks_per_group, _options(args))
     print(f"report written to {report}")
     return 0
 
@@ -733,6 +676,34 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------------------- main
+#: The flag that sets each named input of the library (InputError.field) -> (argparse dest, flag text). The library
+#: speaks of the input itself; the command line says which of its flags sets it, where the command has that flag.
+FIELD_FLAGS: dict[str, tuple[str, str]] = {
+    "focus": ("focus", "--focus or --focus-diopters"),
+    "depth_range": ("depth_range", "--depth-range NEAR FAR"),
+    "max_size": ("max_size", "--max-size"),
+    "refine_steps": ("refine_steps", "--refine-steps"),
+    "checkpoint": ("checkpoint", "--checkpoint"),
+    "device": ("device", "--device"),
+    "opset": ("opset", "--opset"),
+    "camera.focal_length_mm": ("focal_length_mm", "--focal-length-mm"),
+    "camera.f_number": ("f_number", "--f-number"),
+    "camera.pixel_size_um": ("pixel_size_um", "--pixel-size-um"),
+    "sensor_width_mm": ("sensor_width_mm", "--sensor-width-mm"),
+    "depth_scale": ("depth_scale", "--depth-scale"),
+    "align": ("no_align", "--no-align"),
+}
+
+
+def _with_flag(exc: DefocusError, args: argparse.Namespace) -> str:
+    """The error's line, with the flag that sets its input where the library named one and this command has it."""
+    text = str(exc)
+    dest, flag = FIELD_FLAGS.get(getattr(exc, "field", None) or "", (None, None))
+    if dest is not None and hasattr(args, dest) and flag.split()[0] not in text:
+        text += f" (set with {flag})"
+    return text
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _demo_parser, _predict_parser, _inspect_parser, _evaluate_parser, _train_parser, _render_parser, _export_parser
 ]
@@ -765,8 +736,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except ShapeError as exc:  # a tensor of the wrong shape between defocus's own functions: a bug, not bad input
+        print(f"defocus {args.command}: internal error: {exc} (please report this)", file=sys.stderr)
+        return 2
     except DefocusError as exc:
-        print(f"defocus {args.command}: error: {exc}", file=sys.stderr)
+        print(f"defocus {args.command}: error: {_with_flag(exc, args)}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"defocus {args.command}: error: file not found: {exc.filename}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """``defocus demo``: the main job on the embedded default data, end to end, in about a minute on two cores.
 
 Procedural test scenes (seeds reserved for testing, never trained on) are rendered for both camera presets under
-both synthesis protocols, written as stack folders, predicted by the network, evaluated against their ground truth
-beside the classical baseline, and summarised in ``report.md`` with a contact sheet (stack, AIF, predicted depth,
+both synthesis protocols, written as stack folders, predicted by the network through the same pipeline as
+``defocus predict``, evaluated against their ground truth beside the classical baseline, and summarised in ``report.md`` with a contact sheet (stack, AIF, predicted depth,
 ground truth, error map, classical depth) and ``metrics.json``.
 """
 
@@ -22,7 +22,7 @@ from defocus.data.synthesis import stack_from_scene
 from defocus.evaluate import evaluate_stack, format_table, results_to_json, summarize
 from defocus.files import atomic_write
 from defocus.optics.camera import get_preset
-from defocus.optics.forward import ForwardModel
+from defocus.predict import PredictOptions
 
 
 def make_test_stack(preset_name: str, protocol: str, index: int) -> FocalStack:
@@ -39,9 +39,7 @@ def run_demo(
     model: nn.Module,
     out_dir: Path,
     stacks_per_group: int = 2,
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    refine_model: ForwardModel | str = "auto",
+    options: PredictOptions | None = None,
 ) -> Path:
     """Renders, predicts, evaluates and reports (see module docstring); returns the path of ``report.md``."""
     from defocus.visualize import colorize, contact_sheet, error_map, save_png
@@ -54,9 +52,10 @@ def run_demo(
     for preset_name, protocol, i in tqdm(jobs, desc="demo"):
         stack = make_test_stack(preset_name, protocol, i)
         write_stack(stack, out_dir / "stacks" / stack.name)
-        res = evaluate_stack(model, stack, depth_range, refine_steps, keep_predictions=True, refine_model=refine_model)
+        res = evaluate_stack(model, stack, options, keep_predictions=True)
         results.append(res)
-        gt = stack.gt_depth
+        x0, y0, x1, y1 = res.predictions["network"].crop_box
+        gt = stack.gt_depth[y0:y1, x0:x1]
         net, cls = res.predictions["network"], res.predictions["classical"]
         vmin, vmax = float(np.percentile(gt[gt > 0], 1)), float(np.percentile(gt[gt > 0], 99))
 
@@ -77,10 +76,7 @@ def run_demo(
         ])
     sheet = contact_sheet(rows, cell_height=150, title="defocus demo: procedural test stacks")
     save_png(out_dir / "contact_sheet.png", sheet)
-    extra: dict = {"refine_steps": refine_steps}
-    if refine_steps > 0:
-        extra["refine_model"] = refine_model if isinstance(refine_model, str) else refine_model.describe()
-    metrics = results_to_json(results, extra)
+    metrics = results_to_json(results, {"options": (options or PredictOptions()).describe()})
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(metrics), "metrics")
     mean = summarize(results)
     lines = [

@@ -1,28 +1,29 @@
-"""Evaluation of stack folders: the network and the classical baseline side by side.
+"""Evaluation of stacks with ground truth: the network and the classical baseline side by side.
 
-Depth metrics per stack over valid pixels (ground truth > 0 and inside the depth range), then averaged over
-stacks; no median scaling (see :mod:`defocus.metrics`). AIF PSNR / SSIM against ``gt_aif.png`` where present.
+Every method runs through the one pipeline users get (:func:`defocus.predict.predict_stack`, the options of
+``defocus predict``: alignment where the frames need it, the working size, guided upsampling), so the figures
+describe what ``defocus predict`` writes. The baselines take the same options without refinement; the classical
+estimator works at the input's size (it has no preferred blur per dioptre). Depth metrics per stack over valid
+pixels (ground truth > 0 and inside the depth range, cropped like the outputs where alignment cropped them), then
+averaged over stacks; no median scaling (see :mod:`defocus.metrics`). AIF PSNR / SSIM against ``gt_aif.png`` where
+present.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
 
 from torch import nn
 
-from defocus.data.folders import read_stack
 from defocus.data.stack import FocalStack
-from defocus.errors import DefocusError
+from defocus.errors import InputError
 from defocus.metrics import DEPTH_METRIC_KEYS, depth_metrics, mean_metrics, psnr, ssim
 from defocus.models.classical import ClassicalEstimator
-from defocus.models.prediction import Prediction
-from defocus.optics.forward import ForwardModel
-from defocus.predict import predict_stack, resolve_depth_range
+from defocus.predict import PredictOptions, StackPrediction, predict_stack, resolve_depth_range
 
 METHODS = ("network", "classical")
 
@@ -40,38 +41,43 @@ def fixed_baselines() -> dict[str, nn.Module]:
 class StackResult:
     name: str
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> metric -> value
-    predictions: dict[str, Prediction] = field(default_factory=dict)
+    predictions: dict[str, StackPrediction] = field(default_factory=dict)
 
 
 def evaluate_stack(
-    model: nn.Module,
+    model: nn.Module | None,
     stack: FocalStack,
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    keep_predictions: bool = False,
-    refine_model: ForwardModel | str = "auto",
+    options: PredictOptions | None = None,
+    *,
     baseline: nn.Module | None = None,
     extra_baselines: dict[str, nn.Module] | None = None,
+    keep_predictions: bool = False,
+    **overrides,
 ) -> StackResult:
-    """Metrics of ``model`` (with optional refinement) and of the classical ``baseline`` on one stack.
+    """Metrics of ``model`` (None: the shipped weights) and of the classical ``baseline`` on one stack, each run
+    through :func:`~defocus.predict.predict_stack` with ``options`` (keyword ``overrides`` replace its fields).
 
     The baseline defaults to the adaptive classical estimator (its pre-filter chosen from the stack's own noise);
-    ``extra_baselines`` (name → estimator, e.g. :func:`fixed_baselines`) are reported beside it.
+    ``extra_baselines`` (name → estimator, e.g. :func:`fixed_baselines`) are reported beside it, with the same
+    options but no refinement. The stack must hold ground-truth depth.
     """
     if stack.gt_depth is None:
-        raise DefocusError(f"stack {stack.name} has no ground-truth depth (gt_depth.tiff): "
-                           "evaluation needs ground truth")
-    dr = resolve_depth_range(stack, depth_range)
-    gt = torch.from_numpy(stack.gt_depth)
-    res = StackResult(stack.name)
-    net = predict_stack(model, stack, dr, refine_steps=refine_steps, refine_model=refine_model)
+        raise InputError(f"stack {stack.name} has no ground-truth depth (gt_depth.tiff): evaluation needs ground truth")
+    options = replace(options or PredictOptions(), **overrides)
+    options = replace(options, depth_range=resolve_depth_range(stack, options.depth_range))
+    base_options = replace(options, refine_steps=0)
     estimators = {"classical": baseline or ClassicalEstimator(), **(extra_baselines or {})}
-    preds = {"network": net, **{name: predict_stack(est, stack, dr) for name, est in estimators.items()}}
-    for method, pred in preds.items():
-        m = depth_metrics(pred.depth_map, gt, depth_range_m=dr)
+    runs = {"network": (model, options), **{name: (est, base_options) for name, est in estimators.items()}}
+    res = StackResult(stack.name)
+    for method, (estimator, opts) in runs.items():
+        pred = predict_stack(estimator, stack, opts)
+        x0, y0, x1, y1 = pred.crop_box  # the outputs cover this part of the input when alignment cropped them
+        gt = torch.from_numpy(stack.gt_depth)[y0:y1, x0:x1]
+        m = depth_metrics(pred.depth_map, gt, depth_range_m=pred.depth_range)
         if stack.gt_aif is not None:
-            m["aif_psnr"] = psnr(pred.aif_image.clamp(0, 1), stack.gt_aif)
-            m["aif_ssim"] = ssim(pred.aif_image.clamp(0, 1), stack.gt_aif)
+            gt_aif = stack.gt_aif[:, y0:y1, x0:x1]
+            m["aif_psnr"] = psnr(pred.aif_image.clamp(0, 1), gt_aif)
+            m["aif_ssim"] = ssim(pred.aif_image.clamp(0, 1), gt_aif)
         res.metrics[method] = m
         if keep_predictions:
             res.predictions[method] = pred
@@ -109,26 +115,6 @@ def format_table(results: Sequence[StackResult], markdown: bool = False) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(heads, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*heads)] + [fmt.format(*r) for r in rows])
-
-
-def evaluate_folders(
-    model: nn.Module,
-    folders: Sequence[str | Path],
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    progress: bool = True,
-    refine_model: ForwardModel | str = "auto",
-    extra_baselines: dict[str, nn.Module] | None = None,
-) -> list[StackResult]:
-    """:func:`evaluate_stack` on every stack folder (read with ground truth), one stack in memory at a time."""
-    from tqdm import tqdm
-
-    results = []
-    for folder in tqdm(list(folders), desc="evaluate", disable=not progress or len(folders) < 2, leave=False):
-        stack = read_stack(folder)
-        results.append(evaluate_stack(model, stack, depth_range, refine_steps, refine_model=refine_model,
-                                      extra_baselines=extra_baselines))
-    return results
 
 
 def results_to_json(results: Sequence[StackResult], extra: dict | None = None) -> str:

@@ -1,11 +1,12 @@
-"""``defocus export``: DAIF-Net to ONNX; and :class:`OnnxModel`, the ONNX Runtime runner of ``defocus predict --onnx``.
+"""``defocus export``: DAIF-Net to ONNX, checked against PyTorch (the runner, :class:`~defocus.models.onnx.OnnxModel`,
+and the graph's interface live in :mod:`defocus.models.onnx`).
 
 What is exported: the network's whole tensor path, :meth:`DAIFNet.forward_unchecked` — the classical prior (with
 its per-stack noise-adaptive pre-filter), the network, and the eval-mode cue fill of texture-less regions — through
 a thin wrapper (:class:`ExportWrapper`) that returns the fields of the :class:`~defocus.models.prediction.Prediction`
 as a tuple. The same model code runs in PyTorch and in the exported graph; nothing is re-implemented here. The input
 checks of :meth:`DAIFNet.check_inputs` (Python branches on input values) stay outside the graph:
-:class:`OnnxModel` makes them before it runs it.
+:class:`~defocus.models.onnx.OnnxModel` makes them before it runs it.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` then onnxscript). Chosen over the legacy
 TorchScript tracer (``dynamo=False``) because the model computes Python numbers from the input sizes — the padding
@@ -28,10 +29,10 @@ into a ``Clip`` with an input it never defined. ONNX Runtime optimises the graph
 Dynamic axes: batch B ≥ 1, stack length N ≥ 1, height H and width W ≥ :data:`MIN_SIZE` — all four; the network pads
 H and W to a multiple of 2^levels inside the graph, so any size from :data:`MIN_SIZE` on works. Below it the noise
 estimate of the prior takes 8 × 8 blocks (fewer pixels than a block would need another block size, a shape branch
-the graph cannot hold): :class:`OnnxModel` refuses such images with a :class:`DefocusError`.
+the graph cannot hold): the runner refuses such images.
 
 Inputs and outputs (also in the model's metadata, key ``defocus.inputs`` / ``defocus.outputs``, as JSON, and in the
-doc strings of the graph's inputs and outputs): see :data:`INPUTS` and :data:`OUTPUTS`.
+doc strings of the graph's inputs and outputs): see :data:`defocus.models.onnx.INPUTS` and ``OUTPUTS``.
 """
 
 from __future__ import annotations
@@ -40,55 +41,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from defocus.errors import DefocusError
+from defocus.errors import InputError
 from defocus.models.daifnet import DAIFNet
-from defocus.models.prediction import Prediction
-
-#: Smallest height and width the exported graph takes (pixels).
-MIN_SIZE = 10
-#: Format tag written into the metadata; the runner refuses ONNX files without it.
-FORMAT = "defocus-daifnet-onnx/1"
-INSTALL_HINT = "install defocus[onnx] (pip install 'defocus[onnx]': onnx, onnxruntime, onnxscript)"
-
-#: name -> (shape, dtype, unit, meaning) of the graph's inputs.
-INPUTS: dict[str, tuple[str, str, str, str]] = {
-    "stack": ("B N 3 H W", "float32", "sRGB-encoded values in [0, 1]",
-              "focal stack: N images of each of B stacks, any order; N >= 1, H and W >= %d" % MIN_SIZE),
-    "focus": ("B N", "float32", "metres", "focus distance of each image"),
-    "blur_per_dioptre": ("B N", "float32", "pixels per dioptre",
-                         "K = A*s/p of each image: circle-of-confusion diameter in pixels per dioptre of defocus, "
-                         "c/p = K*|1/focus - 1/depth| (ThinLensCamera.blur_per_dioptre)"),
-    "depth_range": ("B 2", "float32", "metres", "(near, far) of the bounded depth output, 0 < near < far"),
-}
-#: name -> (shape, dtype, unit, meaning) of the graph's outputs.
-OUTPUTS: dict[str, tuple[str, str, str, str]] = {
-    "depth": ("B 1 H W", "float32", "metres", "depth, 1 / inv_depth, inside depth_range"),
-    "aif": ("B 3 H W", "float32", "sRGB-encoded values in [0, 1]", "all-in-focus image"),
-    "confidence": ("B 1 H W", "float32", "[0, 1]",
-                   "how clearly one image of the stack is the sharpest (1 - entropy of the focus attention / log N; "
-                   "0 with N = 1)"),
-    "inv_depth": ("B 1 H W", "float32", "dioptres (1/m)", "inverse depth as computed"),
-    "attention": ("B N 1 H W", "float32", "weights summing to 1 over N", "per-image focus weights behind the depth"),
-}
-INPUT_NAMES = tuple(INPUTS)
-OUTPUT_NAMES = tuple(OUTPUTS)
-
-
-def require_onnx(runtime_only: bool = False) -> None:
-    """A DefocusError naming the extra to install when the ONNX packages are missing."""
-    import importlib.util
-
-    needed = ["onnxruntime"] if runtime_only else ["onnx", "onnxruntime", "onnxscript"]
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        raise DefocusError(f"{', '.join(missing)} not found: {INSTALL_HINT}")
-
+from defocus.models.onnx import FORMAT, INPUT_NAMES, INPUTS, MIN_SIZE, OUTPUT_NAMES, OUTPUTS, OnnxModel, require_onnx
 
 class ExportWrapper(nn.Module):
     """DAIF-Net's tensor path with tensor outputs: (stack, focus, K, depth_range) → (depth, aif, confidence,
@@ -97,7 +56,7 @@ class ExportWrapper(nn.Module):
     def __init__(self, model: DAIFNet) -> None:
         super().__init__()
         if not isinstance(model, DAIFNet):
-            raise DefocusError(f"only DAIF-Net models export to ONNX, got {type(model).__name__}")
+            raise InputError(f"only DAIF-Net models export to ONNX, got {type(model).__name__}")
         self.model = model
 
     def forward(self, stack: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
@@ -160,7 +119,7 @@ def export_onnx(model: DAIFNet, path: str | os.PathLike, meta: dict | None = Non
     from defocus.files import atomic_write
 
     if opset is not None and opset < 18:
-        raise DefocusError(f"--opset {opset}: the exporter writes opset 18 or newer")
+        raise InputError(f"opset {opset}: the exporter writes opset 18 or newer", field="opset")
     meta = meta or {}
     wrapper = ExportWrapper(model).eval()
     dims = (torch.export.Dim("B", min=1), torch.export.Dim("N", min=1), torch.export.Dim("H", min=MIN_SIZE),
@@ -182,7 +141,7 @@ def export_onnx(model: DAIFNet, path: str | os.PathLike, meta: dict | None = Non
                 verbose=verbose, optimize=False,  # see the module docstring: onnxscript's optimizer drops our eps
             )
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; one line for the user
-        raise DefocusError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     finally:
         logger.setLevel(level)
     proto = program.model_proto
@@ -200,97 +159,6 @@ def export_onnx(model: DAIFNet, path: str | os.PathLike, meta: dict | None = Non
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     return atomic_write(Path(path), lambda tmp: onnx.save_model(proto, str(tmp)), "ONNX model")
-
-
-# ================================================================================================= the runner
-class OnnxModel:
-    """An exported DAIF-Net run by ONNX Runtime on the CPU, called like the PyTorch model:
-    ``model(stack, focus, blur_per_dioptre, depth_range) → Prediction`` (torch tensors in and out; no autograd — the
-    graph runs in ONNX Runtime, torch only converts). ``.eval()`` and ``.to("cpu")`` exist so that the predict path
-    can take either kind of model.
-
-    Args:
-        path: the ``.onnx`` file of ``defocus export``.
-        threads: intra-op threads of ONNX Runtime (0: its default).
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
-        require_onnx(runtime_only=True)
-        import onnxruntime as ort
-
-        p = Path(path)
-        if not p.is_file():
-            raise DefocusError(f"ONNX model {p} does not exist")
-        opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DefocusError(f"cannot read ONNX model {p}: {first}") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if props.get("defocus.format") != FORMAT:
-            raise DefocusError(f"{p} is an ONNX model but not one of `defocus export` (no {FORMAT} metadata)")
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(INPUT_NAMES):
-            raise DefocusError(f"{p}: inputs {names}, expected {list(INPUT_NAMES)}")
-        self.path = p
-        self.metadata = dict(props)
-        self.meta = {"model_name": props.get("defocus.model_name"),
-                     "model_config": json.loads(props.get("defocus.model_config", "{}"))}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    # nn.Module-like surface used by the predict path
-    def eval(self) -> "OnnxModel":
-        return self
-
-    def to(self, device: Any) -> "OnnxModel":
-        if torch.device(device).type != "cpu":
-            raise DefocusError("--onnx runs on the CPU (onnxruntime's CPU provider): drop --device or use cpu")
-        return self
-
-    @staticmethod
-    def _array(x: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-
-    def run_arrays(self, stack: np.ndarray, focus: np.ndarray, blur_per_dioptre: np.ndarray,
-                   depth_range: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph on float32 arrays (unchecked): {output name: array}."""
-        outs = self.session.run(None, dict(zip(INPUT_NAMES, (stack, focus, blur_per_dioptre, depth_range))))
-        return dict(zip(self.output_names, outs))
-
-    def __call__(self, stack: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
-                 depth_range: torch.Tensor) -> Prediction:
-        DAIFNet.check_inputs(stack, focus, blur_per_dioptre, depth_range)
-        h, w = stack.shape[-2:]
-        if min(h, w) < MIN_SIZE:
-            raise DefocusError(f"the ONNX model takes images of at least {MIN_SIZE} x {MIN_SIZE} px, got {w}x{h}: "
-                               "run this one without --onnx")
-        with torch.inference_mode():
-            out = self.run_arrays(*(self._array(t) for t in (stack, focus, blur_per_dioptre, depth_range)))
-        t = {k: torch.from_numpy(v).to(stack.dtype) for k, v in out.items()}
-        return Prediction(depth=t["depth"], aif=t["aif"], confidence=t["confidence"], inv_depth=t["inv_depth"],
-                          attention=t["attention"])
-
-
-def load_model_for_predict(onnx_path: str | os.PathLike | None, checkpoint: str | os.PathLike | None,
-                           threads: int = 0, refine_steps: int = 0):
-    """(model, metadata) for ``defocus predict``: the ONNX runner when ``onnx_path`` is given (refinement, which
-    needs PyTorch autograd, and a checkpoint are errors then), else the PyTorch checkpoint or the shipped weights."""
-    if onnx_path is None:
-        from defocus.models.checkpoint import load_checkpoint, load_default_model
-
-        return load_checkpoint(checkpoint) if checkpoint else load_default_model()
-    if checkpoint is not None:
-        raise DefocusError("pass either --onnx (an exported model) or --checkpoint (PyTorch weights), not both")
-    if refine_steps > 0:
-        raise DefocusError("refinement needs PyTorch autograd, which --onnx runs without: drop --refine / "
-                           "--refine-steps, or --onnx")
-    model = OnnxModel(onnx_path, threads)
-    return model, model.meta
 
 
 # ============================================================================================ parity check
@@ -331,13 +199,14 @@ def export_and_check(checkpoint: str | os.PathLike | None, output: str | os.Path
                      check: bool = True, verbose: bool = False, threads: int = 0) -> list[str]:
     """``defocus export``: loads the checkpoint (default: the shipped weights), exports it to ``output`` and checks
     ONNX Runtime against PyTorch on :func:`parity_stacks`. Returns the lines to print; a failed check is a
-    DefocusError (the file stays, for inspection)."""
+    InputError (the file stays, for inspection)."""
     require_onnx()
-    from defocus.models.checkpoint import load_checkpoint, load_default_model
+    from defocus.models.factory import create_model
 
-    model, meta = load_checkpoint(checkpoint) if checkpoint else load_default_model()
+    model = create_model(checkpoint=checkpoint) if checkpoint else create_model(pretrained=True)
+    meta = model.checkpoint_metadata
     if not isinstance(model, DAIFNet):
-        raise DefocusError(f"only DAIF-Net checkpoints export to ONNX, got {meta.get('model_name')}")
+        raise InputError(f"only DAIF-Net checkpoints export to ONNX, got {meta.get('model_name')}")
     t0 = time.perf_counter()
     path = export_onnx(model, output, meta, opset, source=str(checkpoint or "shipped"), verbose=verbose)
     runner = OnnxModel(path, threads)
@@ -357,6 +226,6 @@ def export_and_check(checkpoint: str | os.PathLike | None, output: str | os.Path
                      f"median {float(diff.nan_to_num(0).median()):.1e} m, {100 * off:.3f} % of pixels over "
                      f"{PARITY_RTOL:g} relative")
         if nan_mismatch or off > PARITY_MAX_FRACTION:
-            raise DefocusError(f"ONNX Runtime and PyTorch disagree on a {w}x{h} stack ({100 * off:.2f} % of the "
+            raise InputError(f"ONNX Runtime and PyTorch disagree on a {w}x{h} stack ({100 * off:.2f} % of the "
                                f"pixels, {nan_mismatch} NaN in one only): {path} is not trustworthy")
     return lines

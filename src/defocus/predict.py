@@ -1,140 +1,40 @@
-"""Depth and all-in-focus image for focal stacks: run an estimator (and optional refinement), write the outputs.
+"""The one inference pipeline: depth and all-in-focus image for a focal stack, as ``defocus predict`` gives them.
 
-``predict_stack`` runs any model of the factory (DAIF-Net or the classical baseline) on one stack at its own
-resolution and returns a :class:`~defocus.models.prediction.Prediction` (batch of one); ``write_prediction`` writes
-the files of ``defocus predict``; :func:`estimate` is the one-call version for notebooks (``defocus.estimate``; not ``defocus.predict``, which is
-this module).
+:func:`predict_stack` is what every caller runs — ``defocus predict``, :func:`estimate` (``defocus.estimate``),
+``defocus evaluate``, ``defocus demo`` and the benchmarks — so that every figure describes the path users get. Its
+options (:class:`PredictOptions`) default to the command line's. Stages:
+
+1. **align** the frames to the middle-focus frame (:mod:`defocus.data.align`) — only where the estimated motion is
+   worth correcting: a registered (tripod, synthetic) stack keeps its frames untouched and its full size;
+2. **estimate** at a working size (:func:`working_size`: the model's preferred blur per dioptre, bounded memory),
+   the network in overlapping tiles, optionally followed by test-time refinement (:mod:`defocus.refine`); the
+   texture-less fill is the model's own (it runs once, inside the model);
+3. **upsample** to the input's full resolution: inverse depth by guided upsampling on the full-resolution AIF,
+   which is composed from the full-resolution frames.
+
+A stack without focus distances gives a relative result (:class:`RelativePrediction`, a focus-index map) instead.
+Writing the outputs is :mod:`defocus.outputs`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from defocus.data.codecs import save_image, write_depth_png_mm, write_depth_tiff
-from defocus.data.folders import read_stack
+from defocus.checks import check_depth_range
 from defocus.data.stack import FocalStack, require_camera
-from defocus.errors import DefocusError
-from defocus.files import atomic_folder
+from defocus.errors import InputError
 from defocus.models.prediction import Prediction
-from defocus.optics.camera import default_depth_range
+from defocus.optics.camera import ThinLensCamera, default_depth_range
 from defocus.optics.forward import ForwardModel
 from defocus.refine import refine
 
-#: Files ``write_prediction`` writes for each stack.
-OUTPUT_FILES = ("depth.tiff", "depth.png", "depth_preview.png", "aif.png", "confidence.tiff")
-
-
-def resolve_depth_range(stack: FocalStack, depth_range: tuple[float, float] | None = None) -> tuple[float, float]:
-    """The given (near, far) range, checked, or the stack's default (see ``default_depth_range``)."""
-    camera = require_camera(stack)
-    dr = depth_range or default_depth_range(camera, stack.focus_distances_m)
-    if not (0 < dr[0] < dr[1] < math.inf):
-        raise DefocusError(f"depth range must satisfy 0 < near < far < infinity, got {dr}")
-    if dr[0] <= camera.focal_length_m:  # nothing nearer than the focal length is imaged (and 1/near must stay finite)
-        raise DefocusError(f"depth range: near {dr[0]:g} m is inside the focal length "
-                           f"({camera.focal_length_m * 1e3:g} mm) of stack {stack.name}")
-    return dr
-
-
-@torch.no_grad()
-def predict_stack(
-    model: nn.Module,
-    stack: FocalStack,
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    refine_model: ForwardModel | str = "auto",
-) -> Prediction:
-    """Runs ``model`` (and ``refine_steps`` of refinement under ``refine_model``) on one stack.
-
-    Args:
-        model: a model of :func:`~defocus.models.factory.create_model` (DAIF-Net or ``classical``).
-        stack: the focal stack; it must have a camera.
-        depth_range: (near, far) metres of the bounded output; default from the camera and focus distances.
-        refine_steps: test-time refinement steps (0 = none).
-        refine_model: the forward model of the refinement, ``"auto"`` (calibrated on the stack) or a family name
-            (``"disk"``, ``"gaussian"``).
-    Returns:
-        A Prediction with a batch dimension of 1: depth (1, 1, H, W) metres, aif (1, 3, H, W), confidence.
-    """
-    camera = require_camera(stack)
-    fd = stack.focus_distances_m.float()[None]
-    k = camera.blur_per_dioptre(fd)
-    dr = resolve_depth_range(stack, depth_range)
-    images = stack.images[None].float()
-    model.eval()
-    pred = model(images, fd, k, torch.tensor([dr], dtype=torch.float64))
-    if refine_steps > 0:
-        physics = refine_physics(refine_model, images, fd, k, dr, pred)
-        with torch.enable_grad():
-            pred = refine(images, fd, k, dr, pred, refine_steps, physics)
-    return pred
-
-
-def refine_physics(
-    refine_model: ForwardModel | str, images: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
-    depth_range: tuple[float, float], init: Prediction,
-) -> ForwardModel:
-    """The forward model of the refinement: given, a named family (``"disk"``, ``"gaussian"``), or ``"auto"`` —
-    self-calibrated on the stack itself (:func:`defocus.calibrate.calibrate_forward_model`)."""
-    if isinstance(refine_model, ForwardModel):
-        return refine_model
-    if refine_model == "auto":
-        from defocus.calibrate import calibrate_forward_model
-
-        return calibrate_forward_model(images, focus, blur_per_dioptre, depth_range, init).physics
-    return ForwardModel.from_family(refine_model)
-
-
-def write_prediction(out_dir: str | os.PathLike, pred: Prediction, title: str | None = None) -> Path:
-    """Writes the outputs of one stack into ``out_dir`` atomically (a temporary folder renamed into place):
-    ``depth.tiff`` (float32 metres), ``depth.png`` (uint16 mm), ``depth_preview.png``, ``aif.png`` and
-    ``confidence.tiff``. ``pred`` is a single-stack prediction."""
-    depth = pred.depth_map.detach().cpu().numpy().astype("float32")
-    conf = pred.confidence_map.detach().cpu().numpy().astype("float32")
-    return atomic_folder(Path(out_dir), lambda tmp: _write_core_outputs(tmp, depth, pred.aif_image, conf, title),
-                         "predictions to")
-
-
-def _write_core_outputs(folder: Path, depth: np.ndarray, aif: torch.Tensor, confidence: np.ndarray,
-                        title: str | None) -> None:
-    """The files every prediction has (:data:`OUTPUT_FILES`): depth (H, W) float32 m, aif (3, H, W), confidence."""
-    from defocus.visualize import depth_preview
-
-    write_depth_tiff(folder / "depth.tiff", depth)
-    write_depth_png_mm(folder / "depth.png", depth)
-    depth_preview(depth, title=title).save(folder / "depth_preview.png")
-    save_image(folder / "aif.png", aif.clamp(0, 1))
-    write_depth_tiff(folder / "confidence.tiff", confidence)
-
-
-def estimate(
-    stack: FocalStack | str | os.PathLike,
-    model: nn.Module | None = None,
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    refine_model: ForwardModel | str = "auto",
-) -> Prediction:
-    """One call from a stack (or a stack folder) to a prediction, with the shipped weights by default."""
-    from defocus.models.factory import DEFAULT_MODEL, create_model
-
-    if not isinstance(stack, FocalStack):
-        stack = read_stack(stack, load_ground_truth=False)
-    model = model if model is not None else create_model(DEFAULT_MODEL, pretrained=True)
-    return predict_stack(model, stack, depth_range, refine_steps, refine_model)
-
-
-# ============================================================================================ real photos
 #: The automatic working size puts the stack's largest blur per dioptre K (CoC pixels per dioptre) near this value,
 #: the middle of the range the shipped weights were trained on (about 5.5 to 37 px/D: the two presets with pixel
 #: pitches scaled by 0.7 to 1.4). On real RGB-D frames rendered at 640 x 480 (K = 52 px/D) the network's AbsRel is
@@ -144,38 +44,144 @@ TARGET_BLUR_PER_DIOPTRE = 16.0
 MIN_BLUR_PER_DIOPTRE = 6.0
 #: Pixels of the working image above which the automatic size gives up K (down to MIN_BLUR_PER_DIOPTRE) for time.
 WORKING_PIXEL_BUDGET = 2_000_000
+#: Confidence below which the relative focus-index map is filled edge-aware from confident neighbours (the
+#: classical SML cue; relative stacks have no network).
+RELATIVE_FILL_THRESHOLD = 0.15
 #: Frames smaller than this (shorter side, pixels) are not aligned: too little image to register reliably.
 MIN_ALIGN_SIZE = 64
 #: Tiles of the network at the working size (bounded memory): side and overlap in working pixels.
 TILE_SIZE, TILE_OVERLAP = 512, 64
 
 
-@dataclass
-class PhotoResult:
-    """The result of :func:`predict_photo_stack`: full-resolution outputs plus what is needed to report them.
+@dataclass(frozen=True)
+class PredictOptions:
+    """What the pipeline does; the defaults are those of ``defocus predict``.
 
     Attributes:
+        align: register hand-held frames first (a stack whose frames need no correction is left untouched).
+        max_size: longest side in pixels of the estimation; None = automatic (:func:`working_size`).
+        depth_range: (near, far) metres of the bounded output; None = the camera's default
+            (:func:`~defocus.optics.camera.default_depth_range`).
+        refine_steps: test-time self-supervised refinement steps (0 = none).
+        refine_model: the refinement's forward model: ``"auto"`` (calibrated on the stack), a family name, or a
+            :class:`~defocus.optics.forward.ForwardModel`.
+        device: where the model runs (``"cpu"``, ``"cuda"``).
+    """
+
+    align: bool = True
+    max_size: int | None = None
+    depth_range: tuple[float, float] | None = None
+    refine_steps: int = 0
+    refine_model: ForwardModel | str = "auto"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size >= MIN_WORKING_SIZE):
+            raise InputError(f"the working size must be at least {MIN_WORKING_SIZE} pixels, got {self.max_size}",
+                             field="max_size")
+        if not (isinstance(self.refine_steps, int) and self.refine_steps >= 0):
+            raise InputError(f"refinement steps must be a whole number >= 0, got {self.refine_steps}",
+                             field="refine_steps")
+        if self.depth_range is not None:
+            object.__setattr__(self, "depth_range", check_depth_range(self.depth_range))
+
+    def describe(self) -> dict[str, Any]:
+        """Plain values for ``prediction.json`` and reports."""
+        rm = self.refine_model
+        return {"align": self.align, "max_size": self.max_size, "refine_steps": self.refine_steps,
+                "refine_model": (rm if isinstance(rm, str) else rm.describe()) if self.refine_steps else None,
+                "device": str(self.device)}
+
+
+#: Smallest working size (longest side, pixels) the options accept.
+MIN_WORKING_SIZE = 16
+
+
+def resolve_depth_range(stack: FocalStack, depth_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The given (near, far) range, checked, or the stack's default (see ``default_depth_range``)."""
+    camera = require_camera(stack)
+    near, far = check_depth_range(depth_range or default_depth_range(camera, stack.focus_distances_m))
+    if near <= camera.focal_length_m:  # nothing nearer than the focal length is imaged (and 1/near must stay finite)
+        raise InputError(f"depth range: near {near:g} m is inside the focal length "
+                         f"({camera.focal_length_m * 1e3:g} mm) of stack {stack.name}", field="depth_range")
+    return near, far
+
+
+@dataclass
+class StackPrediction:
+    """What the pipeline gives for one stack: the prediction at full resolution plus what reports need.
+
+    It reads like a :class:`~defocus.models.prediction.Prediction` (``depth``, ``aif``, ``confidence``,
+    ``inv_depth``, ``depth_map``, ``aif_image``, ``confidence_map`` are those of ``full``).
+
+    Attributes:
+        stack: the stack it was computed from (its images aligned in place when the pipeline was asked to).
         full: the prediction at the (aligned, cropped) input resolution, batch of one.
         working: the prediction at the working size.
         working_size: (h, w) of the estimation; scale: working / full size.
         crop_box: (x0, y0, x1, y1) of the area all aligned frames cover, in input pixels (the outputs' extent).
-        alignment: the alignment (or None without alignment).
-        camera_full: the camera for the outputs' pixels.
+        alignment: the :class:`~defocus.data.align.Alignment` found (``applied`` says whether the frames were
+            resampled), or None when not attempted.
+        camera: the camera for the outputs' pixels.
+        depth_range: (near, far) metres of the bounded output.
+        options: the options it ran with; refine_model: the refinement's forward model (after calibration).
         timings: seconds per stage; warnings: one-line messages for the user.
+        frames_mean: (3, h, w) mean of the (aligned) frames at the working size.
     """
 
+    stack: FocalStack
     full: Prediction
     working: Prediction
     working_size: tuple[int, int]
     scale: float
     crop_box: tuple[int, int, int, int]
-    alignment: object | None
-    camera_full: object
-    timings: dict
-    warnings: list
-    frames_mean: torch.Tensor | None = None  # (3, h, w) mean of the aligned frames at the working size
-    depth_range: tuple[float, float] = (0.0, 0.0)  # (near, far) metres of the bounded output
-    refine_model: dict | None = None  # the forward model the refinement used (after calibration with "auto")
+    alignment: Any
+    camera: ThinLensCamera
+    depth_range: tuple[float, float]
+    options: PredictOptions
+    refine_model: dict | None = None
+    timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    frames_mean: torch.Tensor | None = None
+
+    relative = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the dataclass lacks: the Prediction fields and accessors of ``full``.
+        if name in _PREDICTION_NAMES:
+            return getattr(self.full, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+_PREDICTION_NAMES = frozenset({"depth", "aif", "confidence", "inv_depth", "attention", "depth_map", "aif_image",
+                               "confidence_map", "batch_size"})
+
+
+@dataclass
+class RelativePrediction:
+    """A stack without focus distances: which frame is sharpest at each pixel (interpolated), not metric depth.
+
+    Attributes:
+        stack: the stack; focus_index: (1, 1, H, W) in [0, N − 1], frame positions in file order (fractional between
+            frames); aif: (1, 3, H, W) composed from the frames; confidence: (1, 1, H, W) in [0, 1].
+        working_size, scale, crop_box, alignment, options, timings, warnings, frames_mean: as in
+            :class:`StackPrediction`.
+    """
+
+    stack: FocalStack
+    focus_index: torch.Tensor
+    aif: torch.Tensor
+    confidence: torch.Tensor
+    working_size: tuple[int, int]
+    scale: float
+    crop_box: tuple[int, int, int, int]
+    alignment: Any
+    options: PredictOptions
+    timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    frames_mean: torch.Tensor | None = None
+
+    relative = True
 
 
 def _area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -185,27 +191,27 @@ def _area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def working_size(
-    height: int, width: int, max_size: int | None = None, blur_per_dioptre_max: float | None = None
+    height: int, width: int, max_size: int | None = None, blur_per_dioptre_max: float | None = None,
+    target_blur_per_dioptre: float | None = TARGET_BLUR_PER_DIOPTRE,
 ) -> tuple[tuple[int, int], float]:
     """The size (h, w) the estimation runs at, and the scale factor working / input (never above 1).
 
     With ``max_size``: the longest side is at most ``max_size`` pixels. Without (the automatic size): the scale
     that brings the stack's largest K (``blur_per_dioptre_max``, px/D at the input size) to
-    :data:`TARGET_BLUR_PER_DIOPTRE`; where that leaves more than :data:`WORKING_PIXEL_BUDGET` pixels, the scale
-    shrinks towards the budget but not below K = :data:`MIN_BLUR_PER_DIOPTRE`.
+    ``target_blur_per_dioptre`` (the model's preference; None = the input size); where that leaves more than
+    :data:`WORKING_PIXEL_BUDGET` pixels, the scale shrinks towards the budget but not below K =
+    :data:`MIN_BLUR_PER_DIOPTRE`.
     """
     if max_size is not None:
-        if max_size < 16:
-            raise DefocusError(f"--max-size must be at least 16 pixels, got {max_size}")
         scale = min(1.0, max_size / max(height, width))
     else:
         if blur_per_dioptre_max is None or not blur_per_dioptre_max > 0:
-            raise DefocusError("the automatic working size needs the stack's blur per dioptre (a camera)")
-        scale = min(1.0, TARGET_BLUR_PER_DIOPTRE / blur_per_dioptre_max)
+            raise InputError("the automatic working size needs the stack's blur per dioptre (a camera)")
+        scale = 1.0 if target_blur_per_dioptre is None else min(1.0, target_blur_per_dioptre / blur_per_dioptre_max)
         budget = (WORKING_PIXEL_BUDGET / (height * width)) ** 0.5
         if scale > budget:
             scale = min(scale, max(budget, MIN_BLUR_PER_DIOPTRE / blur_per_dioptre_max))
-        scale = min(1.0, max(scale, 16.0 / max(height, width)))
+        scale = min(1.0, max(scale, MIN_WORKING_SIZE / max(height, width)))
     return (max(1, round(height * scale)), max(1, round(width * scale))), scale
 
 
@@ -274,27 +280,39 @@ def _blend_frames(frames: torch.Tensor, distance: Callable[[int], torch.Tensor])
     return (num / den).clamp(0.0, 1.0)
 
 
-def _align_frames(
-    frames: torch.Tensor, align: bool, in_place: bool, warnings: list[str],
-    focus_m: torch.Tensor | None = None, focal_length_m: float | None = None,
-) -> tuple[torch.Tensor, object | None, tuple[int, int, int, int]]:
-    """Registers (N, 3, H, W) frames to the reference and crops them to the area all cover.
+def _compose_by_index(frames: torch.Tensor, index: torch.Tensor, width: float = 0.5) -> torch.Tensor:
+    """AIF (1, 3, H, W) from (N, 3, H, W) frames, each pixel mixing the frames near its focus index (1, 1, H, W)."""
+    return _blend_frames(frames, lambda i: (index - i) / width)
 
-    Returns (frames — a view of the crop, no copy —, the alignment or None, the crop box (x0, y0, x1, y1)); one-line
-    warnings (frames too small to align, a focus order the magnification contradicts) are appended to ``warnings``.
-    With ``in_place`` the aligned frames overwrite ``frames``.
+
+def _align_frames(
+    stack: FocalStack, align: bool, in_place: bool, warnings: list[str], metric: bool,
+) -> tuple[torch.Tensor, Any, tuple[int, int, int, int]]:
+    """Registers the stack's (N, 3, H, W) frames to the reference and crops them to the area all cover.
+
+    Returns (frames — a view of the crop, no copy —, the alignment or None when not attempted, the crop box
+    (x0, y0, x1, y1)). Where the alignment finds nothing worth correcting (``alignment.applied`` False) the frames
+    are returned untouched at full size. One-line warnings (frames too small to align, a focus order the
+    magnification contradicts) are appended to ``warnings``. With ``in_place`` the aligned frames overwrite
+    ``stack.images``.
     """
+    frames = stack.images
     n, _, h0, w0 = frames.shape
+    full_box = (0, 0, w0, h0)
     if not align or n < 2:
-        return frames, None, (0, 0, w0, h0)
+        return frames, None, full_box
     if min(h0, w0) < MIN_ALIGN_SIZE:
         warnings.append(f"frames of {w0}x{h0} px are too small to align (under {MIN_ALIGN_SIZE} px): not aligned")
-        return frames, None, (0, 0, w0, h0)
+        return frames, None, full_box
     from defocus.data.align import check_focus_order, estimate_alignment, warp_to_reference
 
-    alignment = estimate_alignment(frames, focus_m=focus_m, focal_length_m=focal_length_m)
-    if focus_m is not None:
-        warning = check_focus_order(alignment, focus_m)
+    focus = stack.focus_distances_m if metric else None
+    camera = stack.camera if metric else None
+    alignment = estimate_alignment(frames, focus_m=focus, focal_length_m=camera.focal_length_m if camera else None)
+    if not getattr(alignment, "applied", True):
+        return frames, alignment, full_box
+    if focus is not None:
+        warning = check_focus_order(alignment, focus)
         if warning:
             warnings.append(warning)
     frames, _ = warp_to_reference(frames, alignment, out=frames if in_place else None)
@@ -302,36 +320,66 @@ def _align_frames(
     return frames[..., box[1] : box[3], box[0] : box[2]], alignment, box
 
 
+def refine_physics(
+    refine_model: ForwardModel | str, images: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
+    depth_range: tuple[float, float], init: Prediction,
+) -> ForwardModel:
+    """The forward model of the refinement: given, a named family (``"disk"``, ``"gaussian"``), or ``"auto"`` —
+    self-calibrated on the stack itself (:func:`defocus.calibrate.calibrate_forward_model`)."""
+    if isinstance(refine_model, ForwardModel):
+        return refine_model
+    if refine_model == "auto":
+        from defocus.calibrate import calibrate_forward_model
+
+        return calibrate_forward_model(images, focus, blur_per_dioptre, depth_range, init).physics
+    return ForwardModel.from_family(refine_model)
+
+
+def _is_relative(stack: FocalStack) -> bool:
+    return bool(stack.provenance.get("relative"))
+
+
+def _options(options: PredictOptions | None, overrides: dict[str, Any]) -> PredictOptions:
+    options = options or PredictOptions()
+    return replace(options, **overrides) if overrides else options
+
+
 @torch.no_grad()
-def predict_photo_stack(
-    model: nn.Module,
+def predict_stack(
+    model: nn.Module | None,
     stack: FocalStack,
-    max_size: int | None = None,
-    align: bool = True,
-    depth_range: tuple[float, float] | None = None,
-    refine_steps: int = 0,
-    refine_model: ForwardModel | str = "auto",
-    fill_threshold: float = 0.15,
-    device: str | torch.device = "cpu",
+    options: PredictOptions | None = None,
+    *,
     progress: bool = False,
     in_place: bool = False,
-) -> PhotoResult:
-    """Depth and AIF for a stack of any size in bounded memory, with outputs at the input's full resolution.
+    **overrides: Any,
+) -> StackPrediction | RelativePrediction:
+    """The pipeline (module docstring) on one stack.
 
-    ``max_size`` (longest side of the estimation, pixels) defaults to the automatic size of :func:`working_size`.
-    ``in_place`` lets the alignment overwrite ``stack.images`` with the aligned frames (saves a copy of a large
-    stack; the command line does so).
-    Stages: align the frames to the middle-focus frame and crop to the area all cover (unless ``align`` is False);
-    estimate at the working size (pixel pitch follows the resize); fill low-confidence regions edge-aware from
-    confident neighbours; bring inverse depth back to full resolution by guided upsampling on the full-resolution
-    all-in-focus image, which is composed from the full-resolution aligned frames.
+    Args:
+        model: an estimator of :func:`~defocus.models.factory.create_model` (DAIF-Net, ``classical``, an ONNX
+            runner); None = the shipped weights. Not used for a relative stack.
+        stack: the focal stack (a camera and focus distances for metric depth; without focus distances the result
+            is relative).
+        options: :class:`PredictOptions`; keyword ``overrides`` replace its fields (``max_size=320``).
+        progress: show a progress bar; in_place: let the alignment overwrite ``stack.images`` (saves a copy of a
+            large stack; the command line does so).
+    Returns:
+        :class:`StackPrediction` (metric) or :class:`RelativePrediction` (no focus distances).
     """
+    options = _options(options, overrides)
+    if _is_relative(stack):
+        return _predict_relative(stack, options, in_place)
+    if model is None:
+        from defocus.models.factory import create_model
+
+        model = create_model(pretrained=True)
     from tqdm import tqdm
 
     # The bar closes on an error too, so that its line is cleared before the error is printed.
-    with tqdm(total=4, desc=f"predict {stack.name}", disable=not progress, leave=False) as bar:
+    with tqdm(total=3, desc=f"predict {stack.name}", disable=not progress, leave=False) as bar:
         camera = require_camera(stack)
-        dr = resolve_depth_range(stack, depth_range)
+        dr = resolve_depth_range(stack, options.depth_range)
         timings: dict[str, float] = {}
         warnings: list[str] = []
         refine_used = None
@@ -342,180 +390,80 @@ def predict_photo_stack(
             bar.update(1)
 
         t = time.perf_counter()
-        frames, alignment, box = _align_frames(stack.images, align, in_place, warnings, stack.focus_distances_m,
-                                               camera.focal_length_m)
+        frames, alignment, box = _align_frames(stack, options.align, in_place, warnings, metric=True)
         stage("align", t)
 
         t = time.perf_counter()
         h, w = frames.shape[-2:]
         fd = stack.focus_distances_m.float()[None]
-        (hw, ww), scale = working_size(h, w, max_size, float(camera.blur_per_dioptre(fd).max()))
+        target = getattr(model, "working_blur_per_dioptre", TARGET_BLUR_PER_DIOPTRE)
+        (hw, ww), scale = working_size(h, w, options.max_size, float(camera.blur_per_dioptre(fd).max()), target)
         small = _area_resize(frames, (hw, ww))
-        cam_w = camera.resized(scale)
-        k_w = cam_w.blur_per_dioptre(fd)
-        dev = torch.device(device)
+        k_w = camera.resized(scale).blur_per_dioptre(fd)
+        dev = torch.device(options.device)
         model = model.to(dev).eval()
-        pred = run_tiled(model, small[None].to(dev), fd.to(dev), k_w.to(dev),
-                         torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
-        if refine_steps > 0:
-            physics = refine_physics(refine_model, small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred)
+        x, fd_d, k_d = small[None].to(dev), fd.to(dev), k_w.to(dev)
+        working = run_tiled(model, x, fd_d, k_d, torch.tensor([dr], dtype=torch.float64).to(dev), progress=progress)
+        if options.refine_steps > 0:
+            physics = refine_physics(options.refine_model, x, fd_d, k_d, dr, working)
             refine_used = physics.describe()
             with torch.enable_grad():
-                pred = refine(small[None].to(dev), fd.to(dev), k_w.to(dev), dr, pred, refine_steps, physics)
-        pred = Prediction(**{k: (None if v is None else v.cpu()) for k, v in vars(pred).items()})
+                working = refine(x, fd_d, k_d, dr, working, options.refine_steps, physics)
+        working = Prediction(**{k: (None if v is None else v.detach().cpu()) for k, v in vars(working).items()})
         stage("estimate", t)
 
         t = time.perf_counter()
-        from defocus.color import to_grey
-        from defocus.filters import confidence_fill, guided_upsample
-
-        inv_lo, inv_hi = 1.0 / dr[1], 1.0 / dr[0]
-        guide_w = to_grey(pred.aif)[:, None]
-        inv_w = confidence_fill(pred.inv_depth, pred.confidence, guide_w, threshold=fill_threshold)
-        inv_w = inv_w.clamp(inv_lo, inv_hi)
-        working = Prediction(depth=1.0 / inv_w, aif=pred.aif, confidence=pred.confidence, inv_depth=inv_w,
-                             attention=pred.attention)
-        stage("fill", t)
-
-        t = time.perf_counter()
-        camera_full = camera  # cropping keeps the pitch
+        full = working
         if scale < 1.0:
-            k_full = camera_full.blur_per_dioptre(stack.focus_distances_m)
-            inv_up = F.interpolate(inv_w, size=(h, w), mode="bilinear", align_corners=False)
-            aif_full = compose_aif(frames, inv_up, stack.focus_distances_m, k_full)
-            del inv_up
-            # Window of 3 working-size pixels, eps small enough that AIF edges of a few grey levels carry depth edges.
-            inv_full = guided_upsample(inv_w, guide_w, to_grey(aif_full)[:, None], radius=3, eps=1e-4)
-            inv_full = inv_full.clamp(inv_lo, inv_hi)
-            conf_full = F.interpolate(working.confidence, size=(h, w), mode="bilinear", align_corners=False)
-            full = Prediction(depth=1.0 / inv_full, aif=aif_full, confidence=conf_full.clamp(0, 1), inv_depth=inv_full)
-        else:
-            full = working
+            full = _upsample(working, frames, stack.focus_distances_m, camera.blur_per_dioptre(stack.focus_distances_m),
+                             dr)
         stage("upsample", t)
-        return PhotoResult(full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
-                           alignment=alignment, camera_full=camera_full, timings=timings, warnings=warnings,
-                           frames_mean=small.mean(0), depth_range=tuple(dr), refine_model=refine_used)
+    return StackPrediction(stack=stack, full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
+                           alignment=alignment, camera=camera, depth_range=dr, options=options,
+                           refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0))
 
 
-def point_cloud(
-    depth_m: torch.Tensor, aif: torch.Tensor, focal_length_px: float, principal_point: tuple[float, float],
-    mask: torch.Tensor | None = None, max_points: int = 1_000_000,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Metric XYZ (camera at the origin, x right, y down, z forward) and colours of a depth map, by the pinhole model.
+def _upsample(working: Prediction, frames: torch.Tensor, focus_m: torch.Tensor, blur_per_dioptre: torch.Tensor,
+              depth_range: tuple[float, float]) -> Prediction:
+    """The working-size prediction at the size of ``frames`` (N, 3, H, W): the AIF composed from the frames around
+    the (bilinearly upsampled) depth, then inverse depth guided-upsampled on that AIF so depth edges sit on image
+    edges."""
+    from defocus.color import to_grey
+    from defocus.filters import guided_upsample
 
-    Args:
-        depth_m: (H, W) metres (z); aif: (3, H, W) colours in [0, 1]; focal_length_px: f / pixel pitch;
-        principal_point: (cx, cy) in these pixels; mask: optional (H, W) bool of pixels to keep;
-        max_points: the grid is subsampled by a regular step to stay below this.
-    Returns:
-        (xyz (M, 3) float32, rgb (M, 3) uint8).
+    h, w = frames.shape[-2:]
+    inv_up = F.interpolate(working.inv_depth, size=(h, w), mode="bilinear", align_corners=False)
+    aif_full = compose_aif(frames, inv_up, focus_m, blur_per_dioptre)
+    del inv_up
+    # Window of 3 working-size pixels, eps small enough that AIF edges of a few grey levels carry depth edges.
+    inv_full = guided_upsample(working.inv_depth, to_grey(working.aif)[:, None], to_grey(aif_full)[:, None],
+                               radius=3, eps=1e-4)
+    inv_full = inv_full.clamp(1.0 / depth_range[1], 1.0 / depth_range[0])
+    conf_full = F.interpolate(working.confidence, size=(h, w), mode="bilinear", align_corners=False)
+    return Prediction(depth=1.0 / inv_full, aif=aif_full, confidence=conf_full.clamp(0, 1), inv_depth=inv_full)
+
+
+def estimate(
+    stack: FocalStack | str | os.PathLike,
+    model: nn.Module | None = None,
+    options: PredictOptions | None = None,
+    **overrides: Any,
+) -> StackPrediction:
+    """One call from a stack (or a stack folder) to its prediction, as ``defocus predict`` computes it.
+
+    ``model`` defaults to the shipped weights; ``options`` / keyword overrides as :func:`predict_stack`
+    (``refine_steps=30``, ``max_size=640``, ``align=False``, ...). The result reads like a
+    :class:`~defocus.models.prediction.Prediction` (``result.depth_map`` is (H, W) metres) and
+    :func:`defocus.write_prediction` writes it.
     """
-    from defocus.color import to_uint8
+    if not isinstance(stack, FocalStack):
+        from defocus.data.folders import read_stack
 
-    h, w = depth_m.shape
-    step = max(1, int(np.ceil(np.sqrt(h * w / max_points))))
-    ys = torch.arange(0, h, step, dtype=torch.float64)
-    xs = torch.arange(0, w, step, dtype=torch.float64)
-    z = depth_m[::step, ::step].double()
-    keep = torch.isfinite(z) & (z > 0)
-    if mask is not None:
-        keep &= mask[::step, ::step]
-    cx, cy = principal_point
-    x = (xs[None, :] + 0.5 - cx) / focal_length_px * z
-    y = (ys[:, None] + 0.5 - cy) / focal_length_px * z
-    xyz = torch.stack([x, y, z], dim=-1)[keep].float().numpy()
-    rgb = to_uint8(aif[:, ::step, ::step]).permute(1, 2, 0)[keep].numpy()
-    return xyz, rgb
-
-
-def photo_report(stack: FocalStack, result: PhotoResult, title: str) -> Image.Image:
-    """One page per stack: input thumbnails labelled with their focus, aligned AIF, depth with a colour bar in
-    metres, confidence, and the mean of the aligned frames with the alignment residual (doubled edges show there)."""
-    from defocus.visualize import colorize, contact_sheet, depth_preview
-
-    full = result.full
-    thumbs = [(f"{name}: {float(fd):.3g} m" if not getattr(stack, "provenance", {}).get("relative") else f"{name}: frame {i}",
-               img) for i, (name, img, fd) in enumerate(zip(stack.image_names, stack.images,
-                                                               stack.focus_distances_m))]
-    depth = result.working.depth[0, 0].numpy()
-    conf = result.working.confidence[0, 0].numpy()
-    aligned_mean = result.frames_mean if result.frames_mean is not None else result.working.aif[0]
-    label_mean = "mean of the frames (not aligned)"
-    if result.alignment is not None:
-        before = getattr(result.alignment, "residual_before", None)
-        after = getattr(result.alignment, "residual_after", None)
-        if before is not None and after is not None:
-            label_mean = f"alignment residual {float(torch.as_tensor(before).mean()):.3f} -> " \
-                         f"{float(torch.as_tensor(after).mean()):.3f}"
-    rows = [
-        thumbs,
-        [
-            ("all-in-focus", full.aif[0]),
-            ("depth (m)", depth_preview(depth)),
-            ("confidence (black 0, white 1)", colorize(conf, 0.0, 1.0, "gray")),
-            (label_mean, aligned_mean),
-        ],
-    ]
-    return contact_sheet(rows, cell_height=220, title=title)
-
-
-#: Files :func:`write_photo_outputs` writes for each stack, besides those of :data:`OUTPUT_FILES`.
-PHOTO_OUTPUT_FILES = ("confidence.png", "points.ply", "report.png", "prediction.json")
-
-
-def write_photo_outputs(
-    out_dir: str | os.PathLike,
-    stack: FocalStack,
-    result: PhotoResult,
-    info: dict,
-    min_confidence: float = 0.0,
-    max_points: int = 1_000_000,
-) -> Path:
-    """Writes every output of one real-photo stack into ``out_dir`` atomically: the files of
-    :func:`write_prediction` at full resolution (depth set to 0 = unknown where the confidence is below
-    ``min_confidence``), ``confidence.png``, ``points.ply`` (metric XYZ + AIF colour, masked likewise),
-    ``report.png`` and ``prediction.json`` (``info`` plus what the run found)."""
-    import json
-
-    from defocus.visualize import colorize, save_png
-
-    full = result.full
-    depth = full.depth[0, 0].clone()
-    conf = full.confidence[0, 0]
-    keep = conf >= min_confidence if min_confidence > 0 else torch.ones_like(conf, dtype=torch.bool)
-    depth[~keep] = 0.0
-    depth_np = depth.numpy().astype("float32")
-    cam = result.camera_full
-    x0, y0, _, _ = result.crop_box
-    h0, w0 = stack.images.shape[-2:]
-    xyz, rgb = point_cloud(depth, full.aif[0], cam.focal_length_m / cam.pixel_size_m,
-                           (w0 / 2.0 - x0, h0 / 2.0 - y0), keep, max_points)
-    info = {
-        **info,
-        "output_size": [int(depth.shape[1]), int(depth.shape[0])],
-        "crop_box_xyxy": list(result.crop_box),
-        "working_size": [result.working_size[1], result.working_size[0]],
-        "scale": result.scale,
-        "min_confidence": min_confidence,
-        "masked_fraction": float((~keep).float().mean()),
-        "points": int(len(xyz)),
-        "alignment": result.alignment.to_dict() if result.alignment is not None else None,
-        "timings_s": result.timings,
-        "warnings": result.warnings,
-        "refine_forward_model": result.refine_model,
-    }
-    report = photo_report(stack, result, title=f"{stack.name}: depth from {stack.num_images} frames")
-
-    def fill(tmp: Path) -> None:
-        from defocus.data.codecs import write_ply_points
-
-        _write_core_outputs(tmp, depth_np, full.aif[0], conf.numpy().astype("float32"), stack.name)
-        save_png(tmp / "confidence.png", colorize(conf.numpy(), 0.0, 1.0, "gray"))
-        write_ply_points(tmp / "points.ply", xyz, rgb)
-        save_png(tmp / "report.png", report)
-        (tmp / "prediction.json").write_text(json.dumps(info, indent=2) + "\n")
-
-    return atomic_folder(Path(out_dir), fill, "predictions to")
+        stack = read_stack(stack, load_ground_truth=False)
+    if _is_relative(stack):
+        raise InputError(f"stack {stack.name} has no focus distances: metric depth needs them (predict_stack gives "
+                         "the relative focus-index map without)", field="focus")
+    return predict_stack(model, stack, options, **overrides)
 
 
 # ====================================================================================== without focus distances
@@ -523,38 +471,12 @@ def write_photo_outputs(
 RELATIVE_MAX_SIZE = 1024
 
 
-@dataclass
-class RelativeResult:
-    """A stack without focus distances: which frame is sharpest at each pixel (interpolated), not metric depth.
-
-    Attributes:
-        focus_index: (1, 1, H, W) in [0, N − 1], frame positions in file order (fractional between frames).
-        aif: (1, 3, H, W) composed from the frames; confidence: (1, 1, H, W) in [0, 1].
-        crop_box, alignment, working_size, scale, timings, warnings, frames_mean: as in :class:`PhotoResult`.
-    """
-
-    focus_index: torch.Tensor
-    aif: torch.Tensor
-    confidence: torch.Tensor
-    working_size: tuple[int, int]
-    scale: float
-    crop_box: tuple[int, int, int, int]
-    alignment: object | None
-    timings: dict
-    warnings: list
-    frames_mean: torch.Tensor | None = None
-
-
-@torch.no_grad()
-def predict_relative_stack(
-    stack: FocalStack, max_size: int | None = None, align: bool = True, fill_threshold: float = 0.15,
-    in_place: bool = False,
-) -> RelativeResult:
+def _predict_relative(stack: FocalStack, options: PredictOptions, in_place: bool) -> RelativePrediction:
     """The relative result for a stack whose focus distances are unknown (refocused light fields, microscopes).
 
     The classical focus measure (SML, the package's baseline) runs at the working size on frames placed at
-    "dioptres" 0, 1, …, N − 1, so its 3-point interpolation gives a fractional frame index; the index map is
-    filled edge-aware where the focus cue is weak, brought to full resolution by guided upsampling, and the AIF is
+    "dioptres" 1, 2, …, N, so its 3-point interpolation gives a fractional frame index; the index map is filled
+    edge-aware where the focus cue is weak, brought to full resolution by guided upsampling, and the AIF is
     composed from the full-resolution frames around that index.
     """
     from defocus.color import to_grey
@@ -562,22 +484,21 @@ def predict_relative_stack(
     from defocus.models.classical import classical_depth_from_focus
 
     timings: dict[str, float] = {}
-    warnings: list[str] = ["no focus distances: the result is a relative focus-index map, not metric depth "
-                           "(pass --focus or --focus-diopters for metres)"]
+    warnings: list[str] = ["no focus distances: the result is a relative focus-index map, not metric depth"]
     n = stack.num_images
     t = time.perf_counter()
-    frames, alignment, box = _align_frames(stack.images, align, in_place, warnings)
+    frames, alignment, box = _align_frames(stack, options.align, in_place, warnings, metric=False)
     timings["align"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     h, w = frames.shape[-2:]
-    (hw, ww), scale = working_size(h, w, max_size or RELATIVE_MAX_SIZE)
+    (hw, ww), scale = working_size(h, w, options.max_size or RELATIVE_MAX_SIZE)
     small = _area_resize(frames, (hw, ww))
     # Frame i at "dioptre" i + 1 (focus 1/(i+1) m): the interpolated dioptre minus one is the frame index.
     pseudo_focus = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
     depth, aif_w, conf = classical_depth_from_focus(small[None], pseudo_focus)
     index_w = (1.0 / depth.double() - 1.0).float()
     guide_w = to_grey(aif_w)[:, None]
-    index_w = confidence_fill(index_w, conf, guide_w, threshold=fill_threshold).clamp(0, n - 1)
+    index_w = confidence_fill(index_w, conf, guide_w, threshold=RELATIVE_FILL_THRESHOLD).clamp(0, n - 1)
     timings["estimate"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     if scale < 1.0:
@@ -588,50 +509,6 @@ def predict_relative_stack(
     else:
         index, aif, conf_full = index_w, _compose_by_index(frames, index_w), conf
     timings["upsample"] = round(time.perf_counter() - t, 3)
-    return RelativeResult(focus_index=index, aif=aif, confidence=conf_full, working_size=(hw, ww), scale=scale,
-                          crop_box=box, alignment=alignment, timings=timings, warnings=warnings,
-                          frames_mean=small.mean(0))
-
-
-def _compose_by_index(frames: torch.Tensor, index: torch.Tensor, width: float = 0.5) -> torch.Tensor:
-    """AIF (1, 3, H, W) from (N, 3, H, W) frames, each pixel mixing the frames near its focus index (1, 1, H, W)."""
-    return _blend_frames(frames, lambda i: (index - i) / width)
-
-
-def write_relative_outputs(out_dir: str | os.PathLike, stack: FocalStack, result: RelativeResult, info: dict) -> Path:
-    """Writes a relative result: ``focus_index.tiff`` (float32 frame index), ``focus_index_preview.png`` (labelled
-    as not metric), ``aif.png``, ``confidence.tiff``/``.png``, ``report.png`` and ``prediction.json``; no metric
-    depth and no point cloud."""
-    import json
-
-    from defocus.visualize import colorize, contact_sheet, save_png
-
-    n = stack.num_images
-    index = result.focus_index[0, 0].numpy().astype("float32")
-    conf = result.confidence[0, 0].numpy().astype("float32")
-    preview = colorize(index, 0.0, max(n - 1, 1), "turbo")
-    label = f"RELATIVE focus index (frame 0 blue ... frame {n - 1} red), NOT metric depth"
-    preview_sheet = contact_sheet([[(label, preview)]], cell_height=min(index.shape[0], 720))
-    info = {**info, "relative": True, "output_size": [index.shape[1], index.shape[0]],
-            "crop_box_xyxy": list(result.crop_box), "working_size": [result.working_size[1], result.working_size[0]],
-            "alignment": result.alignment.to_dict() if result.alignment is not None else None,
-            "timings_s": result.timings, "warnings": result.warnings}
-    thumbs = [(f"{name}: frame {i}", img) for i, (name, img) in enumerate(zip(stack.image_names, stack.images))]
-    report = contact_sheet(
-        [thumbs, [("all-in-focus", result.aif[0]), (label, preview),
-                  ("confidence (black 0, white 1)", colorize(conf, 0.0, 1.0, "gray")),
-                  ("mean of the aligned frames" if result.alignment is not None else "mean of the frames (not aligned)",
-                   result.frames_mean)]],
-        cell_height=220, title=f"{stack.name}: relative result from {n} frames (no focus distances)",
-    )
-
-    def fill(tmp: Path) -> None:
-        write_depth_tiff(tmp / "focus_index.tiff", index)
-        save_png(tmp / "focus_index_preview.png", preview_sheet)
-        save_image(tmp / "aif.png", result.aif[0])
-        write_depth_tiff(tmp / "confidence.tiff", conf)
-        save_png(tmp / "confidence.png", colorize(conf, 0.0, 1.0, "gray"))
-        save_png(tmp / "report.png", report)
-        (tmp / "prediction.json").write_text(json.dumps(info, indent=2) + "\n")
-
-    return atomic_folder(Path(out_dir), fill, "predictions to")
+    return RelativePrediction(stack=stack, focus_index=index, aif=aif, confidence=conf_full, working_size=(hw, ww),
+                              scale=scale, crop_box=box, alignment=alignment, options=options, timings=timings,
+                              warnings=warnings, frames_mean=small.mean(0))

@@ -9,7 +9,7 @@ import torch
 
 from defocus.data.procedural import make_scene
 from defocus.data.synthesis import synthesize_stack
-from defocus.models.checkpoint import load_default_model
+from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
 from defocus.train.config import load_config
 from defocus.train.trainer import train
@@ -32,7 +32,7 @@ def test_training_on_cuda_follows_the_cpu_run(tmp_path):
 
 
 def test_prediction_on_cuda_matches_the_cpu():
-    model, _ = load_default_model()
+    model = create_model(pretrained=True)
     preset = get_preset("nyuv2")
     aif, depth = make_scene(1_234_567, 96, 128, (0.5, 8.0))
     fd = torch.tensor(preset.focus_distances_m, dtype=torch.float32)

@@ -27,7 +27,7 @@ from defocus.data.codecs import IMAGE_EXTENSIONS, load_image, read_depth, save_i
 from defocus.data.exif import read_exif_metadata
 from defocus.data.sources import missing_focus_message, resolve_camera, resolve_focus
 from defocus.data.stack import FocalStack, check_focus
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.files import atomic_folder, describe_os_error
 from defocus.optics.camera import ThinLensCamera
 
@@ -287,3 +287,31 @@ def write_stack(stack: FocalStack, folder: PathLike) -> None:
             save_image(tmp / GT_AIF_NAME, stack.gt_aif)
 
     atomic_folder(dest, fill, "a stack to")
+
+
+def expand_stack_folders(folders: Sequence[PathLike]) -> list[Path]:
+    """Stack folders, with a folder that holds no pictures but sub-folders standing for its sub-folders (sorted)."""
+    out: list[Path] = []
+    for folder in map(Path, folders):
+        if folder.is_dir() and not (folder / "stack.json").is_file():
+            has_images = any(e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS for e in folder.iterdir())
+            subs = sorted(e for e in folder.iterdir() if e.is_dir() and not e.name.startswith("."))
+            if not has_images and subs:
+                out.extend(subs)
+                continue
+        out.append(folder)
+    return out
+
+
+def output_names(folders: Sequence[PathLike]) -> list[str]:
+    """One output folder name per stack folder: its name, prefixed by its parents' names where two would collide."""
+    parts = [Path(folder).resolve().parts for folder in folders]
+    depth = 1
+    while True:
+        names = ["_".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names) or depth >= max(len(p) for p in parts):
+            break
+        depth += 1
+    if len(set(names)) != len(names):
+        raise InputError("the same stack folder is given twice")
+    return names

@@ -1,7 +1,9 @@
-"""Checkpoints: model weights in safetensors with the resolved training config in the metadata.
+"""Checkpoint files: model weights in safetensors with the resolved training config in the metadata (pure I/O).
 
-``<name>.safetensors`` holds the weights (small, safe to load, what ships with the package); the optimiser,
-scheduler and random-generator states needed for an exact ``--resume`` go beside it in ``<name>.state.pt``.
+``<name>.safetensors`` holds the weights (small, safe to load, what ships with the package) and, as string metadata,
+the model's registered name, its config, the resolved training config and a few numbers. Building a model from a
+file is the factory's job (:func:`defocus.models.factory.create_model` with ``checkpoint=PATH``); this module only
+reads and writes.
 """
 
 from __future__ import annotations
@@ -9,17 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from defocus.errors import DefocusError
+from defocus.errors import InputError
 from defocus.files import atomic_write
-from defocus.models.daifnet import DAIFNet
-from defocus.models.factory import DEFAULT_MODEL, create_model, shipped_weights_path
 
 
-def save_checkpoint(path: str | Path, model: DAIFNet, model_name: str, config: dict, extra: dict | None = None) -> None:
-    """Writes weights + metadata (model name, model config, training config, extra numbers) atomically."""
+def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config: dict, extra: dict | None = None) -> None:
+    """Writes ``model``'s weights + metadata (model name, ``model.config``, training config, extra numbers)
+    atomically."""
     path = Path(path)
     meta = {
         "model_name": model_name,
@@ -32,6 +35,7 @@ def save_checkpoint(path: str | Path, model: DAIFNet, model_name: str, config: d
 
 
 def read_metadata(path: str | Path) -> dict:
+    """The metadata of a checkpoint: ``model_name`` and the decoded ``model_config``, ``train_config``, ``extra``."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -42,32 +46,14 @@ def read_metadata(path: str | Path) -> dict:
     return out
 
 
-def load_checkpoint(path: str | Path) -> tuple[DAIFNet, dict]:
-    """(model in eval mode, metadata). Bad or missing files are a DefocusError."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, metadata) of a checkpoint file; a missing, truncated or foreign file is an InputError."""
     p = Path(path)
     if not p.is_file():
-        raise DefocusError(f"checkpoint {p} does not exist")
+        raise InputError(f"checkpoint {p} does not exist", field="checkpoint")
     try:
         meta = read_metadata(p)
         state = load_file(str(p))
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
-        raise DefocusError(f"cannot read checkpoint {p}: {str(exc).splitlines()[0]}") from None
-    mc = dict(meta["model_config"])
-    model = create_model(meta["model_name"], **mc)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DefocusError(f"checkpoint {p} does not match model {meta['model_name']}: {str(exc).splitlines()[0]}")
-    model.eval()
-    return model, meta
-
-
-def load_default_model() -> tuple[DAIFNet, dict]:
-    """The shipped model and its metadata (a DefocusError naming what to do when the weights are absent)."""
-    p = shipped_weights_path(DEFAULT_MODEL)
-    if not p.is_file():
-        raise DefocusError(
-            "no shipped weights found in the package; pass --checkpoint or train them with "
-            "'defocus train --config release'"
-        )
-    return load_checkpoint(p)
+        raise InputError(f"cannot read checkpoint {p}: {str(exc).splitlines()[0]}", field="checkpoint") from None
+    return state, meta

@@ -331,6 +331,10 @@ class ClassicalEstimator(nn.Module):
     (near, far) metres clamps the depth of each stack.
     """
 
+    #: The pipeline estimates at the input's size (within its pixel budget): the focus measure needs no particular
+    #: blur per dioptre, unlike the network (see :func:`defocus.predict.working_size`).
+    working_blur_per_dioptre = None
+
     def __init__(self, window: int = 9, presmooth_sigma: float | str = "auto", cue_fill_threshold: float = 0.0) -> None:
         super().__init__()
         if not (presmooth_sigma == "auto" or isinstance(presmooth_sigma, (int, float))):

@@ -7,6 +7,11 @@ Registered names:
 * ``daifnet_tiny`` — a few thousand parameters, for tests;
 * ``classical`` — the classical depth-from-focus baseline (no weights), with the same call and result type.
 
+The factory also owns loading: ``create_model(pretrained=True)`` gives the shipped weights,
+``create_model(checkpoint=PATH)`` the model of a checkpoint file of ``defocus train`` (``.safetensors``) or of an
+ONNX file of ``defocus export`` (``.onnx``, run by ONNX Runtime). A loaded model carries its file's metadata as
+``model.checkpoint_metadata``.
+
 A new network goes here: add its builder to :data:`MODEL_REGISTRY` (and its weights file to
 :data:`PRETRAINED_WEIGHTS` if it ships any, in ``models/weights/``).
 """
@@ -19,7 +24,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from defocus.errors import DefocusError
+from defocus.errors import InputError
 from defocus.models.classical import ClassicalEstimator
 from defocus.models.daifnet import DAIFNet, DAIFNetConfig
 
@@ -42,14 +47,14 @@ MAX_WIDTH = 4096
 
 
 def check_daifnet_overrides(overrides: dict[str, Any]) -> None:
-    """DefocusError (one line, naming the field) for a value of the wrong type or range (an unknown field is left
+    """InputError (one line, naming the field) for a value of the wrong type or range (an unknown field is left
     to DAIFNetConfig's TypeError; the training config names it, see TrainConfig.validate)."""
     import math
 
     for key, value in overrides.items():
 
-        def bad(expected: str) -> DefocusError:
-            return DefocusError(f"DAIF-Net config field {key} must be {expected}, got {value!r}")
+        def bad(expected: str) -> InputError:
+            return InputError(f"DAIF-Net config field {key} must be {expected}, got {value!r}")
 
         is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
         is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
@@ -103,32 +108,74 @@ def shipped_weights_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of the weights shipped for model ``name`` (it may be absent in a development tree without them)."""
     if name not in PRETRAINED_WEIGHTS:
         have = ", ".join(sorted(PRETRAINED_WEIGHTS))
-        raise DefocusError(f"model {name!r} has no shipped weights; models with weights: {have}")
+        raise InputError(f"model {name!r} has no shipped weights; models with weights: {have}")
     return Path(str(resources.files("defocus.models") / "weights" / PRETRAINED_WEIGHTS[name]))
 
 
-def create_model(name: str = "daifnet", pretrained: bool = False, **overrides: Any) -> nn.Module:
-    """Builds a registered model; keyword overrides replace fields of its config.
+def create_model(
+    name: str | None = None,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+    threads: int = 0,
+    **overrides: Any,
+) -> nn.Module:
+    """Builds a registered model, or loads one.
 
-    With ``pretrained=True`` the shipped weights are loaded (in eval mode); their own config is used, so overrides
-    are not allowed then.
+    Args:
+        name: a registered name (:func:`list_models`); default ``daifnet``, or :data:`DEFAULT_MODEL` with
+            ``pretrained``; with ``checkpoint`` the file's own model (a different ``name`` is an error).
+        pretrained: load the weights shipped with the package (eval mode); their config is fixed, so no overrides.
+        checkpoint: a ``.safetensors`` file of ``defocus train`` or an ``.onnx`` file of ``defocus export``.
+        threads: intra-op threads of ONNX Runtime for an ``.onnx`` checkpoint (0: its default).
+        overrides: fields of the model's config (new models only).
+    Returns:
+        The model; loaded ones are in eval mode and carry ``checkpoint_metadata`` (model name, model config,
+        training config, extra numbers).
     """
-    if name not in MODEL_REGISTRY:
-        raise DefocusError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    if pretrained:
+    if checkpoint is not None or pretrained:
         if overrides:
-            raise DefocusError("pretrained weights fix the model's config: pass no overrides with pretrained=True")
-        from defocus.models.checkpoint import load_checkpoint
-
+            raise InputError("loaded weights fix the model's config: pass no config overrides with them")
+        if checkpoint is not None and pretrained:
+            raise InputError("pass either pretrained=True (the shipped weights) or a checkpoint, not both")
+    if checkpoint is not None:
+        model = _load_file(Path(checkpoint), threads)
+        loaded = model.checkpoint_metadata.get("model_name")
+        if name is not None and name != loaded:
+            raise InputError(f"checkpoint {checkpoint} holds model {loaded}, not {name}", field="checkpoint")
+        return model
+    name = name or (DEFAULT_MODEL if pretrained else "daifnet")
+    if name not in MODEL_REGISTRY:
+        raise InputError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    if pretrained:
         path = shipped_weights_path(name)
         if not path.is_file():
-            raise DefocusError(
-                f"no shipped weights found for {name} at {path}; pass --checkpoint or train them with "
-                "'defocus train --config release'"
-            )
-        model, _ = load_checkpoint(path)
-        return model
+            raise InputError(f"no shipped weights found for {name} at {path}: give a checkpoint, or train them with "
+                             "'defocus train --config release'")
+        return _load_file(path, threads)
     return MODEL_REGISTRY[name](**overrides)
+
+
+def _load_file(path: Path, threads: int) -> nn.Module:
+    """The model of a ``.safetensors`` checkpoint (PyTorch, eval mode) or an ``.onnx`` export (ONNX Runtime)."""
+    if path.suffix.lower() == ".onnx":
+        from defocus.models.onnx import OnnxModel
+
+        return OnnxModel(path, threads)
+    from defocus.models.checkpoint import read_checkpoint
+
+    state, meta = read_checkpoint(path)
+    name = meta["model_name"]
+    if name not in MODEL_REGISTRY:
+        raise InputError(f"checkpoint {path} holds an unknown model {name!r}", field="checkpoint")
+    model = MODEL_REGISTRY[name](**dict(meta["model_config"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint {path} does not match model {name}: {str(exc).splitlines()[0]}",
+                         field="checkpoint") from None
+    model.eval()
+    model.checkpoint_metadata = meta
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
