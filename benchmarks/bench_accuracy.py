@@ -26,7 +26,7 @@ from defocus.demo import make_test_stack
 from defocus.data.folders import write_stack
 from defocus.evaluate import evaluate_stack, format_table, summarize
 from defocus.data.folders import read_stack
-from defocus.models.checkpoint import load_checkpoint, load_default_model
+from defocus.models.factory import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RGBD = ROOT.parent / "shared" / "data" / "rgbd"
@@ -81,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not RGBD.is_dir():
         print(f"note: {RGBD} is absent: real RGB-D test stacks skipped")
-    model, meta = load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
+    model = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
+    meta = model.checkpoint_metadata
     groups = make_stacks(args.out, args.procedural)
     lines = [f"checkpoint: {args.checkpoint or 'shipped weights'}", ""]
     for steps in args.refine_steps:

@@ -25,7 +25,8 @@ import torch
 
 from bench_rgbd_split import DEPTH_RANGE, KEYS, render_split, require_frames
 from defocus.metrics import depth_metrics
-from defocus.models.checkpoint import load_checkpoint
+from defocus.models.factory import create_model
+from defocus.predict import predict_stack
 
 SPLITS = ("validation", "test")
 PROTOCOLS = ("paper", "realistic")
@@ -34,12 +35,10 @@ PROTOCOLS = ("paper", "realistic")
 def score(model, stacks) -> dict[str, dict[str, float]]:
     """{protocol: {delta1, abs_rel, rmse}} means over scene groups, for stacks [(group, protocol, stack)]."""
     per: dict[str, dict[str, list]] = {p: defaultdict(list) for p in PROTOCOLS}
-    dr = torch.tensor([DEPTH_RANGE], dtype=torch.float64)
     for group, protocol, st in stacks:
-        fd = st.focus_distances_m.float()[None]
-        with torch.no_grad():
-            pred = model(st.images[None].float(), fd, st.camera.blur_per_dioptre(fd), dr)
-        m = depth_metrics(pred.depth_map, torch.from_numpy(st.gt_depth), depth_range_m=DEPTH_RANGE)
+        pred = predict_stack(model, st, depth_range=DEPTH_RANGE)  # the pipeline of `defocus predict`
+        x0, y0, x1, y1 = pred.crop_box
+        m = depth_metrics(pred.depth_map, torch.from_numpy(st.gt_depth)[y0:y1, x0:x1], depth_range_m=DEPTH_RANGE)
         per[protocol][group].append([m[k] for k in KEYS])
     return {p: dict(zip(KEYS, np.mean([np.mean(v, 0) for v in g.values()], 0).tolist())) for p, g in per.items()}
 
@@ -68,7 +67,7 @@ def main() -> None:
         print("|---:|---:|" + "---|" * (len(SPLITS) * len(PROTOCOLS)))
         for f in files:
             epoch = int(re.findall(r"\d+", f.stem)[0])
-            model = load_checkpoint(f)[0].eval()
+            model = create_model(checkpoint=f)
             row = {"epoch": epoch, "minutes": seconds.get(epoch, float("nan")) / 60,
                    **{s: score(model, stacks[s]) for s in SPLITS}}
             rows.append(row)

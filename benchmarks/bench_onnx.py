@@ -28,8 +28,9 @@ import torch
 
 from defocus.data.rgbd_index import FOCUS_BY_KIND, load_rgbd, read_index, split_of
 from defocus.data.synthesis import stack_from_rgbd
-from defocus.export import OnnxModel, export_onnx
-from defocus.models.checkpoint import load_checkpoint, load_default_model
+from defocus.export import export_onnx
+from defocus.models.factory import create_model
+from defocus.models.onnx import OnnxModel
 from defocus.optics.camera import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,8 @@ def main() -> None:
     if not INDEX.is_file():
         raise SystemExit(f"{INDEX} is absent: this benchmark needs the shared RGB-D frames")
     torch.set_num_threads(args.threads)
-    model, meta = load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
+    model = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
+    meta = model.checkpoint_metadata
     onnx_path = args.onnx
     tmp = tempfile.TemporaryDirectory()  # removed at exit
     if onnx_path is None:

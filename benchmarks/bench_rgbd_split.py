@@ -3,12 +3,14 @@
 Every frame of the chosen split (`defocus.data.rgbd_index.SPLIT`, by scene group) of ../shared/data/rgbd/INDEX.csv is
 rendered at 320 x 240 with the `nyuv2` lens and the focus distances of its kind (`FOCUS_BY_KIND`: the preset's for
 rooms, nearer for tabletops, farther outdoors) under both protocols, and scored (metrics per image over valid ground
-truth inside the depth range 0.1-20 m). Results per scene group, and the mean over scene groups (each group weighs
-the same, however many frames it has). In the same run: the adaptive classical baseline (the default) and the fixed
-σ = 0 / σ = 1 px variants; the network alone; and the network refined for each budget of ``--refine-steps`` (one
-refinement run per stack, with snapshots at the smaller budgets; the forward model self-calibrated per stack with
-``--refine-psf auto``). Also the AIF PSNR against the true sharp image (does refinement degrade it?) and the median
-seconds per stack of every method, as a ratio to the adaptive classical baseline.
+truth inside the depth range 0.1-20 m). Every method runs through the pipeline of ``defocus predict``
+(:func:`defocus.predict.predict_stack` with its default options: alignment where needed, the automatic working size,
+guided upsampling), so the figures are those of the path users run. Results per scene group, and the mean over
+scene groups (each group weighs the same, however many frames it has). In the same run: the adaptive classical
+baseline (the default) and the fixed σ = 0 / σ = 1 px variants and ``classical_fill``; the network alone; and the
+network refined for each budget of ``--refine-steps`` (one pipeline run per budget; the forward model self-calibrated
+per stack with ``--refine-psf auto``). Also the AIF PSNR against the true sharp image (does refinement degrade it?)
+and the median seconds per stack of every method, as a ratio to the adaptive classical baseline.
 
 Usage: python benchmarks/bench_rgbd_split.py [--split test] [--refine-steps 0 10 30] [--refine-psf auto]
        [--checkpoint FILE] [--json out.json] [--threads 2]
@@ -20,6 +22,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +32,10 @@ from defocus.data.rgbd_index import FOCUS_BY_KIND, load_rgbd, read_index, split_
 from defocus.data.synthesis import stack_from_rgbd
 from defocus.evaluate import fixed_baselines
 from defocus.metrics import depth_metrics, psnr
-from defocus.models.checkpoint import load_checkpoint
 from defocus.models.classical import ClassicalEstimator
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
-from defocus.predict import refine_physics
-from defocus.refine import refine
+from defocus.predict import PredictOptions, predict_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT.parent / "shared" / "data" / "rgbd" / "INDEX.csv"
@@ -65,34 +66,23 @@ def _timed(fn):
 
 
 def evaluate_frame(model, st, budgets, refine_psf):
-    """{method: metrics} and {method: seconds} for one rendered stack."""
-    cam = st.camera
-    fd = st.focus_distances_m.float()[None]
-    k = cam.blur_per_dioptre(fd)
-    x = st.images[None].float()
-    dr = torch.tensor([DEPTH_RANGE], dtype=torch.float64)
-    gt = torch.from_numpy(st.gt_depth)
+    """{method: metrics} and {method: seconds} for one rendered stack, every method through the pipeline."""
+    options = PredictOptions(depth_range=DEPTH_RANGE)
+    runs = {name: (est, options) for name, est in {"classical": ClassicalEstimator(), **fixed_baselines()}.items()}
+    runs["network"] = (model, options)
+    for b in budgets:
+        if b > 0:
+            runs[f"network+{b}"] = (model, replace(options, refine_steps=b, refine_model=refine_psf))
     preds, secs = {}, {}
-    with torch.no_grad():
-        for name, est in {"classical": ClassicalEstimator(), **fixed_baselines()}.items():
-            preds[name], secs[name] = _timed(lambda est=est: est(x, fd, k, dr))
-        preds["network"], secs["network"] = _timed(lambda: model(x, fd, k, dr))
-    refined = [b for b in budgets if b > 0]
-    if refined:
-        physics, t_cal = _timed(lambda: refine_physics(refine_psf, x, fd, k, DEPTH_RANGE, preds["network"]))
-        report: dict = {}
-        refine(x, fd, k, DEPTH_RANGE, preds["network"], max(refined), physics, report=report,
-               snapshots=tuple(refined))
-        for b in refined:
-            preds[f"network+{b}"] = report["snapshots"][b]
-            secs[f"network+{b}"] = secs["network"] + t_cal + report["snapshot_seconds"][b]
-        chosen = physics.describe()
-    else:
-        chosen = None
+    for name, (est, opts) in runs.items():
+        preds[name], secs[name] = _timed(lambda est=est, opts=opts: predict_stack(est, st, opts))
+    chosen = next((p.refine_model for p in preds.values() if p.refine_model), None)
     metrics = {}
+    gt = torch.from_numpy(st.gt_depth)
     for name, p in preds.items():
-        m = depth_metrics(p.depth_map, gt, depth_range_m=DEPTH_RANGE)
-        m["aif_psnr"] = psnr(p.aif_image.clamp(0, 1), st.gt_aif)
+        x0, y0, x1, y1 = p.crop_box
+        m = depth_metrics(p.depth_map, gt[y0:y1, x0:x1], depth_range_m=DEPTH_RANGE)
+        m["aif_psnr"] = psnr(p.aif_image.clamp(0, 1), st.gt_aif[:, y0:y1, x0:x1])
         metrics[name] = m
     return metrics, secs, chosen
 
@@ -108,8 +98,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     require_frames(args.threads)
-    model = load_checkpoint(args.checkpoint)[0] if args.checkpoint else create_model("daifnet_small", pretrained=True)
-    model.eval()
+    model = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
     entries = [e for e in read_index(INDEX) if split_of(e) == args.split]
     t0 = time.time()
     out: dict = {"split": args.split, "checkpoint": str(args.checkpoint or "shipped"), "protocols": {}}

@@ -22,7 +22,6 @@ from defocus.predict import predict_stack
 from defocus.losses.selfsup import SelfSupervisedLoss
 from defocus.optics.forward import ForwardModel
 from defocus.models.factory import count_parameters, create_model
-from defocus.models.checkpoint import load_checkpoint, load_default_model
 from defocus.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +44,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, meta = load_checkpoint(args.checkpoint) if args.checkpoint else load_default_model()
+    model = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
+    meta = model.checkpoint_metadata
     stack = make_test_stack("nyuv2", "paper", 0)  # 5 x 3 x 240 x 320
     rows = []
     t_cls = median_time(lambda: classical_depth_from_focus(stack.images, stack.focus_distances_m), args.repeats)

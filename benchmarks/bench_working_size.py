@@ -2,7 +2,7 @@
 
 The real RGB-D frames of ../shared/data/rgbd (the issue-3 set: NYU #0045 and 5 PrimeSense frames) are rendered at
 640 x 480 with the `nyuv2` camera (pixel pitch 6 µm at that size, the preset's 12 µm at 320 x 240) under both
-protocols; each stack is predicted through `predict_photo_stack` (no alignment: the stacks are aligned) at several
+protocols; each stack is predicted through `predict_stack` (no alignment: the stacks are aligned) at several
 working sizes, with outputs at 640 x 480, and scored against the ground truth (AbsRel, δ1). Time is per stack.
 
 Usage: python benchmarks/bench_working_size.py [--sizes 160 240 320 480 640] [--threads 2] [--model classical]
@@ -22,7 +22,7 @@ from defocus.data.synthesis import stack_from_rgbd
 from defocus.metrics import depth_metrics
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
-from defocus.predict import predict_photo_stack
+from defocus.predict import predict_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 RGBD = ROOT.parent / "shared" / "data" / "rgbd"
@@ -60,10 +60,11 @@ def main() -> None:
             rel, d1, secs = [], [], []
             for st in stacks:
                 t = time.perf_counter()
-                res = predict_photo_stack(model, st, max_size=size or None, align=False,
-                                          depth_range=preset.depth_range_m)
+                res = predict_stack(model, st, max_size=size or None, depth_range=preset.depth_range_m)
                 secs.append(time.perf_counter() - t)
-                m = depth_metrics(res.full.depth_map, torch.from_numpy(st.gt_depth), depth_range_m=preset.depth_range_m)
+                x0, y0, x1, y1 = res.crop_box
+                gt = torch.from_numpy(st.gt_depth)[y0:y1, x0:x1]
+                m = depth_metrics(res.depth_map, gt, depth_range_m=preset.depth_range_m)
                 rel.append(m["abs_rel"])
                 d1.append(m["delta1"])
             label = f"auto ({max(res.working_size)})" if size == 0 else str(size)
