@@ -14,8 +14,8 @@ to a multiple of 2^levels, the crop back, log N of the confidence, the radii of 
 image — and the tracer records Python numbers as constants of the example it traced (not tried here: that is its
 documented behaviour), so that a graph with "dynamic" axes would silently give wrong results at other sizes;
 ``torch.export`` keeps them symbolic, and it rejects a branch on a tensor value with an error instead of freezing it
-with a warning. What it could not take was rewritten in the model code itself, in equivalent form (the commit before
-this module's, with the proof that outputs did not change): the per-stack choice of the prior's pre-filter
+with a warning. The model code is written so that the exporter takes it (equivalent forms, outputs unchanged):
+the per-stack choice of the prior's pre-filter
 (``unique``/``nonzero``/Python floats → a selection by ``torch.where``), branches on N (N = 1 and 2 fall out of the
 general code), the batch-wide "nothing confident" early return of ``filters.confidence_fill`` (now selected per
 stack), padding only when needed (padding by zero is the identity), the float64 ``conv2d`` and ``avg_pool2d`` of the
@@ -188,8 +188,8 @@ def parity_stacks(seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
 #: more than PARITY_MAX_FRACTION of the pixels disagree (and none is NaN in one runtime only). Both runtimes run the
 #: same float32 graph and sum in other orders, which moves depths by about 1e-6 relative; but in a few pixels the model
 #: decides at a threshold (the cue fill's support, the prior's sharpest frame), and there a rounding-sized change
-#: flips the decision — PyTorch against itself with the input moved by 1e-7 differs by up to 8 cm in 25 of 76,800
-#: pixels of a real RGB-D stack (BENCHMARKS.md) — so a maximum alone would fail good files. A wrong graph is off
+#: flips the decision (PyTorch against itself with the input moved by 1e-7 does the same: BENCHMARKS.md, "ONNX
+#: export"), so a maximum alone would fail good files. A wrong graph is off
 #: almost everywhere.
 PARITY_RTOL = 1e-3
 PARITY_MAX_FRACTION = 1e-3

@@ -37,8 +37,7 @@ from defocus.refine import refine
 
 #: The automatic working size puts the stack's largest blur per dioptre K (CoC pixels per dioptre) near this value,
 #: the middle of the range the shipped weights were trained on (about 5.5 to 37 px/D: the two presets with pixel
-#: pitches scaled by 0.7 to 1.4). On real RGB-D frames rendered at 640 x 480 (K = 52 px/D) the network's AbsRel is
-#: 0.061-0.065 at 160-240 px (K 13-20) and 0.120 at 640 px: accuracy is best where K matches (BENCHMARKS.md).
+#: pitches scaled by 0.7 to 1.4): accuracy is best where K matches (BENCHMARKS.md, "Working size").
 TARGET_BLUR_PER_DIOPTRE = 16.0
 #: ... but a stack is not shrunk below this K, where the defocus cue starts to vanish into the pixels.
 MIN_BLUR_PER_DIOPTRE = 6.0

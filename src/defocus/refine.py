@@ -12,14 +12,9 @@ the initial AIF so that it stops at image edges), see :func:`pyramid_levels_for`
 constrains depth where the stack has texture; with per-pixel parameters a correction found at an edge spreads into
 the texture-less area around it only through the smoothness term, a pixel or so per step. The coarse grids move
 whole regions at once (a preconditioner, not a different loss: any per-pixel field is still reachable through the
-full-size grid). On the validation scene groups (30 steps) it raised δ1 from 0.991 to 0.998 (`paper`) and 0.955 to
-0.967 (`realistic`) and cut RMSE by about a fifth; grids coarser than about 30 px on the short side (5 levels at 240
-x 320) overshoot and make `realistic` worse. The edge-aware (guided) upsampling of the coarse grids was better on
-the validation groups than plain bilinear grids (δ1 / AbsRel / RMSE `paper` 0.998 / 0.029 / 0.091 → 0.998 / 0.028 /
-0.085, `realistic` 0.967 / 0.060 / 0.285 → 0.970 / 0.059 / 0.273). Known weakness: on a real phone stack whose
-forward model fits poorly, texture-less surfaces (which no data term holds) drift to the near bound with either kind
-of coarse grid, where per-pixel parameters leave them near the initial value (BENCHMARKS.md, "The real phone
-stacks").
+full-size grid). The level count and the guide were chosen on the validation scene groups; the figures, and the
+known weakness on real stacks whose forward model fits poorly (texture-less surfaces drift), are in BENCHMARKS.md
+("Refinement as a correction pyramid", "The real phone stacks").
 """
 
 from __future__ import annotations
@@ -42,10 +37,8 @@ def refinement_loss_config() -> LossConfig:
     """The training loss without the AIF-sharpness term.
 
     That term rewards detail without bound; over a training set it only steers the network's blending, but optimising
-    one stack's AIF directly it sharpens past the truth (ringing, amplified noise): on the validation and some
-    training scene groups the AIF PSNR fell from 38.3 dB (network) to 35.4 dB after 100 steps under `paper`. Without
-    it the reconstruction term alone decides how sharp the AIF is, the AIF improves with every step (38.8 → 42.3 dB
-    after 60 steps) and depth is as good.
+    one stack's AIF directly it sharpens past the truth (ringing, amplified noise). Without it the reconstruction
+    term alone decides how sharp the AIF is (BENCHMARKS.md has the AIF PSNR with and without).
     """
     cfg = LossConfig()
     cfg.weights = {**cfg.weights, "aif_sharpness": 0.0}
@@ -53,7 +46,7 @@ def refinement_loss_config() -> LossConfig:
 
 
 #: The coarsest correction grid keeps at least this many cells on the image's shorter side (chosen on the validation
-#: scene groups: 3 levels at 240 x 320 tied with 4 and beat 0 and 5-6, see the module docstring).
+#: scene groups; coarser grids overshoot under noise).
 PYRAMID_MIN_CELLS = 30
 #: Each coarse grid is upsampled bilinearly and then guided-filtered on the initial AIF (radius 2**level, this eps),
 #: so that a coarse correction stops at strong image edges instead of crossing onto the neighbouring surface.
