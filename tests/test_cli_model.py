@@ -376,7 +376,7 @@ def test_demo_refine_psf_reaches_the_refinement(trained, tmp_path, capsys, monke
     assert len(seen) == 4  # one refinement per demo stack (the classical baseline is not refined)
     want = {"gaussian": ("gaussian", "srgb"), "disk": ("disk", "linear")}[psf]
     assert all((fm.psf, fm.light) == want for fm in seen)
-    assert json.loads((out / "metrics.json").read_text())["refine_model"] == psf
+    assert json.loads((out / "metrics.json").read_text())["options"]["refine_model"] == psf
 
 
 def test_refine_flag_runs_the_default_budget_self_calibrated(trained, stack, tmp_path, capsys, monkeypatch):

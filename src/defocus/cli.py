@@ -696,11 +696,15 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
 
 
 def _with_flag(exc: DefocusError, args: argparse.Namespace) -> str:
-    """The error's line, with the flag that sets its input where the library named one and this command has it."""
+    """The error's line, with the flags that set its inputs where the library named them (``InputError.field``) and
+    this command has them."""
     text = str(exc)
-    dest, flag = FIELD_FLAGS.get(getattr(exc, "field", None) or "", (None, None))
-    if dest is not None and hasattr(args, dest) and flag.split()[0] not in text:
-        text += f" (set with {flag})"
+    fields = getattr(exc, "field", None) or ()
+    flags = [FIELD_FLAGS[f][1] for f in ((fields,) if isinstance(fields, str) else fields)
+             if f in FIELD_FLAGS and hasattr(args, FIELD_FLAGS[f][0])]
+    flags = [f for f in flags if f.split()[0] not in text]
+    if flags:
+        text += f" (set with {' or '.join(flags) if len(flags) < 3 else ', '.join(flags[:-1]) + ' and ' + flags[-1]})"
     return text
 
 

@@ -19,9 +19,10 @@ class DefocusError(ValueError):
 
 
 class InputError(DefocusError):
-    """Bad user input; ``field`` optionally names the input (``"focus"``, ``"camera.f_number"``, ...)."""
+    """Bad user input; ``field`` optionally names the input (``"focus"``, ``"camera.f_number"``, ...), or the inputs
+    any one of which would mend it (a tuple)."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | tuple[str, ...] | None = None) -> None:
         super().__init__(message)
         self.field = field
 

@@ -181,8 +181,9 @@ def test_each_flag_overrides_only_what_it_names():
 def test_bad_camera_values_are_errors_or_missing():
     with pytest.raises(DefocusError, match="--f-number"):
         resolve_camera({"f_number": 0.0}, None, EXIF_FULL, 4080)
-    with pytest.raises(DefocusError, match="--sensor-width-mm"):
+    with pytest.raises(DefocusError, match="sensor width must be a finite positive") as info:
         resolve_camera({}, None, {}, 100, sensor_width_mm=-1.0)
+    assert info.value.field == "sensor_width_mm" and "--" not in str(info.value)  # the CLI names the flag
     with pytest.raises(DefocusError, match="unknown camera values"):
         resolve_camera({"focal_mm": 5.0}, None, {}, 100)
     # implausible EXIF counts as missing (a 20 m focal length, a 2 mm pixel)
@@ -220,7 +221,7 @@ def test_focus_from_diopters_and_its_errors():
         resolve_focus(2, focus_diopters=[1.0, 0.0])
     with pytest.raises(DefocusError, match="dioptres must be finite positive"):
         resolve_focus(2, focus_diopters=[1.0, -2.0])
-    with pytest.raises(DefocusError, match="--focus-diopters gives 1 values but stack s has 2 images"):
+    with pytest.raises(DefocusError, match="1 focus dioptres given but stack s has 2 images"):
         resolve_focus(2, focus_diopters=[1.0], name="s")
 
 
@@ -234,7 +235,7 @@ def test_focus_precedence():
     assert resolve_focus(2, stack_json={"images": ["a", "b"]}, exif_list=exif) == ([3.0, 4.0], "exif:SubjectDistance")
     assert resolve_focus(2, exif_list=[exif[0], {}], file_names=["a_1.0m.jpg", "b_2.0m.jpg"]) == (None, None)
     assert resolve_focus(2) == (None, None)
-    with pytest.raises(DefocusError, match="--focus gives 3 distances but stack s has 2 images"):
+    with pytest.raises(DefocusError, match="3 focus distances given but stack s has 2 images"):
         resolve_focus(2, focus_m=[1.0, 2.0, 3.0], name="s")
 
 
@@ -258,7 +259,7 @@ def test_read_stack_records_focus_sources(tmp_path):
 
 def test_relative_stack_without_focus(tmp_path):
     folder = _pixel_folder(tmp_path / "rel", focus=(None, None, 1.0))
-    with pytest.raises(DefocusError, match=r"pass --focus or add stack\.json \(img_1\.jpg has no EXIF"):
+    with pytest.raises(DefocusError, match=r"give them \(metres or dioptres\) or add stack\.json \(img_1\.jpg has no EXIF"):
         read_stack(folder)
     st = read_stack(folder, require_focus=False)
     assert st.provenance["relative"] is True

@@ -204,11 +204,12 @@ def test_integer_depth_needs_scale(tmp_path):
     Image.fromarray(np.full((4, 5), 15, np.uint8)).save(tmp_path / "d8.png")
     np.save(tmp_path / "di.npy", np.full((4, 5), 3, np.int32))
     for nm in ("d16.png", "d8.png", "di.npy"):
-        with pytest.raises(DefocusError, match="--depth-scale"):
+        with pytest.raises(DefocusError, match="give its depth scale") as info:
             read_depth(tmp_path / nm)
+        assert info.value.field == "depth_scale"
     assert np.allclose(read_depth(tmp_path / "d16.png", depth_scale=0.001), 1.5)
     assert np.allclose(read_depth(tmp_path / "d8.png", depth_scale=0.1), 1.5)
-    with pytest.raises(DefocusError, match="--depth-scale"):
+    with pytest.raises(DefocusError, match="depth scale must be a finite positive"):
         read_depth(tmp_path / "d16.png", depth_scale=-1)
 
 
@@ -284,7 +285,7 @@ def test_stack_round_trip_without_camera_or_gt(tmp_path):
     assert "camera" not in json.loads((tmp_path / "s" / "stack.json").read_text())
     back = read_stack(tmp_path / "s")
     assert back.camera is None and back.gt_depth is None and back.gt_aif is None and back.num_images == 1
-    with pytest.raises(DefocusError, match="--focal-length-mm, --f-number and --pixel-size-um"):
+    with pytest.raises(DefocusError, match="give its focal length, f-number and pixel pitch"):
         require_camera(back)
     assert require_camera(read_stack(tmp_path / "s", camera=CAM)) == CAM
 
@@ -329,7 +330,7 @@ def test_read_stack_overrides(tmp_path):
     cam2 = ThinLensCamera.from_mm_um(7.2, 1.2, 5.6)
     st = read_stack(tmp_path / "s", focus=[0.5, 0.75], camera=cam2)
     assert st.focus_distances_m.tolist() == [0.5, 0.75] and st.camera == cam2
-    with pytest.raises(DefocusError, match="--focus gives 3 distances but stack s has 2 images"):
+    with pytest.raises(DefocusError, match="3 focus distances given but stack s has 2 images"):
         read_stack(tmp_path / "s", focus=[1.0, 2.0, 3.0])
 
 
@@ -370,8 +371,8 @@ def _bad_cases(tmp_path: Path) -> list[tuple[Path, dict, str]]:
     case("json_impossible_camera", two, {"focus_distances_m": [1.0, 2.0],
                                          "camera": {"focal_length_mm": 50, "f_number": 0, "pixel_size_um": 5}},
          {}, r"f-number must be a finite positive")
-    case("no_focus", two, None, {}, r"no focus distances for no_focus: pass --focus or add stack\.json")
-    case("no_focus_in_json", two, {"camera": CAM.to_dict()}, {}, r"pass --focus")
+    case("no_focus", two, None, {}, r"no focus distances for no_focus: give them \(metres or dioptres\) or add stack\.json")
+    case("no_focus_in_json", two, {"camera": CAM.to_dict()}, {}, r"no focus distances .* add focus_distances_m")
     (tmp_path / "empty").mkdir()
     cases.append((tmp_path / "empty", {}, r"no images in .*empty"))
     cases.append((tmp_path / "does_not_exist", {}, "does not exist"))
@@ -452,9 +453,10 @@ def test_exif_incomplete_camera_is_none_and_missing_focus_names_flag(tmp_path):
     _jpeg_with_exif(tmp_path / "b.jpg", _rgb(), {0x920A: 5.0, 0x9206: 2.0})
     st = read_stack(tmp_path)
     assert st.camera is None
-    with pytest.raises(DefocusError, match="pass --focal-length-mm"):
+    with pytest.raises(DefocusError, match="give its focal length, f-number and pixel pitch") as info:
         require_camera(st)
+    assert info.value.field == ("camera.focal_length_mm", "camera.f_number", "camera.pixel_size_um")
     _jpeg_with_exif(tmp_path / "c.jpg", _rgb(), {0x920A: 5.0})  # no SubjectDistance
-    with pytest.raises(DefocusError, match=r"pass --focus .*c\.jpg has no EXIF SubjectDistance"):
+    with pytest.raises(DefocusError, match=r"no focus distances .*c\.jpg has no EXIF SubjectDistance"):
         read_stack(tmp_path)
     assert read_stack(tmp_path, focus=[1.0, 2.0, 3.0]).num_images == 3

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from pathlib import Path
 
 from defocus.color import to_uint8
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.files import atomic_write, describe_os_error
 
 PathLike = str | os.PathLike
@@ -240,9 +240,10 @@ def read_depth(path: PathLike, depth_scale: float | None = None) -> np.ndarray:
         try:
             depth_scale = float(depth_scale)
         except (TypeError, ValueError):
-            raise DefocusError(f"--depth-scale must be a number, got {depth_scale!r}") from None
+            raise InputError(f"the depth scale must be a number, got {depth_scale!r}", field="depth_scale") from None
         if not math.isfinite(depth_scale) or depth_scale <= 0:
-            raise DefocusError(f"--depth-scale must be a finite positive number (metres per unit), got {depth_scale}")
+            raise InputError(f"the depth scale must be a finite positive number (metres per unit), got {depth_scale}",
+                             field="depth_scale")
     suffix = p.suffix.lower()
     try:
         with warnings.catch_warnings():
@@ -255,9 +256,8 @@ def read_depth(path: PathLike, depth_scale: float | None = None) -> np.ndarray:
     arr = as_depth_map(raw, f"cannot read depth {p}")
     if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
         if depth_scale is None:
-            raise DefocusError(
-                f"depth {p} holds integers ({arr.dtype}): pass --depth-scale (metres per unit, e.g. 0.001 for mm)"
-            )
+            raise InputError(f"depth {p} holds integers ({arr.dtype}): give its depth scale (metres per unit, e.g. "
+                             "0.001 for mm)", field="depth_scale")
     depth = arr.astype(np.float64)
     if depth_scale is not None:
         depth = depth * depth_scale

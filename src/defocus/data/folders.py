@@ -161,7 +161,7 @@ def read_stack(
     relative = fd is None
     if fd is None:
         if require_focus:
-            raise DefocusError(missing_focus_message(name, image_names, exif_list, data is not None))
+            raise InputError(missing_focus_message(name, image_names, exif_list, data is not None), field="focus")
         fd = [float(i + 1) for i in range(n)]
     check_focus(fd, camera, f"stack {name}")
 
@@ -264,9 +264,9 @@ def write_stack(stack: FocalStack, folder: PathLike) -> None:
     if dest.exists() and not dest.is_dir():
         raise DefocusError(f"cannot write a stack to {dest}: it exists and is not a folder")
     if stack.provenance.get("relative"):
-        raise DefocusError(
+        raise InputError(
             f"cannot write stack {stack.name}: its focus distances are unknown (a relative stack); "
-            "pass --focus or --focus-diopters"
+            "give them when reading it", field="focus"
         )
     if dest.is_dir():
         _check_replaceable(dest)

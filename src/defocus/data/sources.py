@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from defocus.data.sensors import find_model, lookup_sensor, pixel_pitch_um
 from defocus.data.stack import focus_list
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.optics.camera import ThinLensCamera
 
 CAMERA_FIELDS: tuple[str, ...] = ("focal_length_mm", "f_number", "pixel_size_um")
@@ -98,7 +98,8 @@ def resolve_camera(
     if sensor_width_mm is not None:
         sw = _number(sensor_width_mm)
         if sw is None or sw <= 0:
-            raise DefocusError(f"--sensor-width-mm must be a finite positive number of mm, got {sensor_width_mm!r}")
+            raise InputError(f"the sensor width must be a finite positive number of mm, got {sensor_width_mm!r}",
+                             field="sensor_width_mm")
         sensor_width_mm = sw
 
     sources: dict[str, Any] = {}
@@ -228,12 +229,12 @@ def resolve_focus(
     if focus_m is not None:
         fd = focus_list(focus_m, what)
         if len(fd) != n_images:
-            raise DefocusError(f"--focus gives {len(fd)} distances but {what} has {n_images} images")
+            raise InputError(f"{len(fd)} focus distances given but {what} has {n_images} images", field="focus")
         return fd, "flag"
     if focus_diopters is not None:
         dio = focus_list(focus_diopters, what)
         if len(dio) != n_images:
-            raise DefocusError(f"--focus-diopters gives {len(dio)} values but {what} has {n_images} images")
+            raise InputError(f"{len(dio)} focus dioptres given but {what} has {n_images} images", field="focus")
         for v in dio:
             if not math.isfinite(v) or v < 0:
                 raise DefocusError(f"{what}: focus dioptres must be finite positive numbers (1/m), got {dio}")
@@ -261,15 +262,14 @@ def missing_focus_message(
     exif_list: Sequence[dict] | None,
     has_stack_json: bool,
 ) -> str:
-    """The error for a stack without focus distances: names ``--focus`` (and ``--focus-diopters``), what to add to
-    stack.json, and the first image without EXIF SubjectDistance."""
+    """The message for a stack without focus distances (field ``focus``): what to add to stack.json, and the first
+    image without EXIF SubjectDistance."""
     where = "add focus_distances_m to stack.json" if has_stack_json else "add stack.json"
-    msg = f"no focus distances for {name or 'the stack'}: pass --focus or {where}"
+    msg = f"no focus distances for {name or 'the stack'}: give them (metres or dioptres) or {where}"
     lacking = [
         f for f, e in zip(file_names, exif_list or [{}] * len(file_names)) if (e or {}).get("focus_distance_m") is None
     ]
-    detail = f"{lacking[0]} has no EXIF SubjectDistance; " if lacking else ""
-    return f"{msg} ({detail}--focus-diopters gives them in dioptres)"
+    return f"{msg} ({lacking[0]} has no EXIF SubjectDistance)" if lacking else msg
 
 
 def check_focus_names(file_names: Sequence[str], focus_m: Sequence[float]) -> str | None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from defocus.data.codecs import as_depth_map, clean_depth
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.optics.camera import ThinLensCamera
 
 
@@ -29,20 +29,21 @@ def focus_list(focus: Any, what: str) -> list[float]:
     try:
         out = [float(v) for v in focus]
     except (TypeError, ValueError):
-        raise DefocusError(f"{what}: focus distances must be numbers (metres), got {focus!r}") from None
+        raise InputError(f"{what}: focus distances must be numbers (metres), got {focus!r}", field="focus") from None
     return out
 
 def check_focus(focus: Sequence[float], camera: ThinLensCamera | None, what: str) -> None:
-    """Finite, positive and (with a camera) beyond the focal length; errors name ``what`` and ``--focus``."""
+    """Finite, positive and (with a camera) beyond the focal length; errors name ``what`` (field ``focus``)."""
     if len(focus) == 0:
-        raise DefocusError(f"{what}: no focus distances (pass --focus)")
+        raise InputError(f"{what}: no focus distances", field="focus")
     if not all(math.isfinite(v) and v > 0 for v in focus):
-        raise DefocusError(f"{what}: focus distances must be finite positive numbers of metres, got {list(focus)}")
+        raise InputError(f"{what}: focus distances must be finite positive numbers of metres, got {list(focus)}",
+                         field="focus")
     if camera is not None:
         try:
             camera.validate_focus(list(focus))
         except DefocusError as exc:
-            raise DefocusError(f"{what}: {exc}") from None
+            raise InputError(f"{what}: {exc}", field="focus") from None
 
 
 @dataclass
@@ -158,10 +159,9 @@ class FocalStack:
 
 
 def require_camera(stack: FocalStack) -> ThinLensCamera:
-    """The stack's camera; a DefocusError naming the flags to pass when it is unknown."""
+    """The stack's camera; an InputError when it is unknown."""
     if stack.camera is None:
-        raise DefocusError(
-            f"no camera for {stack.name}: pass --focal-length-mm, --f-number and --pixel-size-um "
-            "(or add a camera to stack.json)"
-        )
+        raise InputError(f"no camera for {stack.name}: give its focal length, f-number and pixel pitch (or add a "
+                         "camera to stack.json)", field=("camera.focal_length_mm", "camera.f_number",
+                                                         "camera.pixel_size_um"))
     return stack.camera
