@@ -9,26 +9,41 @@ aperture (Gaussian, generalised Gaussian exp(−(ρ/s)⁴) and disk — three po
 q = 2 to q = ∞ — each on sRGB values and in linear light), then the blur scale (an effective aperture) for the winner.
 The blur scale is identifiable because one depth must explain every frame: scaling K cannot be compensated by moving
 the depth for all focus distances at once.
+
+The candidate shapes are the PSF families registered with ``calibrate=True``
+(:data:`defocus.optics.psf.PSF_REGISTRY`, in registry order), each under every light model: a new family enters the
+search by its registry entry alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from defocus.losses.terms import photometric
 from defocus.models.prediction import Prediction
-from defocus.optics.forward import ForwardModel
+from defocus.optics.forward import LIGHT_MODELS, ForwardModel
+from defocus.optics.psf import psf_names
 from defocus.refine import refine
 
-#: Candidate (psf, light) pairs and blur scales tried by default.
-FAMILIES = (
-    ("gaussian", "srgb"), ("gaussian", "linear"), ("gennorm", "srgb"), ("gennorm", "linear"), ("disk", "srgb"),
-    ("disk", "linear"),
-)
+#: Blur scales tried by default with the best (psf, light) pair.
 BLUR_SCALES = (0.7, 1.0, 1.4)
+
+
+def calibration_families() -> tuple[tuple[str, str], ...]:
+    """The candidate (psf, light) pairs tried by default: every registered PSF family marked ``calibrate`` (in
+    registry order: gaussian, gennorm, disk), each on sRGB values and in linear light."""
+    return tuple((psf, light) for psf in psf_names(calibrate=True) for light in LIGHT_MODELS)
+
+
+def __getattr__(name: str) -> Any:
+    # FAMILIES, the default candidate (psf, light) pairs, follows the PSF registry (calibration_families()).
+    if name == "FAMILIES":
+        return calibration_families()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -49,7 +64,7 @@ def calibrate_forward_model(
     blur_per_dioptre: torch.Tensor,
     depth_range: tuple[float, float],
     init: Prediction,
-    families=FAMILIES,
+    families: Sequence[tuple[str, str]] | None = None,
     blur_scales=BLUR_SCALES,
     steps: int = 15,
     max_size: int = 128,
@@ -59,8 +74,8 @@ def calibrate_forward_model(
     Args:
         stack: (1, N, 3, H, W) observed stack; focus, blur_per_dioptre: (1, N) for these pixels.
         depth_range: (near, far) metres; init: the starting prediction (batch of one) at the stack's size.
-        families: (psf, light) pairs to try (at blur scale 1); blur_scales: effective-aperture factors then tried with
-            the best pair.
+        families: (psf, light) pairs to try (at blur scale 1); default :func:`calibration_families` (``FAMILIES``);
+            blur_scales: effective-aperture factors then tried with the best pair.
         steps: refinement steps per candidate; max_size: longest side of the downscaled copy used.
     """
     h, w = stack.shape[-2:]
@@ -90,7 +105,7 @@ def calibrate_forward_model(
         if best is None or score < best[0]:
             best = (score, physics)
 
-    for psf, light in families:
+    for psf, light in calibration_families() if families is None else families:
         consider(psf, light, 1.0)
     assert best is not None and n >= 1
     psf, light = best[1].spec.psf, best[1].spec.light

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from defocus.errors import DefocusError
-from defocus.optics.camera import PRESETS, CameraPreset, ThinLensCamera, get_preset
+from defocus.optics.camera import PRESETS, CameraPreset, ThinLensCamera, blur_px_from_inverse_depth, get_preset
 
 NYU = PRESETS["nyuv2"].camera
 DFN = PRESETS["defocusnet"].camera
@@ -97,6 +97,36 @@ def test_coc_broadcasts_depth_against_focus():
 
 
 # ---------------------------------------------------------------------------------------------------- presets
+def test_coc_from_inverse_depth_is_the_same_law():
+    # The hand-worked case above: d = 2 m (0.5 dioptre) seen focused at 1 m.
+    half, one = torch.tensor(0.5, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    assert NYU.coc_px_from_inverse_depth(half, one).item() == pytest.approx(13.70614035, rel=1e-8)
+    layers = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)[:, None]  # (L, 1) dioptres
+    focus = torch.tensor([1.0, 2.5, 6.0], dtype=torch.float64)[None, :]  # (1, N) metres
+    coc = NYU.coc_px_from_inverse_depth(layers, focus)
+    assert coc.shape == (4, 3)
+    torch.testing.assert_close(coc, NYU.coc_px(1.0 / layers, focus))
+    torch.testing.assert_close(NYU.coc_m_from_inverse_depth(layers, focus), coc * NYU.pixel_size_m)
+
+
+def test_blur_px_from_inverse_depth_is_the_k_form():
+    b, n, h, w = 2, 3, 4, 5
+    g = torch.Generator().manual_seed(0)
+    inv = 0.1 + 2.0 * torch.rand(b, 1, h, w, generator=g)
+    focus = 0.5 + 5.0 * torch.rand(b, n, generator=g, dtype=torch.float64)
+    k = NYU.blur_per_dioptre(focus)  # float32 (B, N)
+    c = blur_px_from_inverse_depth(inv, focus, k)
+    assert c.shape == (b, n, 1, h, w) and c.dtype == inv.dtype
+    want = NYU.coc_px(1.0 / inv.double()[:, None], focus[:, :, None, None, None])
+    torch.testing.assert_close(c.double(), want, rtol=1e-5, atol=1e-5)
+    signed = blur_px_from_inverse_depth(inv, focus, k, signed=True)
+    torch.testing.assert_close(signed.abs(), c, rtol=0, atol=0)
+    beyond = (1.0 / inv[:, None]) > focus[:, :, None, None, None]
+    assert ((signed > 0) == beyond).all()  # positive beyond the focus distance
+    assert blur_px_from_inverse_depth(torch.full((1, 1, 2, 2), 0.5), torch.tensor([[2.0]]), torch.tensor([[9.0]])
+                                      ).abs().max() == 0  # in focus: no blur
+
+
 def test_presets_match_spec_table():
     nyu, dfn = get_preset("nyuv2"), get_preset("defocusnet")
     assert isinstance(nyu, CameraPreset)

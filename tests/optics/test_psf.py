@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.optics.camera import PRESETS
 from defocus.optics.psf import (
     GENNORM_SHAPE,
@@ -252,13 +252,13 @@ def test_blur_size_px_errors():
         blur_size_px(NYU, depth, torch.ones(2, 2), "gaussian")
     with pytest.raises(DefocusError, match="focus"):
         blur_size_px(NYU, depth, torch.ones(3), "gaussian")
-    with pytest.raises(DefocusError, match="unknown PSF"):
+    with pytest.raises(InputError, match="unknown PSF"):
         blur_size_px(NYU, depth, torch.ones(1, 2), "airy")
 
 
 def test_check_psf_and_kernel_radius():
     assert check_psf("gaussian") == "gaussian" and check_psf("disk") == "disk"
-    with pytest.raises(DefocusError, match="gaussian, disk, gennorm"):
+    with pytest.raises(InputError, match="gaussian, gennorm, disk"):
         check_psf("box")
     assert kernel_radius(0.0, "gaussian") == 1 and kernel_radius(0.0, "disk") == 1
     for s in (0.5, 1.0, 3.7, 10.0):
@@ -270,7 +270,7 @@ def test_check_psf_and_kernel_radius():
 def test_psf_kernel_2d_dispatch():
     torch.testing.assert_close(psf_kernel_2d(1.2, "gaussian"), gaussian_kernel_2d(1.2))
     torch.testing.assert_close(psf_kernel_2d(1.2, "disk", 4), disk_kernel_2d(1.2, 4))
-    with pytest.raises(DefocusError):
+    with pytest.raises(InputError):
         psf_kernel_2d(1.0, "square")
 
 

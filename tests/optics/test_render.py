@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from defocus.data.procedural import make_scene
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.optics.camera import PRESETS, ThinLensCamera
 from defocus.optics.psf import discrete_gaussian_1d, disk_weights, kernel_radius
 from defocus.optics.render import (
@@ -437,12 +437,15 @@ def test_input_errors(method):
     for a, d, f, what in bad:
         with pytest.raises(DefocusError, match=what):
             render_stack(a, d, f, NYU, method=method)
-    with pytest.raises(DefocusError, match="unknown PSF"):
+    with pytest.raises(InputError, match="unknown PSF"):
         render_stack(aif, depth, focus, NYU, psf="box", method=method)
+    for d, f in ((torch.zeros(1, 1, 6, 7), focus), (depth, torch.tensor([[1.0, -2.0]]))):  # bad values, not shapes
+        with pytest.raises(InputError):
+            render_stack(aif, d, f, NYU, method=method)
 
 
 def test_unknown_method():
-    with pytest.raises(DefocusError, match="unknown render method 'fast'") as exc:
+    with pytest.raises(InputError, match="unknown render method 'fast'") as exc:
         render_stack(torch.rand(1, 3, 4, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1), NYU, method="fast")
     for m in RENDER_METHODS:
         assert m in str(exc.value)
@@ -459,7 +462,7 @@ def test_default_levels():
 # -------------------------------------------------------------------------------------- generalised Gaussian
 def test_gennorm_is_not_rendered_exactly():
     aif, depth = _rand(1, 3, 8, 8), torch.full((1, 1, 8, 8), 2.0)
-    with pytest.raises(DefocusError, match="gennorm"):
+    with pytest.raises(InputError, match="gennorm with 'layered' or 'occlusion'"):
         render_exact(aif, depth, torch.tensor([[1.0]]), NYU, "gennorm")
 
 

@@ -45,6 +45,7 @@ from defocus.errors import DefocusError
 from defocus.filters import confidence_fill
 from defocus.models.classical import dff_core, normalised_cue
 from defocus.models.prediction import Prediction
+from defocus.optics.camera import blur_px_from_inverse_depth
 
 
 @dataclass
@@ -235,9 +236,8 @@ class DAIFNet(nn.Module):
         with torch.no_grad():
             cls_inv, cls_conf = self._classical_prior(stack, focus, inv_near, inv_far)  # (B, 1, H, W) each
             cls_inv, cls_conf = cls_inv.to(x.dtype), cls_conf.to(x.dtype)
-            expected_blur = (dioptre[:, :, None, None, None] - cls_inv[:, None]) * blur_per_dioptre.to(x.dtype)[
-                :, :, None, None, None
-            ]  # (B, N, 1, H, W) signed CoC in pixels
+            # (B, N, 1, H, W) signed CoC in pixels, K·(1/fd − 1/d)
+            expected_blur = blur_px_from_inverse_depth(cls_inv, focus, blur_per_dioptre, signed=True)
         cond = torch.cat(
             [
                 expected_blur / 10.0,

@@ -9,7 +9,10 @@ Conventions used everywhere in ``defocus``:
       c(d, fd) = A · s · |1/fd − 1/d|,   A = f / N,   s = fd·f / (fd − f)
 
   in metres on the sensor; divided by the pixel pitch ``p`` it is in pixels. ``K = A·s/p`` (pixels per dioptre) is
-  the only camera quantity that matters for the blur, so ``c/p = K · |1/fd − 1/d|``;
+  the only camera quantity that matters for the blur, so ``c/p = K · |1/fd − 1/d|``. Every CoC in the package is
+  computed here: :meth:`ThinLensCamera.coc_px` (depth) and :meth:`ThinLensCamera.coc_px_from_inverse_depth` for a
+  camera, :func:`blur_px_from_inverse_depth` for the camera given per image as K (the network, the loss,
+  refinement); the PSF's size then follows from :meth:`defocus.optics.psf.PsfFamily.size_from_coc`;
 * pixel pitch belongs to the image as given: resizing an image by a factor ``k`` multiplies its pitch by ``1/k``.
 """
 
@@ -135,13 +138,44 @@ class ThinLensCamera:
 
     def coc_m(self, depth_m: Tensorish, focus_m: Tensorish) -> torch.Tensor:
         """CoC diameter on the sensor in metres, c = A·s·|1/fd − 1/d| (broadcasts depth against focus)."""
-        d = torch.as_tensor(depth_m)
-        fd = torch.as_tensor(focus_m)
-        return self.aperture_m * self.sensor_distance_m(fd) * (1.0 / fd - 1.0 / d).abs()
+        return self.coc_m_from_inverse_depth(1.0 / torch.as_tensor(depth_m), focus_m)
 
     def coc_px(self, depth_m: Tensorish, focus_m: Tensorish) -> torch.Tensor:
         """CoC diameter in pixels, c / p."""
         return self.coc_m(depth_m, focus_m) / self.pixel_size_m
+
+    def coc_m_from_inverse_depth(self, inv_depth: Tensorish, focus_m: Tensorish) -> torch.Tensor:
+        """CoC diameter on the sensor in metres from inverse depth (dioptres), c = A·s·|1/fd − 1/d|; ``inv_depth``
+        and ``focus_m`` broadcast against each other (e.g. (L, 1) layers against (1, N) focus → (L, N))."""
+        inv = torch.as_tensor(inv_depth)
+        fd = torch.as_tensor(focus_m)
+        return self.aperture_m * self.sensor_distance_m(fd) * (1.0 / fd - inv).abs()
+
+    def coc_px_from_inverse_depth(self, inv_depth: Tensorish, focus_m: Tensorish) -> torch.Tensor:
+        """CoC diameter in pixels from inverse depth, c / p (broadcasting as :meth:`coc_m_from_inverse_depth`)."""
+        return self.coc_m_from_inverse_depth(inv_depth, focus_m) / self.pixel_size_m
+
+
+def blur_px_from_inverse_depth(
+    inv_depth: torch.Tensor, focus_m: torch.Tensor, blur_per_dioptre: torch.Tensor, signed: bool = False
+) -> torch.Tensor:
+    """CoC diameter in pixels for a camera given per image as K (the K-form of the CoC law): K·|1/fd − 1/d|.
+
+    Args:
+        inv_depth: (B, 1, H, W) inverse depth 1/d in dioptres.
+        focus_m: (B, N) focus distances fd in metres.
+        blur_per_dioptre: (B, N) K = A·s/p, CoC diameter in pixels per dioptre
+            (:meth:`ThinLensCamera.blur_per_dioptre`).
+        signed: return K·(1/fd − 1/d) instead, positive beyond the focus distance.
+    Returns:
+        (B, N, 1, H, W) in ``inv_depth``'s dtype: every image n of stack b against the stack's inverse depth
+        (1/fd and K are computed in their own dtype, then cast). Plain tensor arithmetic, no checks and no Python
+        branches on values (it runs inside the exported network graph); callers check shapes.
+    """
+    fd_inv = (1.0 / focus_m).to(inv_depth.dtype)[:, :, None, None, None]
+    k = blur_per_dioptre.to(inv_depth.dtype)[:, :, None, None, None]
+    defocus = fd_inv - inv_depth[:, None]
+    return k * (defocus if signed else defocus.abs())
 
 
 @dataclass(frozen=True)

@@ -22,21 +22,28 @@ overflow, and differentiable with plain autograd.
 The disk is anti-aliased with a one-pixel linear ramp at its rim. A ramped disk of radius below one pixel would be a
 pure delta (dead zone again), so for r < 1 the kernel is the blend ``(1 − r²)·δ + r²·D₁`` of the identity and the
 unit disk, whose second moment grows like r² as the true disk's does.
+
+**The registry.** Each model is one :class:`PsfFamily` in :data:`PSF_REGISTRY`: its CoC → size rule, its window
+half-width, its normalised 2-D kernel and what the renderers need beyond it (a 1-D kernel when it is separable, the
+integral-normalised sampling of very wide windows, per-pixel weights for the ``exact`` renderer, the first blur
+level of the ``layered`` one). Nothing else in :mod:`defocus.optics` branches on a PSF's name, so adding a model is
+one :func:`register_psf` call with its kernel function; every function below takes the name and looks it up with
+:func:`get_psf`, which names the choices for an unknown one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import torch
 
 from defocus.checks import check_shape
-from defocus.errors import DefocusError
+from defocus.errors import InputError
 from defocus.optics.camera import ThinLensCamera
 
-PsfName = Literal["gaussian", "disk", "gennorm"]
-PSF_NAMES: tuple[str, ...] = ("gaussian", "disk", "gennorm")
+PsfName = Literal["gaussian", "gennorm", "disk"]
 
 #: Shape q of the ``gennorm`` PSF exp(−(ρ/s)^q).
 GENNORM_SHAPE = 4.0
@@ -47,16 +54,15 @@ _GENNORM_MIN_SIGMA = 0.5
 
 
 def check_psf(psf: str) -> str:
-    if psf not in PSF_NAMES:
-        raise DefocusError(f"unknown PSF {psf!r}; choose one of {', '.join(PSF_NAMES)}")
+    """``psf`` if it names a registered family, else an :class:`~defocus.errors.InputError` listing the names."""
+    get_psf(psf)
     return psf
 
 
 def psf_size_from_coc(coc_px: torch.Tensor, psf: str) -> torch.Tensor:
     """The one rule from CoC diameter (pixels) to PSF size: σ = c/4 for ``gaussian`` and ``gennorm`` (its
-    σ-equivalent), radius r = c/2 for ``disk``."""
-    check_psf(psf)
-    return coc_px / (2.0 if psf == "disk" else 4.0)
+    σ-equivalent), radius r = c/2 for ``disk`` (:meth:`PsfFamily.size_from_coc`)."""
+    return get_psf(psf).size_from_coc(coc_px)
 
 
 def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.Tensor, psf: str) -> torch.Tensor:
@@ -68,21 +74,17 @@ def blur_size_px(camera: ThinLensCamera, depth_m: torch.Tensor, focus_m: torch.T
     Returns:
         (B, N, 1, H, W) blur size in pixels.
     """
-    check_psf(psf)
+    family = get_psf(psf)
     sizes = check_shape(depth_m, "B 1 H W", "depth")
     check_shape(focus_m, "B N", "focus", sizes)
     fd = focus_m.to(depth_m.dtype)[:, :, None, None, None]
-    return psf_size_from_coc(camera.coc_px(depth_m[:, None], fd), psf)  # (B, N, 1, H, W)
+    return family.size_from_coc(camera.coc_px(depth_m[:, None], fd))  # (B, N, 1, H, W)
 
 
 def kernel_radius(size_px: float, psf: str) -> int:
     """Half-width of a window holding a kernel without truncation (≥ 3σ for the Gaussian and the generalised
-    Gaussian, whose tail is lighter, r + 1 for the disk)."""
-    check_psf(psf)
-    s = float(size_px.detach()) if isinstance(size_px, torch.Tensor) else float(size_px)
-    if psf in ("gaussian", "gennorm"):
-        return max(1, int(math.ceil(3.5 * s + 1.0)))
-    return max(1, int(math.ceil(s + 1.0)))
+    Gaussian, whose tail is lighter, r + 1 for the disk; :meth:`PsfFamily.kernel_radius`)."""
+    return get_psf(psf).kernel_radius(size_px)
 
 
 # --------------------------------------------------------------------------------------------------- Gaussian
@@ -203,29 +205,264 @@ def psf_kernel_window(size_px: float, psf: str, half_width: int, ky: int, kx: in
     """The central (2ky + 1, 2kx + 1) window of ``psf_kernel_2d(size_px, psf, half_width)`` (ky, kx <= half_width).
 
     Up to :data:`FULL_KERNEL_MAX_HALF_WIDTH` it is cut from the full kernel (exact). Beyond, only the window is
-    sampled, normalised by the kernel's integral — the disk with its one-pixel ramp π(r² + 1/12), the generalised
-    Gaussian π s² Γ(1 + 2/q) — which its sum over the pixel grid matches to about 1e-6 (relative) at such sizes.
+    sampled (the family's :attr:`PsfFamily.wide_window`), normalised by the kernel's integral — the disk with its
+    one-pixel ramp π(r² + 1/12), the generalised Gaussian π s² Γ(1 + 2/q) — which its sum over the pixel grid
+    matches to about 1e-6 (relative) at such sizes. A family without a wide window (the Gaussian, whose 1-D kernel
+    is cheap at any size) is always cut from its full kernel.
     """
-    if half_width <= FULL_KERNEL_MAX_HALF_WIDTH or psf == "gaussian":
-        full = psf_kernel_2d(size_px, psf, half_width)
+    family = get_psf(psf)
+    if half_width <= FULL_KERNEL_MAX_HALF_WIDTH or family.wide_window is None:
+        full = family.kernel_2d(size_px, half_width)
         return full[half_width - ky : half_width + ky + 1, half_width - kx : half_width + kx + 1]
-    check_psf(psf)
-    s = float(size_px)
     oy = torch.arange(-ky, ky + 1, dtype=torch.float64)[:, None]
     ox = torch.arange(-kx, kx + 1, dtype=torch.float64)[None, :]
     rho = torch.sqrt(oy * oy + ox * ox)
-    if psf == "disk":  # r >= 1 here: the plain ramped disk of disk_weights
-        return _ramped_disk(torch.tensor(s, dtype=torch.float64), rho) / (math.pi * (s * s + 1.0 / 12.0))
-    scale = s * _GENNORM_S_PER_SIGMA
+    return family.wide_window(float(size_px), rho)
+
+
+def _disk_wide_window(radius_px: float, rho: torch.Tensor) -> torch.Tensor:
+    """The ramped disk at distances ``rho`` over its integral π(r² + 1/12) (r ≥ 1 here: the plain ramped disk of
+    :func:`disk_weights`)."""
+    s = radius_px
+    return _ramped_disk(torch.tensor(s, dtype=torch.float64), rho) / (math.pi * (s * s + 1.0 / 12.0))
+
+
+def _gennorm_wide_window(sigma: float, rho: torch.Tensor) -> torch.Tensor:
+    """exp(−(ρ/s)^q) at distances ``rho`` over its integral π s² Γ(1 + 2/q)."""
+    scale = sigma * _GENNORM_S_PER_SIGMA
     return torch.exp(-((rho / scale) ** GENNORM_SHAPE)) / (
         math.pi * scale * scale * math.gamma(1.0 + 2.0 / GENNORM_SHAPE))
 
 
 def psf_kernel_2d(size_px: float | torch.Tensor, psf: str, half_width: int | None = None) -> torch.Tensor:
     """A single normalised kernel of the given PSF model and size (σ for gaussian/gennorm, radius for disk)."""
-    check_psf(psf)
-    if psf == "gaussian":
-        return gaussian_kernel_2d(size_px, half_width)
-    if psf == "gennorm":
-        return gennorm_kernel_2d(size_px, half_width)
-    return disk_kernel_2d(size_px, half_width)
+    return get_psf(psf).kernel_2d(size_px, half_width)
+
+
+# ------------------------------------------------------------------------------------- exact-renderer weights
+class ExactWeights(Protocol):
+    """What :func:`defocus.optics.render.render_exact` needs of a family: per-source-pixel kernel weights.
+
+    ``prepare`` turns the per-pixel sizes (B, N, 1, H, W) into the tensors ``params`` that ``weight`` reads;
+    ``weight(params, dy, dx)`` is W_(dy,dx)(q), the normalised weight that source pixel q gives the pixel at offset
+    (dy, dx), shape (B, N, 1, H, W); ``accumulate_grad`` adds to ``grads`` (one tensor per param) the gradient of
+    Σ g_w·W_(dy,dx) over the source pixels ``[..., sy, sx]`` (the renderer's hand-written backward pass).
+    """
+
+    def prepare(self, size: torch.Tensor, radius: int, radius_y: int, radius_x: int) -> tuple[torch.Tensor, ...]: ...
+
+    def weight(self, params: Sequence[torch.Tensor], dy: int, dx: int) -> torch.Tensor: ...
+
+    def accumulate_grad(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], g_w: torch.Tensor,
+                        sy: slice, sx: slice, dy: int, dx: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class SeparableExactWeights:
+    """Exact-renderer weights of a separable kernel: W_(dy,dx)(q) = g_q[dy]·g_q[dx], with g_q the family's 1-D
+    kernel, normalised over the full untruncated window; params = (g,), g of shape (2K+1, B, N, 1, H, W)."""
+
+    kernel_1d: Callable[[torch.Tensor, int], torch.Tensor]
+
+    def prepare(self, size: torch.Tensor, radius: int, radius_y: int, radius_x: int) -> tuple[torch.Tensor, ...]:
+        # Normalise over the full untruncated window, then keep the offsets that can land inside the image.
+        g = self.kernel_1d(size, radius)
+        keep = max(radius_y, radius_x)
+        return (g[..., radius - keep : radius + keep + 1].movedim(-1, 0).contiguous(),)
+
+    @staticmethod
+    def weight(params: Sequence[torch.Tensor], dy: int, dx: int) -> torch.Tensor:
+        (g,) = params
+        r = (g.shape[0] - 1) // 2
+        return g[dy + r] * g[dx + r]
+
+    @staticmethod
+    def accumulate_grad(params, grads, g_w: torch.Tensor, sy: slice, sx: slice, dy: int, dx: int) -> None:
+        (g,) = params
+        (acc,) = grads
+        r = (g.shape[0] - 1) // 2
+        acc[dy + r][..., sy, sx] += g_w * g[dx + r][..., sy, sx]
+        acc[dx + r][..., sy, sx] += g_w * g[dy + r][..., sy, sx]
+
+
+@dataclass(frozen=True)
+class PointwiseExactWeights:
+    """Exact-renderer weights from an unnormalised weight function ``weights(size, dy, dx)`` (size (B, N, 1, H, W),
+    offsets floats), divided by each pixel's kernel mass over the window; params = (size, mass). The gradient is
+    taken by autograd through ``weights``, offset by offset."""
+
+    weights: Callable[[torch.Tensor, float, float], torch.Tensor]
+
+    def prepare(self, size: torch.Tensor, radius: int, radius_y: int, radius_x: int) -> tuple[torch.Tensor, ...]:
+        norm = size.new_zeros(size.shape)
+        for dy in range(-radius, radius + 1):
+            for dx in range(-radius, radius + 1):
+                norm = norm + self.weights(size, float(dy), float(dx))
+        return (size, norm)
+
+    def weight(self, params: Sequence[torch.Tensor], dy: int, dx: int) -> torch.Tensor:
+        size, mass = params
+        return self.weights(size, float(dy), float(dx)) / mass
+
+    def accumulate_grad(self, params, grads, g_w: torch.Tensor, sy: slice, sx: slice, dy: int, dx: int) -> None:
+        leaves = [p[..., sy, sx].detach().requires_grad_(True) for p in params]
+        with torch.enable_grad():
+            wgt = self.weight(leaves, dy, dx)
+            parts = torch.autograd.grad(wgt, leaves, g_w)
+        for acc, part in zip(grads, parts):
+            acc[..., sy, sx] += part
+
+
+# --------------------------------------------------------------------------------------------------- registry
+#: The render methods a family may list in :attr:`PsfFamily.renderers`.
+RENDERERS: tuple[str, ...] = ("exact", "layered", "occlusion")
+
+
+@dataclass(frozen=True)
+class PsfFamily:
+    """One PSF model: everything the renderers know of it (see the module docstring, "The registry").
+
+    Args:
+        name: the name configs, ``ForwardModel(psf=...)`` and the command line use.
+        kernel: ``kernel(size, half_width=None)`` → the normalised (2R+1, 2R+1) float64 kernel of that size
+            (R = :meth:`kernel_radius` when ``half_width`` is None); must sum to 1, be symmetric, and tend to the
+            identity as size → 0 (no dead zone, see the module docstring).
+        coc_per_size: CoC diameter / size: 4 for a σ (σ = c/4), 2 for a radius (r = c/2).
+        support_per_size: window half-width R = max(1, ⌈support_per_size·size + 1⌉) (3.5 for the Gaussian's 3.5σ).
+        renderers: the render methods that support it; ``"exact"`` needs ``exact_weights``.
+        calibrate: whether :mod:`defocus.calibrate` tries it as a candidate shape (in registry order).
+        first_level: the first non-zero blur level of the ``layered`` renderer's default levels (the disk's is the
+            unit disk, so that below one pixel the blend is the PSF itself).
+        kernel_1d: for a separable kernel, ``kernel_1d(size, radius)`` → size.shape + (2·radius + 1,) normalised
+            1-D weights (differentiable in size); the ``layered`` renderer then blurs with two banded matrix products.
+        half_resolution: blurs compose by adding variances (the Gaussian): the ``layered`` renderer may blur wide
+            levels at half resolution (``multires``). Needs ``kernel_1d``.
+        wide_window: ``wide_window(size, rho)`` → the kernel at distances ``rho`` (float64 tensor) normalised by its
+            integral, for windows wider than :data:`FULL_KERNEL_MAX_HALF_WIDTH`; None: always cut from the full kernel.
+        exact_weights: the per-pixel weights of the ``exact`` renderer (:class:`SeparableExactWeights`,
+            :class:`PointwiseExactWeights` or another :class:`ExactWeights`); None: no ``exact`` rendering.
+        description: one line for documentation.
+    """
+
+    name: str
+    kernel: Callable[..., torch.Tensor]
+    coc_per_size: float
+    support_per_size: float
+    renderers: tuple[str, ...] = ("layered", "occlusion")
+    calibrate: bool = False
+    first_level: float = 0.5
+    kernel_1d: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    half_resolution: bool = False
+    wide_window: Callable[[float, torch.Tensor], torch.Tensor] | None = None
+    exact_weights: ExactWeights | None = None
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InputError(f"a PSF family needs a non-empty name, got {self.name!r}", field="psf")
+        object.__setattr__(self, "renderers", tuple(self.renderers))
+        unknown = [m for m in self.renderers if m not in RENDERERS]
+        if unknown:
+            raise InputError(f"PSF {self.name!r}: unknown render method(s) {', '.join(map(repr, unknown))}; "
+                             f"choose from {', '.join(RENDERERS)}", field="psf")
+        if ("exact" in self.renderers) != (self.exact_weights is not None):
+            raise InputError(f"PSF {self.name!r}: the 'exact' renderer needs exact_weights, and exact_weights "
+                             f"needs 'exact' in renderers", field="psf")
+        if self.half_resolution and self.kernel_1d is None:
+            raise InputError(f"PSF {self.name!r}: half_resolution needs a separable kernel_1d", field="psf")
+        for what in ("coc_per_size", "support_per_size", "first_level"):
+            v = getattr(self, what)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputError(f"PSF {self.name!r}: {what} must be a finite positive number, got {v!r}",
+                                 field="psf")
+
+    def size_from_coc(self, coc_px: torch.Tensor) -> torch.Tensor:
+        """PSF size (σ or radius, pixels) of a CoC diameter in pixels: c / :attr:`coc_per_size`."""
+        return coc_px / self.coc_per_size
+
+    def kernel_radius(self, size_px: float | torch.Tensor) -> int:
+        """Half-width of a window holding the kernel of this size without truncation."""
+        s = float(size_px.detach()) if isinstance(size_px, torch.Tensor) else float(size_px)
+        return max(1, int(math.ceil(self.support_per_size * s + 1.0)))
+
+    def kernel_2d(self, size_px: float | torch.Tensor, half_width: int | None = None) -> torch.Tensor:
+        """The normalised (2R+1, 2R+1) kernel of this size (:attr:`kernel`)."""
+        return self.kernel(size_px, half_width)
+
+    def supports(self, method: str) -> bool:
+        return method in self.renderers
+
+    def require(self, method: str) -> "PsfFamily":
+        """This family, or an :class:`~defocus.errors.InputError` when render method ``method`` cannot render it."""
+        if method not in self.renderers:
+            able = [n for n, f in PSF_REGISTRY.items() if method in f.renderers]
+            raise InputError(
+                f"the {method} renderer knows the {', '.join(able) or 'no'} PSF(s), not {self.name!r}; render "
+                f"{self.name} with {' or '.join(repr(m) for m in self.renderers)}", field="psf")
+        return self
+
+
+#: Every known PSF family by name, in registration order (the order of :data:`PSF_NAMES`, of the calibration
+#: candidates and of the command line's choices). Add to it with :func:`register_psf`.
+PSF_REGISTRY: dict[str, PsfFamily] = {}
+
+
+def register_psf(family: PsfFamily, replace: bool = False) -> PsfFamily:
+    """Adds ``family`` to :data:`PSF_REGISTRY` (an :class:`~defocus.errors.InputError` if its name is taken,
+    unless ``replace``); returns it. From then on every renderer, ``ForwardModel(psf=family.name)`` and (if
+    ``family.calibrate``) the self-calibration know it."""
+    if not isinstance(family, PsfFamily):
+        raise InputError(f"register_psf takes a PsfFamily, got {type(family).__name__}", field="psf")
+    if family.name in PSF_REGISTRY and not replace:
+        raise InputError(f"a PSF named {family.name!r} is already registered (pass replace=True)", field="psf")
+    PSF_REGISTRY[family.name] = family
+    return family
+
+
+def unregister_psf(name: str) -> PsfFamily:
+    """Removes a family from :data:`PSF_REGISTRY` and returns it (for tests and plug-ins that clean up)."""
+    family = get_psf(name)
+    del PSF_REGISTRY[name]
+    return family
+
+
+def get_psf(name: str) -> PsfFamily:
+    """The registered family called ``name``; an :class:`~defocus.errors.InputError` naming the choices if none."""
+    try:
+        return PSF_REGISTRY[name]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown PSF {name!r}; choose one of {', '.join(PSF_REGISTRY)}", field="psf") from None
+
+
+def psf_names(calibrate: bool | None = None) -> tuple[str, ...]:
+    """The registered names in registry order; ``calibrate=True`` only the calibration candidates."""
+    return tuple(n for n, f in PSF_REGISTRY.items() if calibrate is None or f.calibrate == calibrate)
+
+
+def __getattr__(name: str) -> Any:
+    # PSF_NAMES is computed from the registry when read, so that it always lists the registered families (an
+    # import ``from defocus.optics.psf import PSF_NAMES`` takes the names registered at that moment).
+    if name == "PSF_NAMES":
+        return psf_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+register_psf(PsfFamily(
+    "gaussian", gaussian_kernel_2d, coc_per_size=4.0, support_per_size=3.5,
+    renderers=("exact", "layered", "occlusion"), calibrate=True, first_level=0.5,
+    kernel_1d=discrete_gaussian_1d, half_resolution=True, wide_window=None,
+    exact_weights=SeparableExactWeights(discrete_gaussian_1d),
+    description="Lindeberg's discrete Gaussian, σ = c/4 (the paper's PSF)",
+))
+register_psf(PsfFamily(
+    "gennorm", gennorm_kernel_2d, coc_per_size=4.0, support_per_size=3.5,
+    renderers=("layered", "occlusion"), calibrate=True, first_level=0.5,
+    wide_window=_gennorm_wide_window,
+    description="generalised Gaussian exp(−(ρ/s)⁴) of σ-equivalent c/4: a soft-edged disk",
+))
+register_psf(PsfFamily(
+    "disk", disk_kernel_2d, coc_per_size=2.0, support_per_size=1.0,
+    renderers=("exact", "layered", "occlusion"), calibrate=True, first_level=1.0,
+    wide_window=_disk_wide_window, exact_weights=PointwiseExactWeights(disk_weights),
+    description="anti-aliased uniform disk of radius c/2",
+))

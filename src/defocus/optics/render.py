@@ -23,6 +23,10 @@ that holds a camera, a PSF, a light model and one of these methods:
     background and not the other way round. Differentiable in the image only (layer assignment is piecewise
     constant in depth).
 
+What each method needs of a PSF comes from its :class:`~defocus.optics.psf.PsfFamily` in the registry (kernel,
+CoC → size rule, first level, separable 1-D kernel, exact-renderer weights); a method a family does not list in its
+``renderers`` is an :class:`~defocus.errors.InputError`.
+
 Shapes: aif (B, C, H, W) in [0, 1]; depth (B, 1, H, W) metres; focus (B, N) metres → stack (B, N, C, H, W).
 """
 
@@ -36,20 +40,11 @@ import torch.nn.functional as F
 
 from defocus.checks import check_shape
 from defocus.color import linear_to_srgb, srgb_to_linear
-from defocus.errors import DefocusError
-from defocus.optics.camera import ThinLensCamera
-from defocus.optics.psf import (
-    blur_size_px,
-    check_psf,
-    discrete_gaussian_1d,
-    disk_weights,
-    kernel_radius,
-    psf_kernel_2d,
-    psf_kernel_window,
-    psf_size_from_coc,
-)
+from defocus.errors import InputError
+from defocus.optics.camera import ThinLensCamera, blur_px_from_inverse_depth
+from defocus.optics.psf import RENDERERS, ExactWeights, PsfFamily, blur_size_px, get_psf, psf_kernel_window
 
-RENDER_METHODS: tuple[str, ...] = ("exact", "layered", "occlusion")
+RENDER_METHODS: tuple[str, ...] = RENDERERS
 
 
 # ------------------------------------------------------------------------------------------------ input checks
@@ -62,51 +57,15 @@ def _check_inputs(aif: torch.Tensor, depth: torch.Tensor, focus: torch.Tensor) -
         focus = focus[None].expand(sizes["B"], -1)
     check_shape(focus, "B N", "focus", sizes)
     if focus.shape[1] < 1:
-        raise DefocusError("focus must hold at least one distance per stack")
+        raise InputError("focus must hold at least one distance per stack", field="focus")
     if not torch.isfinite(focus).all() or (focus <= 0).any():
-        raise DefocusError("focus distances must be finite and positive")
+        raise InputError("focus distances must be finite and positive", field="focus")
     if (depth.detach() <= 0).any() or not torch.isfinite(depth.detach()).all():
-        raise DefocusError("depth must be finite and positive everywhere (fill holes before rendering)")
+        raise InputError("depth must be finite and positive everywhere (fill holes before rendering)", field="depth")
     return focus
 
 
 # -------------------------------------------------------------------------------------------------------- exact
-class _GaussianWeights:
-    """Separable per-pixel weights W_(dy,dx)(q) = g_q[dy]·g_q[dx]; params = (g,) with g of shape (2R+1, B, N, 1, H, W)."""
-
-    @staticmethod
-    def weight(params: Sequence[torch.Tensor], dy: int, dx: int) -> torch.Tensor:
-        (g,) = params
-        r = (g.shape[0] - 1) // 2
-        return g[dy + r] * g[dx + r]
-
-    @staticmethod
-    def accumulate_grad(params, grads, g_w: torch.Tensor, sy: slice, sx: slice, dy: int, dx: int) -> None:
-        (g,) = params
-        (acc,) = grads
-        r = (g.shape[0] - 1) // 2
-        acc[dy + r][..., sy, sx] += g_w * g[dx + r][..., sy, sx]
-        acc[dx + r][..., sy, sx] += g_w * g[dy + r][..., sy, sx]
-
-
-class _DiskWeights:
-    """Anti-aliased disk weights divided by each pixel's kernel mass; params = (radius, mass), both (B, N, 1, H, W)."""
-
-    @staticmethod
-    def weight(params: Sequence[torch.Tensor], dy: int, dx: int) -> torch.Tensor:
-        radius, mass = params
-        return disk_weights(radius, float(dy), float(dx)) / mass
-
-    @staticmethod
-    def accumulate_grad(params, grads, g_w: torch.Tensor, sy: slice, sx: slice, dy: int, dx: int) -> None:
-        leaves = [p[..., sy, sx].detach().requires_grad_(True) for p in params]
-        with torch.enable_grad():
-            wgt = _DiskWeights.weight(leaves, dy, dx)
-            parts = torch.autograd.grad(wgt, leaves, g_w)
-        for acc, part in zip(grads, parts):
-            acc[..., sy, sx] += part
-
-
 def _slices(off: int, size: int) -> tuple[slice, slice]:
     """(source, target) slices along one axis for a shift by ``off`` with zero fill."""
     if off >= 0:
@@ -118,11 +77,11 @@ class _ScatterNormalize(torch.autograd.Function):
     """out(p) = Σ_q W_{p−q}(q)·I(q) / Σ_q W_{p−q}(q), looping over offsets; backward recomputes the weights.
 
     Memory is O(image) whatever the window; the gradient w.r.t. the kernel parameters is accumulated offset by
-    offset by the weight family's own ``accumulate_grad``.
+    offset by the PSF family's own ``accumulate_grad`` (``family`` is its :class:`~defocus.optics.psf.ExactWeights`).
     """
 
     @staticmethod
-    def forward(ctx, image, radius_y, radius_x, family, *params):  # type: ignore[override]
+    def forward(ctx, image, radius_y, radius_x, family: ExactWeights, *params):  # type: ignore[override]
         b, n = params[-1].shape[-5:-3]
         _, _, c, h, w = image.shape
         num = image.new_zeros(b, n, c, h, w)
@@ -170,42 +129,28 @@ class _ScatterNormalize(torch.autograd.Function):
 def render_exact(
     aif: torch.Tensor, depth: torch.Tensor, focus: torch.Tensor, camera: ThinLensCamera, psf: str = "gaussian"
 ) -> torch.Tensor:
-    """Reference renderer (see module docstring). Returns (B, N, C, H, W)."""
-    check_psf(psf)
-    if psf == "gennorm":
-        raise DefocusError("the exact renderer knows the gaussian and disk PSFs; render gennorm with 'layered' or "
-                           "'occlusion'")
+    """Reference renderer (see module docstring) for the families with ``exact_weights`` (gaussian, disk).
+    Returns (B, N, C, H, W)."""
+    family = get_psf(psf).require("exact")
     focus = _check_inputs(aif, depth, focus)
     _, _, h, w = aif.shape
     size = blur_size_px(camera, depth, focus, psf)  # (B, N, 1, H, W)
-    radius = kernel_radius(float(size.detach().max()), psf)
+    radius = family.kernel_radius(float(size.detach().max()))
     ry, rx = min(radius, h - 1), min(radius, w - 1)
-    if psf == "gaussian":
-        # Normalise over the full untruncated window, then keep the offsets that can land inside the image.
-        g = discrete_gaussian_1d(size, radius)
-        keep = max(ry, rx)
-        g = g[..., radius - keep : radius + keep + 1].movedim(-1, 0).contiguous()
-        params: tuple[torch.Tensor, ...] = (g,)
-        family: type = _GaussianWeights
-    else:
-        norm = size.new_zeros(size.shape)
-        for dy in range(-radius, radius + 1):
-            for dx in range(-radius, radius + 1):
-                norm = norm + disk_weights(size, float(dy), float(dx))
-        params = (size, norm)
-        family = _DiskWeights
-    return _ScatterNormalize.apply(aif[:, None], ry, rx, family, *params)
+    weights = family.exact_weights
+    assert weights is not None  # require("exact") checked it
+    params = weights.prepare(size, radius, ry, rx)
+    return _ScatterNormalize.apply(aif[:, None], ry, rx, weights, *params)
 
 
 # ------------------------------------------------------------------------------------------------------ layered
 def default_levels(max_size_px: float, psf: str, ratio: float = 1.5) -> list[float]:
     """Blur levels 0 = s_0 < s_1 < … with s_L ≥ max_size_px: a first step, then geometric spacing by ``ratio``.
 
-    For ``disk`` the first level is the unit disk, so below one pixel the blend is the PSF itself.
+    The first step is the family's ``first_level`` (0.5; for ``disk`` the unit disk, so below one pixel the blend
+    is the PSF itself).
     """
-    check_psf(psf)
-    first = 1.0 if psf == "disk" else 0.5
-    levels = [0.0, first]
+    levels = [0.0, get_psf(psf).first_level]
     while levels[-1] < max_size_px:
         levels.append(levels[-1] * ratio)
     return levels
@@ -265,19 +210,22 @@ HALF_RES_MIN_SIGMA = 3.0
 _RESAMPLING_VARIANCE = 0.25 + 2.0 / 3.0
 
 
-def _gaussian_blur_multires(x: torch.Tensor, sigma: float, multires: bool = True) -> torch.Tensor:
-    """Zero-padded Gaussian blur of x (..., H, W); recursive half-resolution path for σ >= HALF_RES_MIN_SIGMA."""
+def _separable_blur_multires(x: torch.Tensor, sigma: float, family: PsfFamily, multires: bool = True) -> torch.Tensor:
+    """Zero-padded blur of x (..., H, W) by a separable family's kernel (two banded matrix products); for a family
+    whose blurs add variances (``half_resolution``, the Gaussian) a recursive half-resolution path for
+    σ >= HALF_RES_MIN_SIGMA."""
     h, w = x.shape[-2:]
-    if multires and sigma >= HALF_RES_MIN_SIGMA and h >= 16 and w >= 16:
+    if multires and family.half_resolution and sigma >= HALF_RES_MIN_SIGMA and h >= 16 and w >= 16:
         lead = x.shape[:-2]
         y = x.reshape(-1, 1, h, w)
         y = F.pad(y, (0, w % 2, 0, h % 2))  # zeros: outside the image contributes nothing
         y = F.avg_pool2d(y, 2)
         half_sigma = math.sqrt(max(sigma * sigma - _RESAMPLING_VARIANCE, 0.0)) / 2.0
-        y = _gaussian_blur_multires(y, half_sigma)
+        y = _separable_blur_multires(y, half_sigma, family)
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)[..., :h, :w]
         return y.reshape(*lead, h, w)
-    g = discrete_gaussian_1d(torch.tensor(sigma, dtype=torch.float64), kernel_radius(sigma, "gaussian"))
+    assert family.kernel_1d is not None
+    g = family.kernel_1d(torch.tensor(sigma, dtype=torch.float64), family.kernel_radius(sigma))
     t_h = toeplitz_blur_matrix(g, h).to(device=x.device, dtype=x.dtype)
     t_w = toeplitz_blur_matrix(g, w).to(device=x.device, dtype=x.dtype)
     return torch.matmul(torch.matmul(t_h, x), t_w.T)
@@ -286,12 +234,13 @@ def _gaussian_blur_multires(x: torch.Tensor, sigma: float, multires: bool = True
 def _conv_level(x: torch.Tensor, size: float, psf: str, h: int, w: int, multires: bool = True) -> torch.Tensor:
     """Blurs x (..., H, W) with the fixed normalised kernel of the given size, zero padding, no truncation.
 
-    The separable Gaussian is applied as two banded (Toeplitz) matrix products, which BLAS runs several times
-    faster on a CPU than a depthwise convolution with a long kernel, forward and backward alike.
+    A separable kernel (the Gaussian) is applied as two banded (Toeplitz) matrix products, which BLAS runs several
+    times faster on a CPU than a depthwise convolution with a long kernel, forward and backward alike.
     """
-    radius = kernel_radius(size, psf)
-    if psf == "gaussian":
-        return _gaussian_blur_multires(x, size, multires)
+    family = get_psf(psf)
+    radius = family.kernel_radius(size)
+    if family.kernel_1d is not None:
+        return _separable_blur_multires(x, size, family, multires)
     ky, kx = min(radius, h - 1), min(radius, w - 1)
     k = psf_kernel_window(size, psf, radius, ky, kx)  # only what the image sees, whatever the blur
     if k.shape[-1] * k.shape[-2] <= 81:
@@ -318,7 +267,7 @@ def render_layered(
         multires: blur wide Gaussian levels (σ ≥ 3 px) at half resolution, recursively: faster, and about 0.03 %
             of the mean image value less accurate; synthesis turns it off.
     """
-    check_psf(psf)
+    get_psf(psf).require("layered")
     focus = _check_inputs(aif, depth, focus)
     size = blur_size_px(camera, depth, focus, psf)  # (B, N, 1, H, W)
     return render_layered_from_blur(aif, size, psf, levels, level_ratio, multires)
@@ -334,15 +283,14 @@ def blur_from_inverse_depth(
         focus: (B, N) metres.
         blur_per_dioptre: (B, N) CoC diameter in pixels per dioptre (``camera.blur_per_dioptre_px(focus)``).
     Returns:
-        (B, N, 1, H, W): K·|1/fd − 1/d| / 4 for ``gaussian``, / 2 for ``disk``.
+        (B, N, 1, H, W): the family's size of the CoC K·|1/fd − 1/d|
+        (:func:`~defocus.optics.camera.blur_px_from_inverse_depth`): / 4 for ``gaussian``, / 2 for ``disk``.
     """
-    check_psf(psf)
+    family = get_psf(psf)
     sizes = check_shape(inv_depth, "B 1 H W", "inverse depth")
     check_shape(focus, "B N", "focus", sizes)
     check_shape(blur_per_dioptre, "B N", "blur_per_dioptre", sizes)
-    fd_inv = (1.0 / focus).to(inv_depth.dtype)[:, :, None, None, None]
-    k = blur_per_dioptre.to(inv_depth.dtype)[:, :, None, None, None]
-    return psf_size_from_coc(k * (inv_depth[:, None] - fd_inv).abs(), psf)
+    return family.size_from_coc(blur_px_from_inverse_depth(inv_depth, focus, blur_per_dioptre))
 
 
 def render_layered_from_blur(
@@ -361,7 +309,7 @@ def render_layered_from_blur(
     Returns:
         (B, N, C, H, W).
     """
-    check_psf(psf)
+    get_psf(psf).require("layered")
     sizes = check_shape(aif, "B C H W", "aif")
     check_shape(size, "B N 1 H W", "blur size", sizes)
     b, c, h, w = aif.shape
@@ -397,7 +345,7 @@ def render_occlusion(
         layer_step_px: spacing of the depth layers, as CoC radius difference in pixels at the widest-aperture focus.
         max_layers: cap on the number of layers.
     """
-    check_psf(psf)
+    family = get_psf(psf).require("occlusion")
     focus = _check_inputs(aif, depth, focus)
     b, c, h, w = aif.shape
     n = focus.shape[1]
@@ -417,11 +365,10 @@ def render_occlusion(
         alphas = [(1.0 - (pos - j).abs()).clamp(min=0.0).to(aif.dtype) for j in range(n_layers)]
         # PSF size of every (layer, focus) pair.
         fd = focus[i].double()
-        coc = camera.aperture_m * camera.sensor_distance_m(fd)[None, :] * (1.0 / fd[None, :] - layer_inv[:, None]).abs()
-        sizes = psf_size_from_coc(coc / camera.pixel_size_m, psf)  # (L, N)
-        half = min(kernel_radius(float(sizes.max()), psf), max(h, w))
+        sizes = family.size_from_coc(camera.coc_px_from_inverse_depth(layer_inv[:, None], fd[None, :]))  # (L, N)
+        half = min(family.kernel_radius(float(sizes.max())), max(h, w))
         kernels = torch.stack(
-            [torch.stack([psf_kernel_2d(float(sizes[l, k]), psf, half) for k in range(n)]) for l in range(n_layers)]
+            [torch.stack([family.kernel_2d(float(sizes[l, k]), half) for k in range(n)]) for l in range(n_layers)]
         )  # (L, N, K, K)
         acc_c = img.new_zeros(n, c, h, w)
         acc_a = img.new_zeros(n, 1, h, w)
@@ -456,7 +403,8 @@ def render_stack(
         aif: (B, C, H, W) all-in-focus image in [0, 1].
         depth: (B, 1, H, W) depth in metres, > 0 everywhere.
         focus: (B, N) or (N,) focus distances in metres.
-        psf: ``"gaussian"``, ``"disk"`` or ``"gennorm"`` (not with ``exact``).
+        psf: a registered PSF name (:data:`~defocus.optics.psf.PSF_REGISTRY`): ``"gaussian"``, ``"disk"`` or
+            ``"gennorm"`` (not with ``exact``).
         method: ``"exact"``, ``"layered"`` or ``"occlusion"``.
     Returns:
         (B, N, C, H, W) stack.
@@ -467,4 +415,4 @@ def render_stack(
         return render_layered(aif, depth, focus, camera, psf, **kwargs)
     if method == "occlusion":
         return render_occlusion(aif, depth, focus, camera, psf, **kwargs)
-    raise DefocusError(f"unknown render method {method!r}; choose one of {', '.join(RENDER_METHODS)}")
+    raise InputError(f"unknown render method {method!r}; choose one of {', '.join(RENDER_METHODS)}", field="method")
