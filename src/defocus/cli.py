@@ -226,10 +226,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "(off unless asked: on a large working size it costs minutes)")
     p.add_argument("--refine-steps", type=int, default=0, metavar="K",
                    help="test-time self-supervised refinement steps on each stack (no ground truth)")
-    p.add_argument("--refine-psf", choices=("auto", "disk", "gaussian"), default="auto",
+    p.add_argument("--refine-psf", default="auto", metavar="auto|FAMILY",
                    help="forward model of the refinement: auto (default: calibrated on each stack by re-rendering "
-                   "error — PSF shape, light model, effective aperture), the disk PSF in linear light, or the "
-                   "paper's Gaussian on sRGB values")
+                   "error among the registered PSF families — shape, light model, effective aperture), or a named "
+                   "forward-model family (defocus.optics.forward.FAMILIES), e.g. disk (the disk PSF in linear "
+                   "light) or gaussian (the paper's Gaussian on sRGB values)")
     p.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="depth range in metres of the output (default: the preset's, or from the focus distances)")
     p.add_argument("--threads", type=int, default=0,
@@ -685,6 +686,7 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
     "refine_steps": ("refine_steps", "--refine-steps"),
     "checkpoint": ("checkpoint", "--checkpoint"),
     "device": ("device", "--device"),
+    "refine_model": ("refine_psf", "--refine-psf"),
     "opset": ("opset", "--opset"),
     "camera.focal_length_mm": ("focal_length_mm", "--focal-length-mm"),
     "camera.f_number": ("f_number", "--f-number"),

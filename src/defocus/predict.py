@@ -29,7 +29,7 @@ from torch import nn
 
 from defocus.checks import check_depth_range
 from defocus.data.stack import FocalStack, require_camera
-from defocus.errors import InputError
+from defocus.errors import DefocusError, InputError
 from defocus.models.prediction import Prediction
 from defocus.optics.camera import ThinLensCamera, default_depth_range
 from defocus.optics.forward import ForwardModel
@@ -83,6 +83,11 @@ class PredictOptions:
                              field="refine_steps")
         if self.depth_range is not None:
             object.__setattr__(self, "depth_range", check_depth_range(self.depth_range))
+        if isinstance(self.refine_model, str) and self.refine_model != "auto":
+            try:  # a named forward-model family (the registry decides which names exist)
+                ForwardModel.from_family(self.refine_model)
+            except DefocusError as exc:
+                raise InputError(f"refinement forward model: {exc}", field="refine_model") from None
 
     def describe(self) -> dict[str, Any]:
         """Plain values for ``prediction.json`` and reports."""
@@ -263,8 +268,12 @@ def compose_aif(
     Returns:
         (1, 3, H, W).
     """
-    return _blend_frames(
-        frames, lambda i: float(blur_per_dioptre[i]) * (inv_depth - 1.0 / float(focus_m[i])).abs() / tolerance_px)
+    from defocus.optics.camera import blur_px_from_inverse_depth
+
+    def coc(i: int) -> torch.Tensor:  # (1, 1, H, W) CoC diameter in pixels of frame i at the predicted depth
+        return blur_px_from_inverse_depth(inv_depth, focus_m[i].reshape(1, 1), blur_per_dioptre[i].reshape(1, 1))[:, 0]
+
+    return _blend_frames(frames, lambda i: coc(i) / tolerance_px)
 
 
 def _blend_frames(frames: torch.Tensor, distance: Callable[[int], torch.Tensor]) -> torch.Tensor:
