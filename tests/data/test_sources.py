@@ -179,8 +179,9 @@ def test_each_flag_overrides_only_what_it_names():
 
 
 def test_bad_camera_values_are_errors_or_missing():
-    with pytest.raises(DefocusError, match="--f-number"):
+    with pytest.raises(DefocusError, match="f-number must be a finite positive") as info:
         resolve_camera({"f_number": 0.0}, None, EXIF_FULL, 4080)
+    assert info.value.field == "camera.f_number"
     with pytest.raises(DefocusError, match="sensor width must be a finite positive") as info:
         resolve_camera({}, None, {}, 100, sensor_width_mm=-1.0)
     assert info.value.field == "sensor_width_mm" and "--" not in str(info.value)  # the CLI names the flag

@@ -177,10 +177,12 @@ def test_non_finite_or_non_positive_lengths(value):
         ThinLensCamera(value, 8.0, 12e-6)
     with pytest.raises(DefocusError, match="pixel size"):
         ThinLensCamera(50e-3, 8.0, value)
-    with pytest.raises(DefocusError, match="--focal-length-mm"):
+    with pytest.raises(DefocusError, match="focal length") as info:
         ThinLensCamera.from_mm_um(value, 8.0, 12.0)
-    with pytest.raises(DefocusError, match="--pixel-size-um"):
+    assert info.value.field == "camera.focal_length_mm"  # the command line names its flag from this
+    with pytest.raises(DefocusError, match="pixel size") as info:
         ThinLensCamera.from_mm_um(50.0, 8.0, value)
+    assert info.value.field == "camera.pixel_size_um"
 
 
 def test_pixel_size_in_wrong_units():

@@ -15,7 +15,7 @@ import torch
 
 from defocus.data.codecs import as_depth_map, clean_depth
 from defocus.errors import DefocusError, InputError
-from defocus.optics.camera import ThinLensCamera
+from defocus.optics.camera import ThinLensCamera, check_focus_distances
 
 
 def focus_list(focus: Any, what: str) -> list[float]:
@@ -33,17 +33,12 @@ def focus_list(focus: Any, what: str) -> list[float]:
     return out
 
 def check_focus(focus: Sequence[float], camera: ThinLensCamera | None, what: str) -> None:
-    """Finite, positive and (with a camera) beyond the focal length; errors name ``what`` (field ``focus``)."""
-    if len(focus) == 0:
-        raise InputError(f"{what}: no focus distances", field="focus")
-    if not all(math.isfinite(v) and v > 0 for v in focus):
-        raise InputError(f"{what}: focus distances must be finite positive numbers of metres, got {list(focus)}",
-                         field="focus")
-    if camera is not None:
-        try:
-            camera.validate_focus(list(focus))
-        except DefocusError as exc:
-            raise InputError(f"{what}: {exc}", field="focus") from None
+    """:func:`~defocus.optics.camera.check_focus_distances` (with the camera's focal length where there is one);
+    errors start with ``what`` (field ``focus``)."""
+    try:
+        check_focus_distances(list(focus), camera.focal_length_m if camera is not None else None)
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}", field="focus") from None
 
 
 @dataclass

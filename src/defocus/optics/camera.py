@@ -24,20 +24,33 @@ from typing import Sequence
 
 import torch
 
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 
 Tensorish = torch.Tensor | float | Sequence[float]
 
 
-def _check_positive_finite(name: str, value: float, flag: str | None = None) -> float:
+def _check_positive_finite(name: str, value: float, field: str | None = None) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise DefocusError(f"{name} must be a number, got {value!r}") from None
+        raise InputError(f"{name} must be a number, got {value!r}", field=field) from None
     if not math.isfinite(v) or v <= 0:
-        hint = f" (pass {flag})" if flag else ""
-        raise DefocusError(f"{name} must be a finite positive number, got {value!r}{hint}")
+        raise InputError(f"{name} must be a finite positive number, got {value!r}", field=field)
     return v
+
+
+def check_focus_distances(focus_m: Tensorish, focal_length_m: float | None = None) -> None:
+    """The one rule for focus distances (metres): at least one, finite, positive and, with a focal length, beyond
+    it. Raises InputError (field ``focus``)."""
+    fd = torch.as_tensor(focus_m, dtype=torch.float64)
+    if fd.numel() == 0:
+        raise InputError("no focus distances given", field="focus")
+    if not (torch.isfinite(fd).all() and (fd > 0).all()):
+        raise InputError(f"focus distances must be finite positive numbers of metres, got {fd.flatten().tolist()}",
+                         field="focus")
+    if focal_length_m is not None and (fd <= focal_length_m).any():
+        raise InputError(f"focus distances must be beyond the focal length ({focal_length_m * 1e3:g} mm), "
+                         f"got {fd.flatten().tolist()} m", field="focus")
 
 
 @dataclass(frozen=True)
@@ -55,22 +68,22 @@ class ThinLensCamera:
     pixel_size_m: float
 
     def __post_init__(self) -> None:
-        _check_positive_finite("focal length", self.focal_length_m, "--focal-length-mm")
-        _check_positive_finite("f-number", self.f_number, "--f-number")
-        _check_positive_finite("pixel size", self.pixel_size_m, "--pixel-size-um")
+        _check_positive_finite("focal length", self.focal_length_m, "camera.focal_length_mm")
+        _check_positive_finite("f-number", self.f_number, "camera.f_number")
+        _check_positive_finite("pixel size", self.pixel_size_m, "camera.pixel_size_um")
         if self.pixel_size_m > 1e-3:
-            raise DefocusError(
-                f"pixel size {self.pixel_size_m * 1e6:g} µm is over 1 mm: give --pixel-size-um in micrometres"
-            )
+            raise InputError(f"pixel size {self.pixel_size_m * 1e6:g} µm is over 1 mm: give the pixel size in "
+                             "micrometres", field="camera.pixel_size_um")
         if self.focal_length_m > 10.0:
-            raise DefocusError(f"focal length {self.focal_length_m:g} m is impossible: is it in mm?")
+            raise InputError(f"focal length {self.focal_length_m:g} m is impossible: is it in mm?",
+                             field="camera.focal_length_mm")
 
     # ----------------------------------------------------------------------------------------------- conversions
     @classmethod
     def from_mm_um(cls, focal_length_mm: float, f_number: float, pixel_size_um: float) -> "ThinLensCamera":
         """Builds a camera from the units of files and flags (mm, µm)."""
-        f = _check_positive_finite("focal length", focal_length_mm, "--focal-length-mm")
-        p = _check_positive_finite("pixel size", pixel_size_um, "--pixel-size-um")
+        f = _check_positive_finite("focal length", focal_length_mm, "camera.focal_length_mm")
+        p = _check_positive_finite("pixel size", pixel_size_um, "camera.pixel_size_um")
         return cls(focal_length_m=f * 1e-3, f_number=f_number, pixel_size_m=p * 1e-6)
 
     @classmethod
@@ -102,19 +115,9 @@ class ThinLensCamera:
         return self.focal_length_m / self.f_number
 
     def validate_focus(self, focus_m: Tensorish) -> None:
-        """Raises :class:`DefocusError` unless every focus distance is finite and beyond the focal length."""
-        fd = torch.as_tensor(focus_m, dtype=torch.float64)
-        if fd.numel() == 0:
-            raise DefocusError("no focus distances given (pass --focus)")
-        if not torch.isfinite(fd).all():
-            raise DefocusError(f"focus distances must be finite, got {fd.flatten().tolist()}")
-        if (fd <= 0).any():
-            raise DefocusError(f"focus distances must be positive (metres), got {fd.flatten().tolist()}")
-        if (fd <= self.focal_length_m).any():
-            raise DefocusError(
-                f"focus distances must be beyond the focal length ({self.focal_length_m * 1e3:g} mm), "
-                f"got {fd.flatten().tolist()} m"
-            )
+        """Raises :class:`InputError` unless every focus distance is finite and beyond the focal length
+        (:func:`check_focus_distances`)."""
+        check_focus_distances(focus_m, self.focal_length_m)
 
     def sensor_distance_m(self, focus_m: Tensorish) -> torch.Tensor:
         """Lens-to-sensor distance s = fd·f / (fd − f) for focus distance(s) ``fd`` (metres)."""
