@@ -28,7 +28,8 @@ Architecture (what follows the paper, and what we changed and why):
 Inputs: stack (B, N, 3, H, W) in [0, 1]; focus (B, N) metres; blur_per_dioptre K (B, N) pixels per dioptre;
 depth_range (B, 2) metres. Output: a :class:`~defocus.models.prediction.Prediction` with ``depth`` (B, 1, H, W)
 metres, ``aif`` (B, 3, H, W) in [0, 1], ``inv_depth`` (B, 1, H, W) dioptres, ``attention`` (B, N, 1, H, W) (the
-focus weights behind the depth) and ``confidence`` (B, 1, H, W) in [0, 1]. H and W can be anything: the input is padded inside to a multiple of 2^levels.
+focus weights behind the depth) and ``confidence`` (B, 1, H, W) in [0, 1]. H and W can be anything: the input is
+padded inside to a multiple of 2^levels.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class DAIFNetConfig:
     # Largest correction (in logits of the bounded inverse depth) the decoder may add to the soft arg-max.
     max_logit_correction: float = 4.0
     # Pre-filter of the classical prior's focus measure: a number of pixels, or "auto" (from the stack's own noise,
-    # as the adaptive classical baseline). Weights before issue 8 were trained with 1.0.
+    # as the adaptive classical baseline). The default 1.0 keeps older checkpoints loading as they were trained.
     prior_presmooth: float | str = 1.0
     # False = the ablation without the classical prior: its planes are zeros and the depth head starts from the
     # learned soft arg-max alone.
