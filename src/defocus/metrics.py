@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defocus.checks import check_depth_range
 from defocus.errors import DefocusError
 
 __all__ = [
@@ -94,12 +95,7 @@ def depth_metrics(
         raise DefocusError(f"pred and gt differ in size: {tuple(p.shape)} vs {tuple(g.shape)}")
     mask = torch.isfinite(g) & (g > 0)
     if depth_range_m is not None:
-        try:
-            near, far = (float(v) for v in depth_range_m)
-        except (TypeError, ValueError):
-            raise DefocusError(f"depth_range_m must be (near, far) in metres, got {depth_range_m!r}") from None
-        if not (math.isfinite(near) and math.isfinite(far) and 0 <= near <= far):
-            raise DefocusError(f"depth_range_m must satisfy 0 <= near <= far, got {depth_range_m!r}")
+        near, far = check_depth_range(depth_range_m, "depth_range_m", allow_zero_near=True)
         mask &= (g >= near) & (g <= far)
     if valid is not None:
         v = _as_hw(valid, "valid")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from defocus.color import linear_to_srgb, srgb_to_linear
+from defocus.checks import check_depth_range
 from defocus.errors import DefocusError
 
 __all__ = [
@@ -94,13 +95,7 @@ def _check_size(height: object, width: object) -> tuple[int, int]:
 
 
 def _check_depth_range(depth_range_m: object) -> tuple[float, float]:
-    try:
-        near, far = (float(v) for v in depth_range_m)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise DefocusError(f"depth range must be two numbers (near, far) in metres, got {depth_range_m!r}") from None
-    if not (math.isfinite(near) and math.isfinite(far)) or near <= 0 or near >= far:
-        raise DefocusError(f"depth range must satisfy 0 < near < far (metres, finite), got {depth_range_m!r}")
-    return near, far
+    return check_depth_range(depth_range_m)
 
 
 # --------------------------------------------------------------------------------------------------------------------

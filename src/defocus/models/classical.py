@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocus.checks import check_shape
+from defocus.checks import check_depth_range, check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
 from defocus.filters import confidence_fill
@@ -187,12 +187,7 @@ def classical_depth_from_focus(
     """
     imgs, foc, batched = _check_inputs(images, focus_m)
     if depth_range_m is not None:
-        try:
-            near, far = (float(v) for v in depth_range_m)
-        except (TypeError, ValueError):
-            raise DefocusError(f"depth_range_m must be (near, far) in metres, got {depth_range_m!r}") from None
-        if not (math.isfinite(near) and math.isfinite(far) and 0 < near <= far):
-            raise DefocusError(f"depth_range_m must satisfy 0 < near <= far, got {depth_range_m!r}")
+        near, far = check_depth_range(depth_range_m, "depth_range_m")
     with torch.no_grad():
         clamp = None if depth_range_m is None else (1.0 / far, 1.0 / near)
         depth, aif, conf = dff_core(imgs, foc, window, presmooth_sigma, clamp)
