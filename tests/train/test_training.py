@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from defocus.data.sweeps import DataConfig, FocalSweepSampler, SweepGroup
 from defocus.errors import DefocusError
 from defocus.models.factory import create_model
-from defocus.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from defocus.models.checkpoint import read_metadata, save_checkpoint
 from defocus.train.config import config_from_dict, load_config
 from defocus.train.trainer import train
 
@@ -161,7 +161,8 @@ def test_checkpoint_round_trip(tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, model, "daifnet_tiny", cfg.to_dict(), {"epoch": 3, "val_abs_rel": 0.25})
     assert not list(tmp_path.glob("*.tmp"))
-    loaded, meta = load_checkpoint(path)
+    loaded = create_model(checkpoint=path)  # the factory owns loading
+    meta = loaded.checkpoint_metadata
     assert not loaded.training
     assert loaded.config.widths == (6, 10) and loaded.config.bottleneck == 12
     sa, sb = model.state_dict(), loaded.state_dict()
@@ -183,32 +184,44 @@ def test_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(model(x, fd, k, dr).depth, loaded(x, fd, k, dr).depth, rtol=0, atol=0)
 
 
+def test_checkpoint_and_name_must_agree(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, create_model("daifnet_tiny"), "daifnet_tiny", {})
+    assert create_model("daifnet_tiny", checkpoint=path).config == create_model("daifnet_tiny").config
+    with pytest.raises(DefocusError, match="holds model daifnet_tiny, not daifnet_small"):
+        create_model("daifnet_small", checkpoint=path)
+    with pytest.raises(DefocusError, match="not both"):
+        create_model(pretrained=True, checkpoint=path)
+    with pytest.raises(DefocusError, match="no config overrides"):
+        create_model(checkpoint=path, widths=[4])
+
+
 def test_corrupt_or_missing_checkpoint_is_defocus_error(tmp_path):
     with pytest.raises(DefocusError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.safetensors")
+        create_model(checkpoint=tmp_path / "missing.safetensors")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"this is not a safetensors file at all" * 10)
     with pytest.raises(DefocusError):
-        load_checkpoint(garbage)
+        create_model(checkpoint=garbage)
     # A truncated real checkpoint.
     good = tmp_path / "good.safetensors"
     save_checkpoint(good, create_model("daifnet_tiny"), "daifnet_tiny", {})
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DefocusError):
-        load_checkpoint(truncated)
+        create_model(checkpoint=truncated)
     # Weights that do not fit the model described by the metadata.
     tiny_cfg = json.dumps(create_model("daifnet_tiny").config.to_dict())
     small_state = {k: v.contiguous() for k, v in create_model("daifnet_small").state_dict().items()}
     mismatched = tmp_path / "mismatched.safetensors"
     save_file(small_state, str(mismatched), metadata={"model_name": "daifnet_tiny", "model_config": tiny_cfg})
     with pytest.raises(DefocusError, match="does not match"):
-        load_checkpoint(mismatched)
+        create_model(checkpoint=mismatched)
     # Metadata that is not JSON.
     bad_meta = tmp_path / "bad_meta.safetensors"
     save_file(small_state, str(bad_meta), metadata={"model_name": "daifnet_small", "model_config": "{not json"})
     with pytest.raises(DefocusError):
-        load_checkpoint(bad_meta)
+        create_model(checkpoint=bad_meta)
 
 
 # --------------------------------------------------------------------------------------------- sampler
