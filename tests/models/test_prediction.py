@@ -60,7 +60,7 @@ def test_factory_builds_network_and_classical_with_one_call_and_result_type():
 def test_factory_pretrained_errors():
     with pytest.raises(DefocusError, match="no shipped weights"):
         create_model("daifnet_tiny", pretrained=True)
-    with pytest.raises(DefocusError, match="no overrides"):
+    with pytest.raises(DefocusError, match="no config overrides"):
         create_model("daifnet_small", pretrained=True, widths=(4, 8))
     with pytest.raises(DefocusError, match="has no shipped weights"):
         shipped_weights_path("classical")
