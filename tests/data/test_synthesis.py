@@ -1,4 +1,4 @@
-"""Tests for defocus.data.synthesis: the `paper` and `realistic` synthesis protocols."""
+"""Tests for defocus.data.synthesis: the `paper` and `realistic` synthesis protocols and the protocol registry."""
 
 from __future__ import annotations
 
@@ -6,9 +6,23 @@ import pytest
 import torch
 
 from defocus.data.procedural import make_scene
-from defocus.data.synthesis import PROTOCOLS, REALISTIC_NOISE_STD, synthesize_stack
-from defocus.errors import DefocusError
+from defocus.data.synthesis import (
+    PROTOCOLS,
+    REALISTIC_NOISE_STD,
+    SYNTHESIS_LEVEL_RATIO,
+    Protocol,
+    get_protocol,
+    protocol_names,
+    register_protocol,
+    stack_from_scene,
+    synthesis_forward_model,
+    synthesize_stack,
+    unregister_protocol,
+)
+from defocus.errors import DefocusError, InputError
 from defocus.optics.camera import PRESETS
+from defocus.optics.forward import ForwardSpec
+from defocus.optics.sensor import SensorModel
 from defocus.optics.render import render_exact, render_occlusion
 
 PRESET = PRESETS["nyuv2"]
@@ -103,3 +117,67 @@ def test_errors(scene):
         synthesize_stack(rgb, depth, torch.tensor([float("nan")]), CAM, "paper")
     with pytest.raises(DefocusError, match="depth"):
         synthesize_stack(rgb, depth[:, :-1], FOCUS, CAM, "paper")
+
+
+# ------------------------------------------------------------------------------------------------- registry
+def test_registry_lists_paper_and_realistic():
+    assert protocol_names()[:2] == ("paper", "realistic") and list(PROTOCOLS) == list(protocol_names())
+    paper, realistic = get_protocol("paper"), get_protocol("realistic")
+    assert paper.synthesis == ForwardSpec("gaussian", "srgb", "layered", level_ratio=SYNTHESIS_LEVEL_RATIO)
+    assert paper.sensor == SensorModel() and paper.loss == ForwardSpec("gaussian", "srgb")
+    assert realistic.synthesis == ForwardSpec("disk", "linear", "occlusion")
+    assert realistic.sensor == SensorModel(noise_std=REALISTIC_NOISE_STD) and realistic.loss == ForwardSpec("disk",
+                                                                                                             "linear")
+    assert synthesis_forward_model("realistic", CAM).spec == realistic.synthesis
+    assert get_protocol(paper) is paper
+    with pytest.raises(InputError, match="unknown protocol 'studio'; choose one of paper, realistic") as exc:
+        get_protocol("studio")
+    assert exc.value.field == "protocol"
+    with pytest.raises(InputError, match="already registered"):
+        register_protocol(Protocol("paper", ForwardSpec()))
+    for bad in ("", " x", "variant"):
+        with pytest.raises(InputError):
+            Protocol(bad, ForwardSpec())
+    with pytest.raises(InputError, match="layered"):
+        Protocol("toy", ForwardSpec(), loss=ForwardSpec(method="occlusion"))
+
+
+def test_a_registered_toy_protocol_renders_through_stack_from_scene(scene):
+    """A protocol added to the registry is known to synthesis (and everything reading the registry), with its own
+    forward model and sensor; removing it forgets it."""
+    rgb, depth = scene
+    toy = Protocol("toy", ForwardSpec("gennorm", "linear", "layered", blur_scale=1.2),
+                   SensorModel(noise_std=0.02, bits=4), description="a test protocol")
+    register_protocol(toy)
+    try:
+        assert "toy" in protocol_names() and get_protocol("toy") is toy
+        assert toy.loss == ForwardSpec("gennorm", "linear", blur_scale=1.2)  # its lens on the loss's renderer
+        st = stack_from_scene(rgb, depth, FOCUS.tolist(), CAM, "toy", seed=5)
+        assert st.images.shape == (5, 3, 40, 56)
+        levels = st.images * 15
+        assert torch.equal(levels, levels.round())  # 4-bit
+        clean = toy.forward_model(CAM)(rgb[None], depth[None], FOCUS[None])[0]
+        assert float((st.images - clean).std()) == pytest.approx((0.02**2 + (1 / 15) ** 2 / 12) ** 0.5, rel=0.15)
+        again = stack_from_scene(rgb, depth, FOCUS.tolist(), CAM, "toy", seed=5)
+        assert torch.equal(st.images, again.images)
+        # its noise-free rendering is the toy forward model, not paper's
+        assert not torch.equal(synthesize_stack(rgb, depth, FOCUS, CAM, "toy", quantize=False),
+                               synthesize_stack(rgb, depth, FOCUS, CAM, "paper", quantize=False))
+        from defocus.data.datasets.nyuv2 import PROTOCOLS as NYU_PROTOCOLS
+        from defocus.train.config import TrainConfig, loss_spec_for
+
+        assert "toy" in NYU_PROTOCOLS
+        assert TrainConfig().protocol_loss["toy"] == {"psf": "gennorm", "light": "linear", "blur_scale": 1.2}
+        assert loss_spec_for(TrainConfig(), "toy") == toy.loss
+    finally:
+        assert unregister_protocol("toy") is toy
+    assert "toy" not in PROTOCOLS and "toy" not in protocol_names()
+    with pytest.raises(InputError, match="unknown protocol 'toy'"):
+        stack_from_scene(rgb, depth, FOCUS.tolist(), CAM, "toy")
+
+
+def test_a_protocol_object_renders_without_registering(scene):
+    rgb, depth = scene
+    p = Protocol("adhoc", ForwardSpec("disk", "srgb", "layered", level_ratio=SYNTHESIS_LEVEL_RATIO))
+    out = synthesize_stack(rgb, depth, FOCUS, CAM, p)
+    assert out.shape == (5, 3, 40, 56) and _is_8bit(out) and "adhoc" not in PROTOCOLS

@@ -37,7 +37,7 @@ from defocus.losses.terms import (
 )
 from defocus.models.prediction import Prediction
 from defocus.optics.camera import get_preset
-from defocus.optics.forward import ForwardModel, Rerendering
+from defocus.optics.forward import ForwardModel, ForwardSpec, Rerendering
 
 NYU = get_preset("nyuv2")
 FOCUS = torch.tensor([[1.0, 1.5, 2.5, 4.0, 6.0]])
@@ -383,13 +383,16 @@ def test_full_loss_total_is_weighted_sum():
 def test_loss_config_builds_its_forward_model():
     fm = LossConfig().forward_model()
     assert (fm.psf, fm.light, fm.method) == ("gaussian", "srgb", "layered")
-    fm = LossConfig(psf="disk", linear_light=True, level_ratio=1.2).forward_model()
-    assert (fm.psf, fm.light, fm.spec.level_ratio) == ("disk", "linear", 1.2)
-    fm = LossConfig().forward_model(psf="disk", linear_light=True)
+    assert LossConfig().forward == ForwardSpec()
+    fm = LossConfig(forward=ForwardSpec("disk", "linear", level_ratio=1.2, blur_scale=0.9)).forward_model()
+    assert (fm.psf, fm.light, fm.spec.level_ratio, fm.spec.blur_scale) == ("disk", "linear", 1.2, 0.9)
+    fm = LossConfig().forward_model(psf="disk", light="linear")
     assert (fm.psf, fm.light) == ("disk", "linear")
+    assert LossConfig().forward_model(psf="disk", linear_light=True).light == "linear"  # the old key still reads
     assert LossConfig().forward_model(psf=None).psf == "gaussian"  # None overrides nothing
+    assert LossConfig().to_dict()["forward"] == ForwardSpec().to_dict()
     with pytest.raises(DefocusError):
-        LossConfig(psf="box").forward_model()
+        LossConfig().forward_model(psf="box")
 
 
 # ---------------------------------------------------------------------------------------------- coarse AIF
@@ -431,7 +434,7 @@ def _recon_at(stack, aif, inv_depth, cfg):
 def test_reconstruction_is_minimised_near_true_depth(scene48, protocol, psf, linear):
     aif, depth = scene48
     stack = synthesize_stack(aif, depth, FOCUS[0], NYU.camera, protocol, seed=3)
-    cfg = LossConfig(weights={"reconstruction": 1.0}, psf=psf, linear_light=linear)
+    cfg = LossConfig(weights={"reconstruction": 1.0}, forward=ForwardSpec(psf, "linear" if linear else "srgb"))
     inv_true = 1.0 / depth
     at_true = _recon_at(stack, aif, inv_true, cfg)
     others = {

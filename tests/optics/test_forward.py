@@ -1,5 +1,6 @@
-"""Tests of the ForwardModel: module equals the renderer functions, light models, named families, synthesis and
-loss constructors, re-rendering from inverse depth and K, errors, float64 gradcheck."""
+"""Tests of the ForwardModel and its ForwardSpec: module equals the renderer functions, light models, named
+families, synthesis and loss constructors, the spec's dictionary round trip (old ``linear_light`` key included),
+one blur scale for depth and K rendering, re-rendering from inverse depth and K, errors, float64 gradcheck."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import pytest
 import torch
 
 from defocus.color import linear_to_srgb, srgb_to_linear
-from defocus.data.synthesis import synthesize_stack
-from defocus.errors import DefocusError
+from defocus.data.synthesis import synthesis_forward_model, synthesize_stack
+from defocus.errors import DefocusError, InputError
 from defocus.losses.selfsup import LossConfig
-from defocus.optics.camera import PRESETS
-from defocus.optics.forward import FAMILIES, ForwardModel
+from defocus.optics.camera import PRESETS, ThinLensCamera
+from defocus.optics.forward import FAMILIES, ForwardModel, ForwardSpec
 from defocus.optics.render import RENDER_METHODS, render_layered, render_layered_from_blur, render_occlusion, render_stack
 
 NYU = PRESETS["nyuv2"].camera
@@ -62,20 +63,22 @@ def test_families_and_constructors():
     assert (g.psf, g.light, g.linear_light) == ("gaussian", "srgb", False)
     d = ForwardModel.from_preset("nyuv2", "disk")
     assert (d.psf, d.light, d.linear_light, d.camera) == ("disk", "linear", True, NYU)
-    assert ForwardModel.for_synthesis("paper", NYU).method == "layered"
-    assert ForwardModel.for_synthesis("realistic", NYU).method == "occlusion"
-    cfg = LossConfig(psf="disk", linear_light=True, level_ratio=1.3, multires=True)
+    assert synthesis_forward_model("paper", NYU).method == "layered"
+    assert synthesis_forward_model("realistic", NYU).method == "occlusion"
+    cfg = LossConfig(forward=ForwardSpec("disk", "linear", level_ratio=1.3, multires=True, blur_scale=1.1))
     fm = cfg.forward_model()
     assert (fm.psf, fm.light, fm.spec.level_ratio, fm.spec.multires) == ("disk", "linear", 1.3, True)
+    assert fm.spec == cfg.forward and fm.spec.blur_scale == 1.1
     assert cfg.forward_model(psf="gaussian", linear_light=False).describe()["light"] == "srgb"
+    assert cfg.forward_model(psf="gaussian", light="srgb").spec == cfg.forward.replace(psf="gaussian", light="srgb")
     assert cfg.forward_model(psf=None).psf == "disk"  # None keeps the config's value
     desc = d.describe()
     assert desc["camera"]["focal_length_mm"] == pytest.approx(50.0) and desc["psf"] == "disk"
 
 
-def test_for_synthesis_is_what_synthesize_stack_renders():
+def test_synthesis_forward_model_is_what_synthesize_stack_renders():
     aif, depth, focus = _inputs(b=1, h=16, w=16)
-    fm = ForwardModel.for_synthesis("paper", NYU)
+    fm = synthesis_forward_model("paper", NYU)
     out = synthesize_stack(aif, depth, focus, NYU, "paper", quantize=False)
     torch.testing.assert_close(out, fm(aif, depth, focus).clamp(0, 1))
 
@@ -115,8 +118,18 @@ def test_bad_settings_are_defocus_errors():
         ForwardModel(NYU, level_ratio=1.0)
     with pytest.raises(DefocusError, match="family"):
         ForwardModel.from_family("airy")
-    with pytest.raises(DefocusError, match="protocol"):
-        ForwardModel.for_synthesis("cinematic", NYU)
+    with pytest.raises(InputError, match="protocol"):
+        synthesis_forward_model("cinematic", NYU)
+    for bad, field in [({"psf": "airy"}, "psf"), ({"psf": 3}, "psf"), ({"light": "log"}, "light"),
+                       ({"method": "fft"}, "method"), ({"level_ratio": 1.0}, "level_ratio"),
+                       ({"level_ratio": "x"}, "level_ratio"), ({"multires": 1}, "multires"),
+                       ({"blur_scale": 0.0}, "blur_scale"), ({"blur_scale": float("nan")}, "blur_scale"),
+                       ({"blur_scale": True}, "blur_scale"), ({"blur_scale": 1e30}, "blur_scale"),
+                       ({"colour": 1}, "colour"),
+                       ({"linear_light": "yes"}, "linear_light"), ({"light": "srgb", "linear_light": True}, "light")]:
+        with pytest.raises(InputError) as exc:
+            ForwardSpec.from_dict(bad)
+        assert exc.value.field == field and "\n" not in str(exc.value) and "--" not in str(exc.value)
 
 
 @pytest.mark.parametrize("family", ("gaussian", "disk"))
@@ -128,3 +141,73 @@ def test_gradcheck_rerender_float64(family):
     k = NYU.blur_per_dioptre_px(focus)
     fm = ForwardModel.from_family(family, level_ratio=1.5)
     assert torch.autograd.gradcheck(lambda a, i: fm.rerender(a, i, focus, k).stack, (aif, inv), eps=1e-6, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ ForwardSpec
+def test_spec_round_trips_through_dicts_and_json_and_is_a_key():
+    import json
+
+    spec = ForwardSpec("gennorm", "linear", "occlusion", level_ratio=1.3, multires=True, blur_scale=1.25)
+    d = spec.to_dict()
+    assert d == {"psf": "gennorm", "light": "linear", "method": "occlusion", "level_ratio": 1.3, "multires": True,
+                 "blur_scale": 1.25}
+    assert ForwardSpec.from_dict(d) == spec
+    assert ForwardSpec.from_dict(json.loads(json.dumps(d))) == spec
+    assert ForwardSpec.from_dict({}) == ForwardSpec()
+    assert ForwardSpec.from_dict({"blur_scale": 2}).blur_scale == 2.0  # an integer is a number too
+    # hashable: equal specs are one dictionary key (1 and 1.0 included)
+    assert len({spec: 1, ForwardSpec.from_dict(d): 2, ForwardSpec(blur_scale=1): 3, ForwardSpec(): 4}) == 2
+    # describe() is the spec plus the camera, and reads back
+    fm = ForwardModel(NYU, spec=spec)
+    assert fm.describe()["camera"] == NYU.to_dict()
+    assert ForwardSpec.from_dict({k: v for k, v in fm.describe().items() if k != "camera"}) == spec
+    assert spec.lens() == {"psf": "gennorm", "light": "linear", "blur_scale": 1.25}
+    assert ForwardSpec().with_lens_of(spec) == ForwardSpec("gennorm", "linear", blur_scale=1.25)
+
+
+def test_old_linear_light_key_is_read_as_light():
+    assert ForwardSpec.from_dict({"psf": "disk", "linear_light": True}) == ForwardSpec("disk", "linear")
+    assert ForwardSpec.from_dict({"linear_light": False}).light == "srgb"
+    assert ForwardSpec.from_dict({"light": "linear", "linear_light": True}).light == "linear"  # agreeing: fine
+    assert ForwardSpec().replace(linear_light=True).light == "linear"
+    assert ForwardModel(NYU).replace(linear_light=True).light == "linear"
+
+
+def test_from_config_keeps_every_field_blur_scale_included():
+    values = {"psf": "disk", "linear_light": True, "level_ratio": 1.2, "multires": True, "blur_scale": 0.8}
+    fm = ForwardModel.from_config(values, NYU)
+    assert fm.spec == ForwardSpec("disk", "linear", "layered", 1.2, True, 0.8) and fm.camera == NYU
+    assert ForwardModel.from_config(LossConfig(forward=fm.spec)).spec == fm.spec
+    assert ForwardModel.from_config(fm.spec).spec == fm.spec
+    assert ForwardModel.from_spec(fm.spec, NYU).describe() == fm.describe()
+
+
+def test_spec_and_keyword_constructors_agree():
+    spec = ForwardSpec("disk", "linear", "layered", blur_scale=1.2)
+    a = ForwardModel(NYU, spec=spec)
+    b = ForwardModel(NYU, psf="disk", light="linear", method="layered", blur_scale=1.2)
+    c = ForwardModel.from_spec(spec, NYU)
+    assert a.spec == b.spec == c.spec == spec
+    assert ForwardModel(NYU, spec=spec, blur_scale=0.9).spec == spec.replace(blur_scale=0.9)  # keywords win
+    assert a.replace(blur_scale=1.0).spec == ForwardSpec("disk", "linear")
+    assert a.replace(camera=None).camera is None and a.replace(camera=None).spec == spec
+
+
+@pytest.mark.parametrize("psf,light", [("gaussian", "srgb"), ("disk", "linear"), ("gennorm", "srgb")])
+def test_blur_scale_has_one_effect_for_depth_and_k_rendering(psf, light):
+    """blur_scale is an effective aperture: forward() (camera, metres) renders like the camera of aperture
+    blur_scale·A, rerender() (K) like K·blur_scale, and the two agree."""
+    aif, depth, focus = _inputs(h=12, w=13)
+    scale = 1.3
+    fm = ForwardModel(NYU, psf=psf, light=light, method="layered", blur_scale=scale)
+    k = NYU.blur_per_dioptre(focus)
+    by_depth = fm(aif, depth, focus)
+    by_k = fm.rerender(aif, 1.0 / depth, focus, k).stack
+    torch.testing.assert_close(by_k, by_depth, rtol=1e-4, atol=1e-4)
+    wider = ThinLensCamera(NYU.focal_length_m, NYU.f_number / scale, NYU.pixel_size_m)
+    assert fm.spec.effective_camera(NYU) == wider
+    torch.testing.assert_close(by_depth, fm.replace(blur_scale=1.0)(aif, depth, focus, camera=wider))
+    plain = fm.replace(blur_scale=1.0)
+    torch.testing.assert_close(by_k, plain.rerender(aif, 1.0 / depth, focus, k * scale).stack)
+    torch.testing.assert_close(fm.blur_size(1.0 / depth, focus, k), scale * plain.blur_size(1.0 / depth, focus, k))
+    assert float((by_depth - plain(aif, depth, focus)).abs().max()) > 1e-3  # it does blur more

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
+from defocus.optics.forward import ForwardSpec
 from defocus.train.config import (
     TrainConfig,
     config_from_dict,
     dump_config,
     load_config,
+    loss_spec_for,
     parse_override,
 )
 
@@ -25,8 +27,11 @@ def test_defaults_follow_the_paper_where_it_matters():
                                 "depth_smoothness": 10.0}
     assert cfg.data.n_typical == 5
     assert cfg.data.presets == ["nyuv2", "defocusnet"]
-    assert cfg.protocol_loss.realistic == {"psf": "disk", "linear_light": True}
-    assert cfg.protocol_loss.paper == {"psf": "gaussian", "linear_light": False}
+    assert cfg.loss.forward == ForwardSpec("gaussian", "srgb", "layered", 1.5, False, 1.0)
+    assert cfg.protocol_loss == {"paper": {"psf": "gaussian", "light": "srgb", "blur_scale": 1.0},
+                                 "realistic": {"psf": "disk", "light": "linear", "blur_scale": 1.0}}
+    assert loss_spec_for(cfg, "paper") == ForwardSpec("gaussian", "srgb")
+    assert loss_spec_for(cfg, "realistic") == ForwardSpec("disk", "linear")
     # Defaults are fresh objects: mutating one config never leaks into the next.
     cfg.data.presets.append("x")
     cfg.loss.weights["reconstruction"] = 1.0
@@ -42,7 +47,7 @@ def test_yaml_overlay(tmp_path):
         "model: {name: daifnet_tiny}\n"
         "data:\n  presets: [defocusnet]\n  size: [40, 48]\n"
         "optim:\n  epochs: 3\n  lr: 0.001\n  weight_decay: 1e-4\n"
-        "loss:\n  weights: {reconstruction: 5.0}\n  linear_light: true\n"
+        "loss:\n  weights: {reconstruction: 5.0}\n  forward: {light: linear}\n"
     )
     cfg = load_config(p)
     assert cfg.name == "exp1"
@@ -50,7 +55,7 @@ def test_yaml_overlay(tmp_path):
     assert cfg.data.presets == ["defocusnet"] and cfg.data.size == [40, 48]
     assert cfg.optim.epochs == 3 and cfg.optim.lr == 0.001
     assert cfg.optim.weight_decay == 1e-4  # YAML 1.1 reads 1e-4 as a string; the config still takes it
-    assert cfg.loss.linear_light is True
+    assert cfg.loss.forward == ForwardSpec(light="linear")
     # A mapping in YAML updates the default mapping (other weights keep their defaults).
     assert cfg.loss.weights["reconstruction"] == 5.0 and cfg.loss.weights["aif_vs_coarse"] == 1e2
     # Untouched keys keep their defaults.
@@ -88,7 +93,8 @@ def test_overrides_nested_lists_numbers_bools(tmp_path):
             "data.presets=[nyuv2]",
             "data.size=[16, 24]",
             "data.stack_dirs=[a/b, c]",
-            "loss.linear_light=true",
+            "loss.forward.light=linear",
+            "loss.forward.blur_scale=1.2",
             "loss.weights.reconstruction=2",
             "protocol_loss.paper.psf=disk",
             "name=over",
@@ -101,9 +107,10 @@ def test_overrides_nested_lists_numbers_bools(tmp_path):
     assert cfg.data.presets == ["nyuv2"]
     assert cfg.data.size == [16, 24]
     assert cfg.data.stack_dirs == ["a/b", "c"]
-    assert cfg.loss.linear_light is True
+    assert cfg.loss.forward == ForwardSpec(light="linear", blur_scale=1.2)
     assert cfg.loss.weights["reconstruction"] == 2 and cfg.loss.weights["depth_smoothness"] == 10.0
-    assert cfg.protocol_loss.paper == {"psf": "disk", "linear_light": False}
+    assert cfg.protocol_loss["paper"] == {"psf": "disk", "light": "srgb", "blur_scale": 1.0}  # one field changed
+    assert loss_spec_for(cfg, "paper") == ForwardSpec("disk", "srgb")
     assert cfg.name == "over" and cfg.seed == 3
 
 
@@ -148,6 +155,13 @@ def test_unknown_key_in_yaml_names_it(tmp_path):
         "optim.lr=fast",
         "loss.linear_light=1",
         "loss.linear_light=maybe",
+        "loss.forward.multires=1",
+        "loss.forward.psf=airy",
+        "loss.forward.level_ratio=fine",
+        "loss.forward.colour=1",
+        "loss.forward=disk",
+        "protocol_loss.paper.psf=airy",
+        "protocol_loss.paper.linear_light=maybe",
         "data.presets=nyuv2",
         "model=daifnet",  # a section needs a mapping
         "optim.epochs=[1, 2]",
@@ -179,10 +193,36 @@ def test_empty_yaml_gives_defaults(tmp_path):
 
 
 def test_dump_round_trip():
-    cfg = load_config(None, ["optim.epochs=4", "data.size=[20, 30]", "loss.psf=disk", "name=rt"])
+    cfg = load_config(None, ["optim.epochs=4", "data.size=[20, 30]", "loss.forward.psf=disk", "name=rt",
+                             "loss.forward.blur_scale=0.9", "protocol_loss.realistic.level_ratio=1.3"])
     text = dump_config(cfg)
     back = config_from_dict(yaml.safe_load(text))
     assert back.to_dict() == cfg.to_dict()
+    assert back.loss.forward == ForwardSpec("disk", blur_scale=0.9)  # blur_scale kept
+    assert loss_spec_for(back, "realistic") == ForwardSpec("disk", "linear", level_ratio=1.3)
+
+
+def test_configs_of_before_loss_forward_are_still_read():
+    """Resolved configs in older checkpoints and user YAMLs set the loss's forward model as loose keys of loss
+    (psf, linear_light, level_ratio, multires) and protocol_loss entries as {psf, linear_light}."""
+    old = {"name": "old", "loss": {"weights": {"reconstruction": 1000.0}, "psf": "disk", "linear_light": True,
+                                   "level_ratio": 1.3, "multires": False},
+           "protocol_loss": {"paper": {"psf": "gaussian", "linear_light": False},
+                             "realistic": {"psf": "disk", "linear_light": True}}}
+    cfg = config_from_dict(old).validate()
+    assert cfg.loss.forward == ForwardSpec("disk", "linear", level_ratio=1.3)
+    assert loss_spec_for(cfg, "paper") == ForwardSpec("gaussian", "srgb", level_ratio=1.3)
+    assert loss_spec_for(cfg, "realistic") == ForwardSpec("disk", "linear", level_ratio=1.3)
+    over = load_config(None, ["loss.linear_light=true", "loss.psf=disk", "protocol_loss.paper.linear_light=true"])
+    assert over.loss.forward == ForwardSpec("disk", "linear")
+    assert over.protocol_loss["paper"] == {"psf": "gaussian", "light": "linear", "blur_scale": 1.0}
+
+
+def test_batches_forward_spec_gives_the_lens_on_the_loss_renderer():
+    cfg = load_config(None, ["loss.forward.level_ratio=1.25", "loss.forward.multires=true"])
+    variant = ForwardSpec("gennorm", "linear", "layered", blur_scale=1.1)
+    assert loss_spec_for(cfg, variant) == ForwardSpec("gennorm", "linear", "layered", 1.25, True, 1.1)
+    assert loss_spec_for(cfg, "paper") == ForwardSpec("gaussian", "srgb", "layered", 1.25, True, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -221,13 +261,27 @@ def test_dump_round_trip():
         ("model.config.widths=[]", "widths"),
         ("model.config.prior_presmooth=.inf", "prior_presmooth"),
         ("model.config.bottleneck=1000000", "bottleneck"),
+        ("loss.forward.psf=airy", "loss.forward.psf"),
+        ("loss.forward.blur_scale=0", "loss.forward.blur_scale"),
+        ("loss.forward.blur_scale=-.inf", "loss.forward.blur_scale"),
+        ("loss.forward.blur_scale=1e30", "loss.forward.blur_scale"),  # kernels wider than any memory
+        ("loss.forward.method=fft", "loss.forward.method"),
+        ("loss.forward.level_ratio=1", "loss.forward.level_ratio"),
+        ("loss.forward.nosuch=1", "loss.forward.nosuch"),
+        ("protocol_loss.studio={psf: disk}", "protocol_loss.studio"),
+        ("protocol_loss.paper=disk", "protocol_loss.paper"),
+        ("protocol_loss.paper.light=log", "protocol_loss.paper.light"),
+        ("protocol_loss.paper.nosuch=1", "protocol_loss.paper.nosuch"),
+        ("data.protocols=[paper, studio]", "data.protocols"),
+        ("data.stack_protocol=studio", "data.stack_protocol"),
     ],
 )
 def test_nonsense_values_are_refused_up_front(override, named):
     """TrainConfig.validate (called by load_config): one DefocusError naming the key, before anything is trained or
     written, instead of a traceback deep inside training or an empty run."""
-    with pytest.raises(DefocusError, match=named.replace(".", r"\.")):
+    with pytest.raises(InputError, match=named.replace(".", r"\.")) as exc:
         load_config("tiny", [override])
+    assert "\n" not in str(exc.value) and "--" not in str(exc.value)
 
 
 def test_valid_configs_pass_validation_unchanged():

@@ -14,6 +14,9 @@ from defocus.data.synthesis import SynthesisVariant, jpeg_round_trip, synthesize
 from defocus.errors import DefocusError
 from defocus.losses.selfsup import SelfSupervisedLoss
 from defocus.optics.camera import get_preset
+from defocus.optics.forward import ForwardSpec
+from defocus.optics.psf import PSF_NAMES
+from defocus.optics.sensor import SensorModel
 from defocus.train.config import load_config
 from defocus.train.trainer import train
 
@@ -40,27 +43,62 @@ def test_protocol_variants_render_exactly_the_protocols(scene, protocol):
 def test_random_variants_cover_the_family_and_are_repeatable():
     draws = [SynthesisVariant.random(np.random.default_rng([7, i])) for i in range(200)]
     assert draws[3] == SynthesisVariant.random(np.random.default_rng([7, 3]))
-    assert {v.psf for v in draws} == {"gaussian", "gennorm", "disk"}
-    assert {v.light for v in draws} == {"srgb", "linear"} and {v.method for v in draws} == {"layered", "occlusion"}
-    assert all(0.8 <= v.blur_scale <= 1.25 and 0 <= v.noise_std <= 0.01 for v in draws)
-    assert {v.jpeg_quality == 0 for v in draws} == {True, False}
-    assert all(70 <= v.jpeg_quality <= 95 for v in draws if v.jpeg_quality)
-    assert any(v.noise_std == 0 for v in draws) and any(v.noise_std > 0.005 for v in draws)
+    fwd, sen = [v.forward for v in draws], [v.sensor for v in draws]
+    assert {f.psf for f in fwd} == set(PSF_NAMES) == {"gaussian", "gennorm", "disk"}  # the PSF registry's
+    assert {f.light for f in fwd} == {"srgb", "linear"} and {f.method for f in fwd} == {"layered", "occlusion"}
+    assert all(0.8 <= f.blur_scale <= 1.25 for f in fwd) and all(0 <= s.noise_std <= 0.01 for s in sen)
+    assert {s.jpeg_quality is None for s in sen} == {True, False}
+    assert all(70 <= s.jpeg_quality <= 95 for s in sen if s.jpeg_quality is not None)
+    assert any(s.noise_std == 0 for s in sen) and any(s.noise_std > 0.005 for s in sen)
+    assert all(s.bits == 8 for s in sen)
+    # the loss's forward model of a variant: its lens on the default (layered) renderer
+    assert all(v.loss == ForwardSpec(v.forward.psf, v.forward.light, blur_scale=v.forward.blur_scale) for v in draws)
+    assert len(set(draws)) == len(draws)  # hashable, and every draw differs
+
+
+def test_random_variants_are_the_draws_of_before():
+    """The draw order (PSF from the registry in its order, then light, method, blur scale, noise, JPEG) is the one
+    the shipped weights were trained with: these values were drawn before SynthesisVariant became (ForwardSpec,
+    SensorModel)."""
+    before = [("disk", "linear", "layered", 1.0069, 0.00054, 84),
+              ("gaussian", "linear", "occlusion", 1.0914, 0.00538, 0),
+              ("disk", "srgb", "occlusion", 1.0416, 0.00053, 91),
+              ("gennorm", "linear", "layered", 1.057, 0.00354, 0)]
+    draws = [SynthesisVariant.random(np.random.default_rng([5, i])) for i in (0, 1, 2, 5)]
+    assert [SynthesisVariant.of(*values) for values in before] == draws
+
+
+def test_variant_is_a_forward_spec_and_a_sensor():
+    v = SynthesisVariant.of("disk", "linear", "occlusion", blur_scale=1.1, noise_std=0.003, jpeg_quality=90)
+    assert v.forward == ForwardSpec("disk", "linear", "occlusion", blur_scale=1.1)
+    assert v.sensor == SensorModel(noise_std=0.003, jpeg_quality=90)
+    assert SynthesisVariant(v.forward, v.sensor) == v
+    assert SynthesisVariant.of("gaussian").forward.level_ratio == 1.15  # layered variants: the synthesis levels
+    assert SynthesisVariant() == SynthesisVariant.of()
+    assert v.to_dict() == {"forward": v.forward.to_dict(), "sensor": v.sensor.to_dict()}
+    # the flat form of older callers still builds the same variant
+    assert SynthesisVariant("disk", "linear", "occlusion", blur_scale=1.1, noise_std=0.003, jpeg_quality=90) == v
+    assert SynthesisVariant(noise_std=0.01) == SynthesisVariant.of(noise_std=0.01)
+    for name in ("paper", "realistic"):
+        from defocus.data.synthesis import get_protocol
+
+        p = get_protocol(name)
+        assert SynthesisVariant.for_protocol(name) == SynthesisVariant(p.synthesis, p.sensor)
 
 
 def test_variant_forward_model_and_effects(scene):
     rgb, depth, fd = scene
-    clean = SynthesisVariant("gennorm", "linear", "layered", blur_scale=1.2)
+    clean = SynthesisVariant.of("gennorm", "linear", "layered", blur_scale=1.2)
     physics = clean.forward_model(NYU.camera)
     assert (physics.psf, physics.light, physics.spec.blur_scale) == ("gennorm", "linear", 1.2)
     base = synthesize_variant(rgb, depth, fd, NYU.camera, clean)
     assert base.shape == (1, 5, 3, 40, 48)
     assert torch.equal(base, (base * 255).round() / 255)  # 8-bit
-    noisy = synthesize_variant(rgb, depth, fd, NYU.camera, SynthesisVariant("gennorm", "linear", noise_std=0.01,
-                                                                             blur_scale=1.2), seed=1)
+    noisy = synthesize_variant(rgb, depth, fd, NYU.camera, SynthesisVariant.of("gennorm", "linear", noise_std=0.01,
+                                                                                blur_scale=1.2), seed=1)
     assert 0.004 < float((noisy - base).std()) < 0.015
-    wider = synthesize_variant(rgb, depth, fd, NYU.camera, SynthesisVariant("gennorm", "linear", blur_scale=1.25))
-    narrower = synthesize_variant(rgb, depth, fd, NYU.camera, SynthesisVariant("gennorm", "linear", blur_scale=0.8))
+    wider = synthesize_variant(rgb, depth, fd, NYU.camera, SynthesisVariant.of("gennorm", "linear", blur_scale=1.25))
+    narrower = synthesize_variant(rgb, depth, fd, NYU.camera, SynthesisVariant.of("gennorm", "linear", blur_scale=0.8))
     sharp = lambda s: float((s[..., 1:] - s[..., :-1]).abs().mean())  # noqa: E731
     assert sharp(wider) < sharp(base) < sharp(narrower)
 
@@ -82,7 +120,8 @@ def test_variant_groups_carry_their_forward_model():
     assert [g.protocol for g in groups] == ["paper", "variant", "variant"]
     assert groups[0].physics is None
     for g in groups[1:]:
-        assert set(g.physics) == {"psf", "light", "blur_scale"} and g.stacks.dtype == torch.uint8
+        assert isinstance(g.physics, ForwardSpec) and g.physics.method == "layered" and g.stacks.dtype == torch.uint8
+        hash(g.physics)
     again = build_training_groups(cfg, progress=False)
     assert all(torch.equal(a.stacks, b.stacks) and a.physics == b.physics for a, b in zip(groups, again))
     batch = FocalSweepSampler(groups[1:2], cfg, seed=0).sample(2)
@@ -111,8 +150,8 @@ def test_rgbd_index_group_renders_only_the_chosen_split(tmp_path):
     assert g.depth_range == (0.1, 20.0) and g.protocol == "paper" and g.physics is None
     assert (g.focus[:, :-1] > g.focus[:, 1:]).all()  # a sweep, far to near
     assert not hasattr(g, "depth")
-    v = render_rgbd_index_group(cfg, SynthesisVariant("disk", "srgb", blur_scale=0.9), progress=False)
-    assert v.protocol == "variant" and v.physics == {"psf": "disk", "light": "srgb", "blur_scale": 0.9}
+    v = render_rgbd_index_group(cfg, SynthesisVariant.of("disk", "srgb", blur_scale=0.9), progress=False)
+    assert v.protocol == "variant" and v.physics == ForwardSpec("disk", "srgb", blur_scale=0.9)
     with pytest.raises(DefocusError, match="no frames of split 'test'"):
         render_rgbd_index_group(DataConfig(rgbd_index=str(index), rgbd_split="test"), "paper", progress=False)
     with pytest.raises(DefocusError, match="unknown RGB-D split"):
@@ -141,7 +180,7 @@ def test_training_rerenders_each_group_with_its_own_forward_model(tmp_path, monk
     groups = build_training_groups(cfg.data, progress=False)
     variant = groups[1].physics
     assert ("gaussian", "srgb", 1.0) in seen  # the paper groups: the protocol's own model
-    assert (variant["psf"], variant["light"], variant["blur_scale"]) in seen
+    assert (variant.psf, variant.light, variant.blur_scale) in seen
     from defocus.models.checkpoint import read_metadata
 
     assert read_metadata(run / "last.safetensors")["model_config"]["prior_presmooth"] == "auto"

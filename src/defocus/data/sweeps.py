@@ -18,8 +18,10 @@ ground-truth files, if any, are never opened. Public datasets (``data.datasets``
 enter the same two ways: focal-stack sets as unlabeled stacks, RGB-D sets rendered into sweeps.
 
 A batch is a dict with ``stack`` (B, N, 3, H, W) in [0, 1], ``focus`` (B, N) metres, ``blur_per_dioptre`` (B, N)
-pixels per dioptre, ``depth_range`` (B, 2) metres and ``protocol`` (one name for the whole batch, which picks the
-PSF model of the loss). There is no depth and no AIF in it.
+pixels per dioptre, ``depth_range`` (B, 2) metres, ``protocol`` (one name for the whole batch: a protocol of
+:data:`~defocus.data.synthesis.PROTOCOLS`, or ``"variant"``) and ``physics`` (the
+:class:`~defocus.optics.forward.ForwardSpec` the loss re-renders a random-variant group with, ``None`` for a protocol's
+group, whose forward model the training config's ``protocol_loss`` gives). There is no depth and no AIF in it.
 """
 
 from __future__ import annotations
@@ -40,15 +42,16 @@ from defocus.data.folders import read_stack
 from defocus.data.holes import fill_depth_holes
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.stack import require_camera
-from defocus.data.synthesis import SynthesisVariant, synthesize_variant
-from defocus.errors import DefocusError
+from defocus.data.synthesis import SynthesisVariant, protocol_names, synthesize_variant
+from defocus.errors import InputError
 from defocus.optics.camera import depth_range_from_focus, get_preset
+from defocus.optics.forward import ForwardSpec
 
 
 @dataclass
 class DataConfig:
     presets: list[str] = field(default_factory=lambda: ["nyuv2", "defocusnet"])
-    protocols: list[str] = field(default_factory=lambda: ["paper", "realistic"])
+    protocols: list[str] = field(default_factory=lambda: list(protocol_names()))  # defocus.data.synthesis.PROTOCOLS
     scenes_per_group: int = 200  # per (preset, protocol) pair
     size: list[int] = field(default_factory=lambda: [64, 64])  # (H, W) of training crops
     sweep: int = 12  # focus distances per dense sweep
@@ -87,8 +90,8 @@ class SweepGroup:
     blur_per_dioptre: torch.Tensor  # (S, M)
     depth_range: tuple[float, float]
     protocol: str
-    # The loss's forward model for this group (psf, light, blur_scale); None = the protocol's (config.protocol_loss).
-    physics: dict | None = None
+    # The loss's forward model for this group (a random variant's lens); None = the protocol's (config.protocol_loss).
+    physics: ForwardSpec | None = None
     # Index of each held scene among all the group's scenes (its data shard is scene_id % shards); None = 0..S-1.
     scene_ids: torch.Tensor | None = None
 
@@ -107,7 +110,7 @@ class DataShards:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not self.owned or any(not 0 <= s < self.count for s in self.owned):
-            raise DefocusError(f"bad data shards: {self.owned} of {self.count}")
+            raise InputError(f"bad data shards: {self.owned} of {self.count}")
 
     def keeps(self, index: int) -> bool:
         return index % self.count in self.owned
@@ -129,11 +132,10 @@ def _sweep_focus(preset_name: str, count: int, rng: np.random.Generator, fds: Se
     return np.sort(1.0 / np.clip(d, 1e-3, None))[::-1].copy()
 
 
-def _variant(protocol: str | SynthesisVariant) -> tuple[str, SynthesisVariant, dict | None]:
-    """(group label, variant, loss physics or None for a protocol's own)."""
+def _variant(protocol: str | SynthesisVariant) -> tuple[str, SynthesisVariant, ForwardSpec | None]:
+    """(group label, variant, the loss's forward model or None for a protocol's own)."""
     if isinstance(protocol, SynthesisVariant):
-        v = protocol
-        return "variant", v, {"psf": v.psf, "light": v.light, "blur_scale": v.blur_scale}
+        return "variant", protocol, protocol.loss
     return protocol, SynthesisVariant.for_protocol(protocol), None
 
 
@@ -151,7 +153,7 @@ def render_sweep_group(
     for seed in tqdm([seeds[i] for i in ids], desc=f"render {preset_name}/{label}", disable=not progress,
                      leave=False):
         if seed >= VALIDATION_SEED_START:
-            raise DefocusError(f"procedural seed {seed} is reserved for validation and testing")
+            raise InputError(f"procedural seed {seed} is reserved for validation and testing")
         rng = np.random.default_rng([seed, 7])
         camera = preset.camera.resized(float(rng.uniform(*pitch_scale)))
         # Scenes are rendered a little larger than the crops, so that crops vary and see no image border.
@@ -165,8 +167,8 @@ def render_sweep_group(
     return _group(stacks, focus, ks, preset.depth_range_m, label, physics, ids)
 
 
-def _group(stacks: list, focus: list, ks: list, depth_range: tuple[float, float], label: str, physics: dict | None,
-           ids: Sequence[int]) -> SweepGroup:
+def _group(stacks: list, focus: list, ks: list, depth_range: tuple[float, float], label: str,
+           physics: ForwardSpec | None, ids: Sequence[int]) -> SweepGroup:
     if not stacks:  # this process holds none of the group's scenes
         return SweepGroup(torch.zeros(0, 1, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 1), torch.zeros(0, 1),
                           depth_range, label, physics, torch.zeros(0, dtype=torch.long))
@@ -177,11 +179,11 @@ def _group(stacks: list, focus: list, ks: list, depth_range: tuple[float, float]
 def _rgbd_pairs(folder: Path) -> list[tuple[Path, Path]]:
     rgb_dir, depth_dir = folder / "rgb", folder / "depth"
     if not rgb_dir.is_dir() or not depth_dir.is_dir():
-        raise DefocusError(f"RGB-D folder {folder} must hold rgb/ and depth/ sub-folders with matching file names")
+        raise InputError(f"RGB-D folder {folder} must hold rgb/ and depth/ sub-folders with matching file names")
     depth_by_stem = {p.stem: p for p in depth_dir.iterdir() if p.is_file()}
     pairs = [(p, depth_by_stem[p.stem]) for p in sorted(rgb_dir.iterdir()) if p.stem in depth_by_stem]
     if not pairs:
-        raise DefocusError(f"no RGB-D pairs with matching names in {folder}/rgb and {folder}/depth")
+        raise InputError(f"no RGB-D pairs with matching names in {folder}/rgb and {folder}/depth")
     return pairs
 
 
@@ -216,7 +218,7 @@ def render_rgbd_group(cfg: DataConfig, protocol: str, progress: bool = True, sha
     preset = get_preset(cfg.rgbd_preset)
     h, w = preset.image_size
     if h < cfg.size[0] or w < cfg.size[1]:
-        raise DefocusError(f"preset {preset.name} images are smaller than the training size {cfg.size}")
+        raise InputError(f"preset {preset.name} images are smaller than the training size {cfg.size}")
     pairs = [pair for folder in cfg.rgbd_dirs for pair in _rgbd_pairs(Path(folder))]
     ids = _owned(len(pairs), shards)
     frames = ((load_image(pairs[i][0]), read_depth(pairs[i][1], cfg.rgbd_depth_scale or None), None) for i in ids)
@@ -232,12 +234,12 @@ def render_rgbd_index_group(cfg: DataConfig, protocol: str | SynthesisVariant, p
     from defocus.data.rgbd_index import FOCUS_BY_KIND, SPLIT, load_rgbd, read_index, split_of
 
     if cfg.rgbd_split not in SPLIT:
-        raise DefocusError(f"unknown RGB-D split {cfg.rgbd_split!r}; choose one of {', '.join(SPLIT)}")
+        raise InputError(f"unknown RGB-D split {cfg.rgbd_split!r}; choose one of {', '.join(SPLIT)}")
     if not Path(cfg.rgbd_index).is_file():
-        raise DefocusError(f"RGB-D index {cfg.rgbd_index} does not exist (data.rgbd_index)")
+        raise InputError(f"RGB-D index {cfg.rgbd_index} does not exist (data.rgbd_index)")
     entries = [e for e in read_index(cfg.rgbd_index) if split_of(e) == cfg.rgbd_split]
     if not entries:
-        raise DefocusError(f"no frames of split {cfg.rgbd_split!r} in {cfg.rgbd_index}")
+        raise InputError(f"no frames of split {cfg.rgbd_split!r} in {cfg.rgbd_index}")
     ids = _owned(len(entries), shards)
     frames = ((*load_rgbd(entries[i]), FOCUS_BY_KIND[entries[i].kind]) for i in ids)
     dr = (float(cfg.rgbd_depth_range[0]), float(cfg.rgbd_depth_range[1]))
@@ -260,7 +262,7 @@ def dataset_groups(cfg: DataConfig, progress: bool = True, shards: DataShards | 
         if ds.kind == "rgbd":
             preset = get_preset(ds.preset)
             if preset.image_size[0] < cfg.size[0] or preset.image_size[1] < cfg.size[1]:
-                raise DefocusError(f"{spec}: preset {preset.name} images are smaller than the training size {cfg.size}")
+                raise InputError(f"{spec}: preset {preset.name} images are smaller than the training size {cfg.size}")
             ids = _owned(n, shards)
             for protocol in cfg.protocols:
                 frames = ((*ds.rgbd(i), None) for i in ids)
@@ -272,10 +274,10 @@ def dataset_groups(cfg: DataConfig, progress: bool = True, shards: DataShards | 
         for i in tqdm(ids, desc=f"read {ds.key}", disable=not progress, leave=False):
             st = ds.stack(i, load_ground_truth=False)
             if st.provenance.get("relative") or st.camera is None:
-                raise DefocusError(f"{spec}: stack {st.name} has no camera or no focus distances; training needs "
-                                   "both (use stack folders with stack.json instead)")
+                raise InputError(f"{spec}: stack {st.name} has no camera or no focus distances; training needs "
+                                 "both (use stack folders with stack.json instead)")
             if st.images.shape[-2] < cfg.size[0] or st.images.shape[-1] < cfg.size[1]:
-                raise DefocusError(f"{spec}: stack {st.name} is smaller than the training size {cfg.size}")
+                raise InputError(f"{spec}: stack {st.name} is smaller than the training size {cfg.size}")
             cam = st.camera
             key = (tuple(st.images.shape), tuple(st.focus_distances_m.tolist()),
                    (cam.focal_length_m, cam.f_number, cam.pixel_size_m))
@@ -308,7 +310,7 @@ def load_stack_group(folders: Sequence[str], size: Sequence[int], protocol: str,
         fd = st.focus_distances_m
         k = cam.blur_per_dioptre(fd)
         if st.images.shape[-2] < size[0] or st.images.shape[-1] < size[1]:
-            raise DefocusError(f"stack {folder} is smaller than the training size {size[0]}x{size[1]}")
+            raise InputError(f"stack {folder} is smaller than the training size {size[0]}x{size[1]}")
         groups.append(
             SweepGroup(to_uint8(st.images)[None], fd[None], k[None], depth_range_from_focus(cam, fd), protocol,
                        scene_ids=torch.tensor([j]))
@@ -329,7 +331,7 @@ class FocalSweepSampler:
     def __init__(self, groups: list[SweepGroup], cfg: DataConfig, seed: int = 0,
                  shards: DataShards | None = None) -> None:
         if not groups:
-            raise DefocusError("no training data")
+            raise InputError("no training data")
         self.groups, self.cfg = groups, cfg
         self.shards = shards or DataShards()
         count = self.shards.count
@@ -343,8 +345,8 @@ class FocalSweepSampler:
                 if len(local):
                     cands.append((g, local))
             if not cands:
-                raise DefocusError(f"data shard {s} of {count} holds no training scene: use fewer processes "
-                                   "(or data.shards) or more scenes")
+                raise InputError(f"data shard {s} of {count} holds no training scene: use fewer processes "
+                                 "(or data.shards) or more scenes")
             self.candidates[s] = cands
 
     def state(self) -> dict:
@@ -354,7 +356,7 @@ class FocalSweepSampler:
     def set_state(self, state: dict) -> None:
         for s, r in self.rngs.items():
             if s not in state:
-                raise DefocusError(f"the resume state has no sampler state for data shard {s}")
+                raise InputError(f"the resume state has no sampler state for data shard {s}")
             r.bit_generator.state = state[s]
 
     def _pick_n(self, rng: np.random.Generator, m: int) -> int:

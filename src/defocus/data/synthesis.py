@@ -1,34 +1,182 @@
 """Focal-stack synthesis: from an RGB-D pair (or a procedural scene) to the stack a camera would record.
 
-Two protocols (their forward models are :meth:`defocus.optics.forward.ForwardModel.for_synthesis`):
+A recorded stack is ``sensor(forward(aif, depth, focus))``: a :class:`~defocus.optics.forward.ForwardSpec` (the
+optics) followed by a :class:`~defocus.optics.sensor.SensorModel` (noise, clamping, quantisation, JPEG).
+
+**Protocols.** A synthesis protocol names such a pair, together with the forward model the self-supervised loss
+re-renders data of that protocol with: :class:`Protocol`, kept in the one registry :data:`PROTOCOLS` (by name; list
+them with :func:`protocol_names`, look one up with :func:`get_protocol`, add one with :func:`register_protocol`).
+Everything that lists protocols (the training config, the dataset adapters, the command line) reads it. The two
+built-in ones:
 
 ``paper``
-    Gaussian PSF with the ``exact`` semantics (rendered by the ``layered`` renderer with fine levels, which agrees
-    with the ``exact`` oracle to a small fraction of an 8-bit level), 8-bit output rounded half up, no noise.
+    Gaussian PSF with the ``exact`` semantics (rendered by the ``layered`` renderer with fine levels,
+    :data:`SYNTHESIS_LEVEL_RATIO`, which agrees with the ``exact`` oracle to a small fraction of an 8-bit level),
+    8-bit output rounded half up, no noise. The loss: Gaussian PSF on sRGB values.
 ``realistic``
     ``occlusion`` renderer with the ``disk`` PSF in linear light, Gaussian noise σ = 0.005 (on the [0, 1] sRGB
-    values, before quantisation), 8-bit output.
+    values, before quantisation), 8-bit output. The loss: disk PSF in linear light.
+
+**Random variants** (:class:`SynthesisVariant`): a random forward model and sensor per training group (PSF shape,
+light model, occlusion, effective aperture, noise, JPEG), rendered by the same :func:`synthesize`.
 """
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defocus.color import quantize_8bit
 from defocus.data.holes import fill_depth_holes
 from defocus.data.stack import FocalStack
-from defocus.errors import DefocusError
+from defocus.errors import InputError
+from defocus.optics import psf as _psf
 from defocus.optics.camera import ThinLensCamera
-from defocus.optics.forward import SYNTHESIS_LEVEL_RATIO, ForwardModel
+from defocus.optics.forward import ForwardModel, ForwardSpec
+from defocus.optics.sensor import SensorModel, jpeg_round_trip
 
-PROTOCOLS: tuple[str, ...] = ("paper", "realistic")
+__all__ = [
+    "PROTOCOLS", "Protocol", "REALISTIC_NOISE_STD", "SYNTHESIS_LEVEL_RATIO", "SynthesisVariant", "get_protocol",
+    "jpeg_round_trip", "protocol_names", "register_protocol", "stack_from_rgbd", "stack_from_scene", "synthesize",
+    "synthesis_forward_model", "synthesize_stack", "synthesize_variant", "unregister_protocol",
+]
+
+#: Level spacing of the layered renderer for synthesis: finer than the training default, so that rendered test
+#: stacks match the ``exact`` oracle to a small fraction of an 8-bit level.
+SYNTHESIS_LEVEL_RATIO = 1.15
+#: Sensor noise of the ``realistic`` protocol (σ on the [0, 1] values).
 REALISTIC_NOISE_STD = 0.005
+
+
+# ------------------------------------------------------------------------------------------------- protocols
+@dataclass(frozen=True)
+class Protocol:
+    """A named way of synthesising stacks, and how the loss re-renders them.
+
+    Args:
+        name: the protocol's name (the registry key, a batch's ``protocol``, ``--protocol`` and ``#PROTOCOL``).
+        synthesis: the forward model that renders the stacks.
+        sensor: what the sensor and codec do after it.
+        loss: the forward model the self-supervised loss re-renders data of this protocol with (its
+            :meth:`~defocus.optics.forward.ForwardSpec.lens` is the training config's default
+            ``protocol_loss.<name>``); by default the synthesis PSF and light model on the loss's default
+            ``layered`` renderer.
+        description: one line for listings.
+    """
+
+    name: str
+    synthesis: ForwardSpec
+    sensor: SensorModel = field(default_factory=SensorModel)
+    loss: ForwardSpec | None = None
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
+            raise InputError(f"a protocol's name must be a non-empty word, got {self.name!r}", field="protocol")
+        if self.name == "variant":
+            raise InputError("'variant' names the random forward-model groups; choose another protocol name",
+                             field="protocol")
+        if not isinstance(self.synthesis, ForwardSpec) or not isinstance(self.sensor, SensorModel):
+            raise InputError(f"protocol {self.name!r} needs a ForwardSpec and a SensorModel", field="protocol")
+        if self.loss is None:
+            object.__setattr__(self, "loss", ForwardSpec().with_lens_of(self.synthesis))
+        elif not isinstance(self.loss, ForwardSpec) or self.loss.method != "layered":
+            raise InputError(f"protocol {self.name!r}: the loss re-renders with a layered ForwardSpec",
+                             field="protocol")
+
+    def forward_model(self, camera: ThinLensCamera | None = None) -> ForwardModel:
+        """The forward model that renders this protocol's stacks (with ``camera``)."""
+        return ForwardModel(camera, spec=self.synthesis)
+
+    def loss_model(self, camera: ThinLensCamera | None = None) -> ForwardModel:
+        """The forward model the loss re-renders this protocol's data with."""
+        return ForwardModel(camera, spec=self.loss)
+
+
+#: The one protocol registry, by name, in registration order.
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: Protocol, replace: bool = False) -> Protocol:
+    """Adds ``protocol`` to :data:`PROTOCOLS` (an :class:`~defocus.errors.InputError` if the name is taken, unless
+    ``replace``) and returns it; from then on synthesis, the dataset adapters and the training config know it."""
+    if not isinstance(protocol, Protocol):
+        raise InputError(f"register_protocol takes a Protocol, got {type(protocol).__name__}", field="protocol")
+    if protocol.name in PROTOCOLS and not replace:
+        raise InputError(f"a protocol named {protocol.name!r} is already registered (pass replace=True)",
+                         field="protocol")
+    PROTOCOLS[protocol.name] = protocol
+    return protocol
+
+
+def unregister_protocol(name: str) -> Protocol:
+    """Removes a protocol from :data:`PROTOCOLS` and returns it (for tests and plug-ins that clean up)."""
+    protocol = get_protocol(name)
+    del PROTOCOLS[protocol.name]
+    return protocol
+
+
+def protocol_names() -> tuple[str, ...]:
+    """The registered protocol names, in registration order (``paper``, ``realistic``, then any added)."""
+    return tuple(PROTOCOLS)
+
+
+def get_protocol(protocol: "str | Protocol") -> Protocol:
+    """The registered protocol of that name (a :class:`Protocol` is returned as it is); an unknown name is an
+    :class:`~defocus.errors.InputError` that lists the registered ones."""
+    if isinstance(protocol, Protocol):
+        return protocol
+    try:
+        return PROTOCOLS[protocol]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}",
+                         field="protocol") from None
+
+
+def synthesis_forward_model(protocol: "str | Protocol", camera: ThinLensCamera) -> ForwardModel:
+    """How test stacks of ``protocol`` are rendered (the optics only; the sensor is ``get_protocol(p).sensor``)."""
+    return get_protocol(protocol).forward_model(camera)
+
+
+register_protocol(Protocol(
+    "paper",
+    ForwardSpec("gaussian", "srgb", "layered", level_ratio=SYNTHESIS_LEVEL_RATIO),
+    SensorModel(),
+    ForwardSpec("gaussian", "srgb"),
+    description="Gaussian PSF on sRGB values, exact semantics, 8-bit, no noise (the paper's)",
+))
+register_protocol(Protocol(
+    "realistic",
+    ForwardSpec("disk", "linear", "occlusion"),
+    SensorModel(noise_std=REALISTIC_NOISE_STD),
+    ForwardSpec("disk", "linear"),
+    description=f"disk PSF in linear light with occlusion, noise σ = {REALISTIC_NOISE_STD}, 8-bit",
+))
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+def synthesize(
+    aif: torch.Tensor, depth: torch.Tensor, focus_m: torch.Tensor, camera: ThinLensCamera, forward: ForwardSpec,
+    sensor: SensorModel, seed: int = 0,
+) -> torch.Tensor:
+    """The stack ``sensor`` records of ``aif`` at ``depth`` through ``forward`` with ``camera``.
+
+    Args:
+        aif: (B, 3, H, W) sRGB in [0, 1]; depth: (B, 1, H, W) metres (> 0 everywhere); focus_m: (B, N) or (N,)
+        metres; seed: of the sensor noise.
+    Returns:
+        (B, N, 3, H, W).
+    """
+    focus = torch.as_tensor(focus_m, dtype=torch.float32)
+    if focus.dim() == 1:
+        focus = focus[None].expand(aif.shape[0], -1)
+    camera.validate_focus(focus)
+    with torch.no_grad():
+        stack = ForwardModel(camera, spec=forward)(aif.float(), depth.float(), focus)
+    return sensor.apply(stack, seed=int(seed))
 
 
 def synthesize_stack(
@@ -36,129 +184,111 @@ def synthesize_stack(
     depth: torch.Tensor,
     focus_m: torch.Tensor,
     camera: ThinLensCamera,
-    protocol: str = "paper",
+    protocol: "str | Protocol" = "paper",
     seed: int = 0,
     quantize: bool = True,
 ) -> torch.Tensor:
-    """Renders a focal stack as a camera would record it.
+    """Renders a focal stack as a camera would record it under a synthesis protocol.
 
     Args:
         aif: (B, 3, H, W) or (3, H, W) sharp sRGB image in [0, 1].
         depth: (B, 1, H, W) or (1, H, W) depth in metres, holes already filled (> 0 everywhere).
         focus_m: (N,) or (B, N) focus distances in metres.
-        protocol: ``"paper"`` or ``"realistic"``.
-        seed: seed of the sensor noise (``realistic`` only).
-        quantize: round to 8-bit levels (round half up), as stored images are.
+        protocol: a name of :data:`PROTOCOLS` (``"paper"``, ``"realistic"``, ...) or a :class:`Protocol`.
+        seed: seed of the sensor noise (protocols with noise only).
+        quantize: the protocol's quantisation (and codec); off, the noisy, clamped float values.
     Returns:
         (B, N, 3, H, W) or (N, 3, H, W) stack in [0, 1], matching the input's batching.
     """
-    if protocol not in PROTOCOLS:
-        raise DefocusError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    p = get_protocol(protocol)
     batched = aif.dim() == 4
     if not batched:
         aif, depth = aif[None], depth[None]
-    focus = torch.as_tensor(focus_m, dtype=torch.float32)
-    if focus.dim() == 1:
-        focus = focus[None].expand(aif.shape[0], -1)
-    camera.validate_focus(focus)
-    aif, depth = aif.float(), depth.float()
-    physics = ForwardModel.for_synthesis(protocol, camera)
-    with torch.no_grad():
-        stack = physics(aif, depth, focus)
-        if protocol == "realistic":
-            gen = torch.Generator().manual_seed(int(seed))
-            stack = stack + REALISTIC_NOISE_STD * torch.randn(stack.shape, generator=gen)
-        stack = stack.clamp(0.0, 1.0)
-        if quantize:
-            stack = quantize_8bit(stack)
+    sensor = p.sensor if quantize else p.sensor.replace(bits=None, jpeg_quality=None)
+    stack = synthesize(aif, depth, focus_m, camera, p.synthesis, sensor, seed=seed)
     return stack if batched else stack[0]
 
 
-@dataclass(frozen=True)
-class SynthesisVariant:
-    """One randomised forward model for training data: what a lens, a sensor and a codec may do to a stack.
+_FLAT = ("psf", "light", "method", "blur_scale", "noise_std", "jpeg_quality")
 
-    ``psf``/``light``/``method``/``blur_scale`` are the forward model (the loss re-renders with the same ones: they
-    describe the camera, not the scene, and are what :mod:`defocus.calibrate` estimates at test time);
-    ``noise_std`` is Gaussian sensor noise on the [0, 1] values; ``jpeg_quality`` (0 = none) a JPEG round trip of
-    every frame, after 8-bit quantisation.
+
+@dataclass(frozen=True, init=False)
+class SynthesisVariant:
+    """One randomised camera for training data: a forward model (:class:`~defocus.optics.forward.ForwardSpec`)
+    and a sensor (:class:`~defocus.optics.sensor.SensorModel`), what a lens, a sensor and a codec may do to a stack.
+
+    The forward model's lens (PSF, light, blur scale) describes the camera, not the scene: the loss re-renders the
+    group with it (:attr:`loss`), and it is what :mod:`defocus.calibrate` estimates at test time.
+
+    ``SynthesisVariant(forward, sensor)``; :meth:`of` builds one from flat settings. (The flat form of older
+    callers, ``SynthesisVariant("gennorm", "linear", noise_std=0.01)``, is still read: see :meth:`of`.)
     """
 
-    psf: str = "gaussian"
-    light: str = "srgb"
-    method: str = "layered"
-    blur_scale: float = 1.0
-    noise_std: float = 0.0
-    jpeg_quality: int = 0
+    forward: ForwardSpec
+    sensor: SensorModel
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def forward_model(self, camera: ThinLensCamera | None = None) -> ForwardModel:
-        level_ratio = 1.5 if self.method == "occlusion" else SYNTHESIS_LEVEL_RATIO
-        return ForwardModel(camera, self.psf, self.light, self.method, level_ratio=level_ratio, multires=False,
-                            blur_scale=self.blur_scale)
+    def __init__(self, forward: ForwardSpec | None = None, sensor: SensorModel | None = None, *args: Any,
+                 **flat: Any) -> None:
+        if args or flat or not isinstance(forward, (ForwardSpec, type(None))) or not isinstance(
+                sensor, (SensorModel, type(None))):
+            legacy = {k: v for k, v in zip(_FLAT, (forward, sensor, *args)) if v is not None}
+            if set(legacy) & set(flat):
+                raise TypeError(f"SynthesisVariant got {sorted(set(legacy) & set(flat))} twice")
+            made = SynthesisVariant.of(**legacy, **flat)
+            forward, sensor = made.forward, made.sensor
+        object.__setattr__(self, "forward", forward if forward is not None else ForwardSpec(
+            level_ratio=SYNTHESIS_LEVEL_RATIO))
+        object.__setattr__(self, "sensor", sensor if sensor is not None else SensorModel())
 
     @classmethod
-    def for_protocol(cls, protocol: str) -> "SynthesisVariant":
-        """The fixed variant of a synthesis protocol (``paper`` or ``realistic``)."""
-        if protocol == "paper":
-            return cls("gaussian", "srgb", "layered")
-        if protocol == "realistic":
-            return cls("disk", "linear", "occlusion", noise_std=REALISTIC_NOISE_STD)
-        raise DefocusError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    def of(cls, psf: str = "gaussian", light: str = "srgb", method: str = "layered", blur_scale: float = 1.0,
+           noise_std: float = 0.0, jpeg_quality: int | None = None) -> "SynthesisVariant":
+        """From flat settings: the forward model (layered ones with the fine synthesis levels) and an 8-bit sensor
+        with ``noise_std`` and a JPEG round trip at ``jpeg_quality`` (``None`` or 0: none)."""
+        level_ratio = 1.5 if method == "occlusion" else SYNTHESIS_LEVEL_RATIO
+        forward = ForwardSpec(psf, light, method, level_ratio=level_ratio, multires=False, blur_scale=blur_scale)
+        return cls(forward, SensorModel(noise_std=noise_std, jpeg_quality=jpeg_quality or None))
+
+    @property
+    def loss(self) -> ForwardSpec:
+        """The forward model the loss re-renders this variant's data with: its lens on the default renderer."""
+        return ForwardSpec().with_lens_of(self.forward)
+
+    def to_dict(self) -> dict:
+        return {"forward": self.forward.to_dict(), "sensor": self.sensor.to_dict()}
+
+    def forward_model(self, camera: ThinLensCamera | None = None) -> ForwardModel:
+        return ForwardModel(camera, spec=self.forward)
+
+    @classmethod
+    def for_protocol(cls, protocol: "str | Protocol") -> "SynthesisVariant":
+        """The fixed variant of a synthesis protocol (its forward model and sensor)."""
+        p = get_protocol(protocol)
+        return cls(p.synthesis, p.sensor)
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> "SynthesisVariant":
-        """A random variant: PSF shape (Gaussian, generalised Gaussian, disk), light model, occlusion or not, an
-        effective aperture 0.8–1.25× the nominal one, noise σ 0–0.01 (none a quarter of the time) and a JPEG round
-        trip at quality 70–95 half of the time."""
-        psf = str(rng.choice(["gaussian", "gennorm", "disk"]))
+        """A random variant: a PSF of the registry (:data:`~defocus.optics.psf.PSF_NAMES`, drawn in registry order),
+        light model, occlusion or not, an effective aperture 0.8–1.25× the nominal one, noise σ 0–0.01 (none a
+        quarter of the time) and a JPEG round trip at quality 70–95 half of the time."""
+        psf = str(rng.choice(list(_psf.PSF_NAMES)))
         light = str(rng.choice(["srgb", "linear"]))
         method = "occlusion" if rng.uniform() < 0.5 else "layered"
         blur_scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
         noise = 0.0 if rng.uniform() < 0.25 else float(rng.uniform(0.0, 0.01))
         jpeg = int(rng.integers(70, 96)) if rng.uniform() < 0.5 else 0
-        return cls(psf, light, method, round(blur_scale, 4), round(noise, 5), jpeg)
-
-
-def jpeg_round_trip(stack: torch.Tensor, quality: int) -> torch.Tensor:
-    """Every frame of ``stack`` (..., 3, H, W) in [0, 1] encoded as a JPEG of ``quality`` and decoded again."""
-    from PIL import Image
-
-    from defocus.color import to_uint8
-
-    flat = to_uint8(stack).reshape(-1, *stack.shape[-3:])
-    out = []
-    for frame in flat:
-        buf = io.BytesIO()
-        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1))
-    return (torch.stack(out).float() / 255.0).reshape(stack.shape)
+        return cls.of(psf, light, method, round(blur_scale, 4), round(noise, 5), jpeg)
 
 
 def synthesize_variant(
     aif: torch.Tensor, depth: torch.Tensor, focus_m: torch.Tensor, camera: ThinLensCamera,
     variant: SynthesisVariant, seed: int = 0,
 ) -> torch.Tensor:
-    """Like :func:`synthesize_stack`, with the forward model, noise and codec of ``variant`` (always 8-bit).
+    """:func:`synthesize` with the forward model and sensor of ``variant``.
 
     Args: aif (B, 3, H, W), depth (B, 1, H, W) metres, focus_m (B, N) or (N,) metres. Returns (B, N, 3, H, W).
     """
-    focus = torch.as_tensor(focus_m, dtype=torch.float32)
-    if focus.dim() == 1:
-        focus = focus[None].expand(aif.shape[0], -1)
-    camera.validate_focus(focus)
-    with torch.no_grad():
-        stack = variant.forward_model(camera)(aif.float(), depth.float(), focus)
-        if variant.noise_std > 0:
-            gen = torch.Generator().manual_seed(int(seed))
-            stack = stack + variant.noise_std * torch.randn(stack.shape, generator=gen)
-        stack = quantize_8bit(stack.clamp(0.0, 1.0))
-        if variant.jpeg_quality:
-            stack = jpeg_round_trip(stack, variant.jpeg_quality)
-    return stack
+    return synthesize(aif, depth, focus_m, camera, variant.forward, variant.sensor, seed=seed)
 
 
 def _resize(img: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
@@ -172,7 +302,7 @@ def stack_from_rgbd(
     depth_m: np.ndarray,
     focus_m: Sequence[float],
     camera: ThinLensCamera,
-    protocol: str = "paper",
+    protocol: "str | Protocol" = "paper",
     size: Sequence[int] | None = None,
     seed: int = 0,
     name: str = "stack",
@@ -187,9 +317,8 @@ def stack_from_rgbd(
         rgb: (3, H, W) sRGB image in [0, 1]; depth_m: (H, W) metres, 0 = unknown.
     """
     if tuple(depth_m.shape) != tuple(rgb.shape[-2:]):
-        raise DefocusError(
-            f"the RGB image is {rgb.shape[-1]}x{rgb.shape[-2]} but the depth is {depth_m.shape[1]}x{depth_m.shape[0]}"
-        )
+        raise InputError(f"the RGB image is {rgb.shape[-1]}x{rgb.shape[-2]} but the depth is "
+                         f"{depth_m.shape[1]}x{depth_m.shape[0]}", field="depth")
     filled, valid_np = fill_depth_holes(depth_m)
     size = tuple(size) if size else tuple(rgb.shape[-2:])
     rgb = _resize(rgb, size, "area")
@@ -204,7 +333,7 @@ def stack_from_rgbd(
 
 def stack_from_scene(
     rgb: torch.Tensor, depth_m: torch.Tensor, focus_m: Sequence[float], camera: ThinLensCamera,
-    protocol: str = "paper", seed: int = 0, name: str = "stack",
+    protocol: "str | Protocol" = "paper", seed: int = 0, name: str = "stack",
 ) -> FocalStack:
     """A synthetic :class:`FocalStack` (with ground truth) from a hole-free scene: rgb (3, H, W), depth (1, H, W)."""
     focus = torch.tensor(list(focus_m))

@@ -3,8 +3,10 @@
 All named terms of :mod:`defocus.losses.terms` are combined here, in one place, with weights from the config. The
 forward model inside the loss is a :class:`~defocus.optics.forward.ForwardModel` passed with every call: the paper
 uses a Gaussian PSF on sRGB values; real lenses and our ``realistic`` protocol are closer to a disk PSF in linear
-light. ``LossConfig`` keeps the config's default forward model (``psf``, ``linear_light``, ``level_ratio``,
-``multires``); :meth:`LossConfig.forward_model` builds it.
+light. ``LossConfig.forward`` is the config's default forward model, a
+:class:`~defocus.optics.forward.ForwardSpec` (``loss.forward: {psf: gaussian, light: srgb, ...}``);
+:meth:`LossConfig.forward_model` builds it. Which one re-renders each training group (the protocol's, a random
+variant's) is decided by :func:`defocus.train.config.loss_spec_for`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from defocus.errors import DefocusError
+from defocus.errors import InputError
 from defocus.losses.terms import LOSS_TERMS
 from defocus.models.prediction import Prediction
-from defocus.optics.forward import ForwardModel
+from defocus.optics.forward import ForwardModel, ForwardSpec
 
 
 def _paper_weights() -> dict[str, float]:
@@ -29,20 +31,16 @@ class LossConfig:
     """Weights of the named terms and the default forward model used to re-render (paper values by default)."""
 
     weights: dict[str, float] = field(default_factory=_paper_weights)
-    psf: str = "gaussian"
-    linear_light: bool = False
-    level_ratio: float = 1.5
-    # Half-resolution blur of wide Gaussian levels (faster, 0.03 % less accurate); off, as for the shipped weights.
-    multires: bool = False
+    # The default forward model of the loss (multires off, as for the shipped weights).
+    forward: ForwardSpec = field(default_factory=ForwardSpec)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def forward_model(self, **overrides) -> ForwardModel:
-        """The forward model this config describes; ``overrides`` (e.g. ``psf``, ``linear_light``) replace fields."""
-        values = {k: v for k, v in self.to_dict().items() if k != "weights"}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return ForwardModel.from_config(values)
+        """The forward model of :attr:`forward`; ``overrides`` (fields of :class:`ForwardSpec`, e.g. ``psf``,
+        ``light``; ``None`` keeps the config's value) replace fields."""
+        return ForwardModel(spec=self.forward.replace(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 class SelfSupervisedLoss(nn.Module):
@@ -53,7 +51,7 @@ class SelfSupervisedLoss(nn.Module):
         self.config = config or LossConfig()
         unknown = set(self.config.weights) - set(LOSS_TERMS)
         if unknown:
-            raise DefocusError(f"unknown loss terms {sorted(unknown)}; known: {', '.join(LOSS_TERMS)}")
+            raise InputError(f"unknown loss terms {sorted(unknown)}; known: {', '.join(LOSS_TERMS)}")
 
     def forward(
         self,

@@ -25,7 +25,6 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,8 @@ from tqdm import tqdm
 
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.sweeps import DataShards, FocalSweepSampler, build_training_groups
-from defocus.data.synthesis import synthesize_stack
-from defocus.errors import DefocusError
+from defocus.data.synthesis import protocol_names, synthesize_stack
+from defocus.errors import DefocusError, InputError
 from defocus.files import atomic_write
 from defocus.losses.selfsup import SelfSupervisedLoss
 from defocus.losses.terms import LOSS_TERMS
@@ -44,8 +43,9 @@ from defocus.models.checkpoint import save_checkpoint
 from defocus.models.daifnet import DAIFNet
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
+from defocus.optics.forward import ForwardModel, ForwardSpec
 from defocus.train import faults
-from defocus.train.config import TrainConfig, dump_config
+from defocus.train.config import TrainConfig, dump_config, loss_spec_for
 from defocus.train.distributed import DistContext, all_reduce_sum, barrier, gather_to_all, init_distributed, shutdown
 from defocus.train.resume import load_latest, remove_stale_temporaries, save_resume_checkpoint
 
@@ -57,11 +57,12 @@ def seed_everything(seed: int) -> None:
 
 
 def make_validation_set(n_scenes: int, size: tuple[int, int] = (96, 96)) -> list[dict]:
-    """Held-out procedural stacks with ground truth, for monitoring only (never fed to the loss)."""
+    """Held-out procedural stacks with ground truth, for monitoring only (never fed to the loss): every preset under
+    every registered protocol (:func:`~defocus.data.synthesis.protocol_names`)."""
     items = []
     for preset_name in ("nyuv2", "defocusnet"):
         preset = get_preset(preset_name)
-        for protocol in ("paper", "realistic"):
+        for protocol in protocol_names():
             for i in range(n_scenes):
                 seed = VALIDATION_SEED_START + 1000 * len(items) + i
                 aif, depth = make_scene(seed, size[0], size[1], SCENE_DEPTH_RANGE_M[preset_name])
@@ -110,10 +111,10 @@ def data_shards(cfg: TrainConfig, ctx: DistContext) -> DataShards:
     """This rank's data shards: ``data.shards`` (0: one per process), rank r owning shards r, r + W, ..."""
     count = cfg.data.shards or ctx.world_size
     if count % ctx.world_size:
-        raise DefocusError(f"data.shards={count} is not a multiple of the {ctx.world_size} processes")
+        raise InputError(f"data.shards={count} is not a multiple of the {ctx.world_size} processes")
     if cfg.optim.batch_size % count:
-        raise DefocusError(f"optim.batch_size={cfg.optim.batch_size} (global) is not a multiple of the {count} data "
-                           "shards: each shard draws an equal share")
+        raise InputError(f"optim.batch_size={cfg.optim.batch_size} (global) is not a multiple of the {count} data "
+                         "shards: each shard draws an equal share")
     return DataShards(count, tuple(range(ctx.rank, count, ctx.world_size)))
 
 
@@ -172,7 +173,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     shards = data_shards(cfg, ctx)
     run_dir = Path(cfg.out_dir) / cfg.name
     if not resume and (run_dir / "metrics.csv").exists():
-        raise DefocusError(f"run folder {run_dir} already has a run: pass --resume or choose another name=")
+        raise InputError(f"run folder {run_dir} already has a run: resume it or choose another run name")
     state = None
     if resume:
         # Every rank reads the same file (a shared file system across nodes), so all agree on where they start.
@@ -192,12 +193,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     loss_fn = SelfSupervisedLoss(cfg.loss)
-    default_physics = cfg.loss.forward_model()
-    # The forward model of the loss for each data source's protocol (real stacks use data.stack_protocol).
-    physics: dict = {
-        protocol: cfg.loss.forward_model(psf=pl.get("psf"), linear_light=pl.get("linear_light"))
-        for protocol, pl in asdict(cfg.protocol_loss).items()
-    }
+    # The loss's forward model of each group, by the group's protocol name or its own ForwardSpec (a batch's
+    # "physics"): loss_spec_for; one ForwardModel per distinct spec.
+    models: dict[ForwardSpec, ForwardModel] = {}
     val_items = make_validation_set(cfg.val_scenes) if cfg.val_scenes > 0 and ctx.is_main else []
 
     spe = cfg.optim.steps_per_epoch
@@ -229,13 +227,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     if ctx.is_main:
         _write_csv(csv_path, rows)  # on resume: exactly the rows of the checkpoint (none lost, none repeated)
 
-    def batch_physics(batch: dict):
-        if batch.get("physics"):  # a group with its own (randomised) forward model
-            key = tuple(sorted(batch["physics"].items()))
-            if key not in physics:
-                physics[key] = default_physics.replace(**batch["physics"])
-            return physics[key]
-        return physics.get(batch["protocol"], default_physics)
+    def batch_physics(batch: dict) -> ForwardModel:
+        # A random-variant group carries its own spec; a protocol's group is looked up by the protocol's name.
+        spec = loss_spec_for(cfg, batch["physics"] if batch.get("physics") is not None else batch["protocol"])
+        if spec not in models:
+            models[spec] = ForwardModel(spec=spec)
+        return models[spec]
 
     def save_resume() -> None:
         every_rank = gather_to_all(ctx, {"sampler": sampler.state(), "sums": sums})

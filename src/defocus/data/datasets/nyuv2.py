@@ -30,11 +30,9 @@ import torch
 
 from defocus.data.datasets.base import DatasetSource, h5_read, open_h5
 from defocus.data.stack import FocalStack
-from defocus.data.synthesis import stack_from_rgbd
+from defocus.data.synthesis import PROTOCOLS, stack_from_rgbd
 from defocus.errors import DefocusError
 from defocus.optics.camera import get_preset
-
-PROTOCOLS = ("paper", "realistic")
 
 
 class NYUv2Labeled(DatasetSource):

@@ -1,0 +1,140 @@
+"""The sensor and codec behind the lens: what turns the irradiance a :class:`~defocus.optics.forward.ForwardModel`
+renders into the stored image of a camera.
+
+A recorded stack is ``sensor(forward(aif, depth, focus))``, the two halves of the physics kept apart as in
+DeepInverse (an operator followed by a noise model): the forward model is the optics (PSF, light model, renderer),
+the :class:`SensorModel` everything after it, in this order:
+
+1. **exposure** gain (1 = as rendered);
+2. additive Gaussian **noise** of standard deviation ``noise_std`` on the [0, 1] sRGB values, drawn from a seeded
+   generator (the same seed gives the same noise);
+3. **clamp** to [0, 1];
+4. **quantisation** to ``bits``-bit levels, rounded half up (8 by default, as stored images are; ``None`` keeps
+   floats);
+5. an optional **JPEG** round trip of every frame at ``jpeg_quality`` (after 8-bit quantisation).
+
+:meth:`SensorModel.apply` is the one place where noise, clamping, quantisation and JPEG happen; synthesis
+(:mod:`defocus.data.synthesis`) calls it for every stack it renders.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from defocus.color import to_uint8
+from defocus.errors import InputError
+
+#: Largest quantisation depth (bits) a sensor may have.
+MAX_BITS = 16
+
+
+def jpeg_round_trip(stack: torch.Tensor, quality: int) -> torch.Tensor:
+    """Every frame of ``stack`` (..., 3, H, W) in [0, 1] encoded as a JPEG of ``quality`` and decoded again
+    (through 8-bit values, rounded half up)."""
+    from PIL import Image
+
+    flat = to_uint8(stack).reshape(-1, *stack.shape[-3:])
+    out = []
+    for frame in flat:
+        buf = io.BytesIO()
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=int(quality))
+        buf.seek(0)
+        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1))
+    return (torch.stack(out).float() / 255.0).reshape(stack.shape)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SensorModel:
+    """What the sensor and the codec do to a rendered stack (see the module docstring for the order).
+
+    Args:
+        noise_std: standard deviation of additive Gaussian noise on the [0, 1] values (0 = none).
+        bits: quantisation depth, rounded half up (``None``: no quantisation, float values).
+        jpeg_quality: quality (1-100) of a JPEG round trip of every frame, ``None`` for none; needs 8 bits.
+        exposure: gain applied to the rendered values before the noise.
+        clamp: clip to [0, 1] after the noise (quantisation clips anyway).
+    """
+
+    noise_std: float = 0.0
+    bits: int | None = 8
+    jpeg_quality: int | None = None
+    exposure: float = 1.0
+    clamp: bool = True
+
+    def __post_init__(self) -> None:
+        if not _number(self.noise_std) or self.noise_std < 0:
+            raise InputError(f"the sensor noise must be a finite number >= 0, got {self.noise_std!r}",
+                             field="noise_std")
+        if self.bits is not None and (not isinstance(self.bits, int) or isinstance(self.bits, bool)
+                                      or not 1 <= self.bits <= MAX_BITS):
+            raise InputError(f"the quantisation depth must be a whole number of bits 1-{MAX_BITS} or none, got "
+                             f"{self.bits!r}", field="bits")
+        if self.jpeg_quality is not None:
+            if (not isinstance(self.jpeg_quality, int) or isinstance(self.jpeg_quality, bool)
+                    or not 1 <= self.jpeg_quality <= 100):
+                raise InputError(f"the JPEG quality must be a whole number 1-100 or none, got {self.jpeg_quality!r}",
+                                 field="jpeg_quality")
+            if self.bits != 8:
+                raise InputError(f"a JPEG round trip stores 8-bit values; the sensor has {self.bits} bits",
+                                 field="bits")
+        if not _number(self.exposure) or self.exposure <= 0:
+            raise InputError(f"the exposure gain must be a finite number > 0, got {self.exposure!r}",
+                             field="exposure")
+        if not isinstance(self.clamp, bool):
+            raise InputError(f"clamp must be true or false, got {self.clamp!r}", field="clamp")
+
+    # ------------------------------------------------------------------------------------------ construction
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SensorModel":
+        """From a mapping of the field names (unknown keys are an :class:`~defocus.errors.InputError`)."""
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise InputError(f"unknown sensor setting {unknown[0]!r}; known: {', '.join(sorted(known))}",
+                             field=str(unknown[0]))
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "SensorModel":
+        return replace(self, **changes)
+
+    @property
+    def levels(self) -> int | None:
+        """Number of steps between 0 and 1 (2**bits − 1), ``None`` without quantisation."""
+        return None if self.bits is None else 2**self.bits - 1
+
+    # ---------------------------------------------------------------------------------------------- recording
+    def apply(self, stack: torch.Tensor, seed: int | None = None, generator: torch.Generator | None = None
+              ) -> torch.Tensor:
+        """The recorded version of a rendered ``stack`` (any shape ending in (3, H, W), values in about [0, 1]).
+
+        The noise is drawn on the CPU from ``generator``, or from a generator seeded with ``seed`` (0 when neither
+        is given), so that a seed gives the same stack on every machine. Returns a new float tensor; no gradient.
+        """
+        with torch.no_grad():
+            out = stack if self.exposure == 1.0 else stack * self.exposure
+            if self.noise_std > 0:
+                gen = generator if generator is not None else torch.Generator().manual_seed(int(seed or 0))
+                out = out + self.noise_std * torch.randn(stack.shape, generator=gen).to(stack.device)
+            if self.clamp:
+                out = out.clamp(0.0, 1.0)
+            if self.levels is not None:
+                levels = float(self.levels)
+                out = torch.floor(out.clamp(0.0, 1.0) * levels + 0.5) / levels
+            if self.jpeg_quality is not None:
+                out = jpeg_round_trip(out.cpu(), self.jpeg_quality).to(stack.device)
+        return out
+
+    __call__ = apply
