@@ -49,3 +49,12 @@ def np_ssim_map(x: np.ndarray, y: np.ndarray, ws: int = 11, sigma: float = 1.5, 
     vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+def render_stack(aif, depth, focus, camera, psf: str = "gaussian", method: str = "layered", **kwargs):
+    """The renderer of ``method`` called directly (exact / layered / occlusion), for the renderer tests; the
+    package's own interface is ``ForwardModel``."""
+    from defocus.optics import render
+
+    return {"exact": render.render_exact, "layered": render.render_layered,
+            "occlusion": render.render_occlusion}[method](aif, depth, focus, camera, psf, **kwargs)

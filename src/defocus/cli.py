@@ -82,7 +82,10 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="camera preset: nyuv2 or defocusnet (sets camera, focus distances and image size)")
     p.add_argument("--focus", type=_float_list, help="focus distances in metres, comma-separated (overrides the preset's)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the preset's, or the input's)")
-    p.add_argument("--protocol", choices=("paper", "realistic"), default=None, help="synthesis protocol: paper (Gaussian PSF, no noise; the default) or realistic (disk PSF in linear light, occlusion, noise); with --dataset nyuv2 it overrides the spec's #PROTOCOL")
+    p.add_argument("--protocol", default=None, metavar="NAME",
+                   help="synthesis protocol, a name of the protocol registry (defocus.data.synthesis.PROTOCOLS): "
+                   "paper (Gaussian PSF, no noise; the default) or realistic (disk PSF in linear light, occlusion, "
+                   "noise); with --dataset nyuv2 it overrides the spec's #PROTOCOL")
     p.add_argument("--seed", type=int, default=0, help="seed of the sensor noise of the realistic protocol")
     add_camera_flags(p)
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -140,6 +143,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     if not -(2**63) <= args.seed < 2**64:
         raise DefocusError(f"--seed must be a 64-bit integer, got {args.seed}")
+    if args.protocol is not None:
+        from defocus.data.synthesis import get_protocol
+
+        get_protocol(args.protocol)  # an unknown name: one line listing the registered ones, before any work
     if args.dataset:
         return _render_dataset(args)
     args.protocol = args.protocol or "paper"
@@ -687,6 +694,7 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
     "checkpoint": ("checkpoint", "--checkpoint"),
     "device": ("device", "--device"),
     "refine_model": ("refine_psf", "--refine-psf"),
+    "protocol": ("protocol", "--protocol"),
     "opset": ("opset", "--opset"),
     "camera.focal_length_mm": ("focal_length_mm", "--focal-length-mm"),
     "camera.f_number": ("f_number", "--f-number"),

@@ -18,7 +18,7 @@ from torch import nn
 from defocus.data.folders import write_stack
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, TEST_SEED_START, make_scene
 from defocus.data.stack import FocalStack
-from defocus.data.synthesis import stack_from_scene
+from defocus.data.synthesis import protocol_names, stack_from_scene
 from defocus.evaluate import evaluate_stack, format_table, results_to_json, summarize
 from defocus.files import atomic_write
 from defocus.optics.camera import get_preset
@@ -46,7 +46,7 @@ def run_demo(
 
     out_dir = Path(out_dir)
     (out_dir / "stacks").mkdir(parents=True, exist_ok=True)
-    groups = [(p, q) for p in ("nyuv2", "defocusnet") for q in ("paper", "realistic")]
+    groups = [(p, q) for p in ("nyuv2", "defocusnet") for q in protocol_names()]
     results, rows = [], []
     jobs = [(p, q, i) for p, q in groups for i in range(stacks_per_group)]
     for preset_name, protocol, i in tqdm(jobs, desc="demo"):

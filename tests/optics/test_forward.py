@@ -13,7 +13,9 @@ from defocus.errors import DefocusError, InputError
 from defocus.losses.selfsup import LossConfig
 from defocus.optics.camera import PRESETS, ThinLensCamera
 from defocus.optics.forward import FAMILIES, ForwardModel, ForwardSpec
-from defocus.optics.render import RENDER_METHODS, render_layered, render_layered_from_blur, render_occlusion, render_stack
+from defocus.optics.render import RENDER_METHODS, render_layered, render_layered_from_blur, render_occlusion
+
+from conftest import render_stack  # noqa: E402 - the renderer of a method, called directly
 
 NYU = PRESETS["nyuv2"].camera
 

@@ -32,7 +32,7 @@ from defocus.optics.psf import (
     register_psf,
     unregister_psf,
 )
-from defocus.optics.render import default_levels, render_exact, render_layered, render_occlusion, render_stack
+from defocus.optics.render import default_levels, render_exact, render_layered, render_occlusion
 
 NYU = PRESETS["nyuv2"].camera
 F64 = torch.float64
@@ -175,7 +175,7 @@ def test_a_registered_family_renders_with_every_method(box):
     # A blur that differs from the Gaussian's, and normalised semantics: a constant image stays constant.
     assert (layered - render_layered(aif, depth, focus, NYU, "gaussian")).abs().max() > 1e-2
     flat = torch.full_like(aif, 0.4)
-    torch.testing.assert_close(render_stack(flat, depth, focus, NYU, box.name), torch.full_like(layered, 0.4))
+    torch.testing.assert_close(render_layered(flat, depth, focus, NYU, box.name), torch.full_like(layered, 0.4))
     # In focus everywhere: the identity.
     torch.testing.assert_close(render_layered(aif, torch.full_like(depth, 1.5), focus[:, 1:2], NYU, box.name)[:, 0],
                                aif)

@@ -23,8 +23,9 @@ from defocus.optics.render import (
     render_exact,
     render_layered,
     render_occlusion,
-    render_stack,
 )
+
+from conftest import render_stack  # noqa: E402 - the renderer of a method, called directly
 
 NYU = PRESETS["nyuv2"].camera
 PSFS = ("gaussian", "disk")
@@ -445,8 +446,10 @@ def test_input_errors(method):
 
 
 def test_unknown_method():
+    from defocus.optics.forward import ForwardModel
+
     with pytest.raises(InputError, match="unknown render method 'fast'") as exc:
-        render_stack(torch.rand(1, 3, 4, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1), NYU, method="fast")
+        ForwardModel(NYU, method="fast")
     for m in RENDER_METHODS:
         assert m in str(exc.value)
 

@@ -1,7 +1,7 @@
 """Differentiable defocus renderers: all-in-focus image + depth + focus distances → focal stack.
 
-One interface, :func:`render_stack`, with three methods; :class:`defocus.optics.forward.ForwardModel` is the object
-that holds a camera, a PSF, a light model and one of these methods:
+Three methods, one function each; :class:`defocus.optics.forward.ForwardModel` is the one interface, the object that
+holds a camera, a PSF, a light model and one of these methods (its ``method`` picks the function):
 
 ``exact``
     The reference and test oracle. Every source pixel q spreads its own normalised kernel k_q; each output pixel
@@ -388,31 +388,3 @@ def render_occlusion(
 
 
 # ------------------------------------------------------------------------------------------------ one interface
-def render_stack(
-    aif: torch.Tensor,
-    depth: torch.Tensor,
-    focus: torch.Tensor,
-    camera: ThinLensCamera,
-    psf: str = "gaussian",
-    method: str = "layered",
-    **kwargs,
-) -> torch.Tensor:
-    """Renders the focal stack seen by ``camera`` focused at ``focus``.
-
-    Args:
-        aif: (B, C, H, W) all-in-focus image in [0, 1].
-        depth: (B, 1, H, W) depth in metres, > 0 everywhere.
-        focus: (B, N) or (N,) focus distances in metres.
-        psf: a registered PSF name (:data:`~defocus.optics.psf.PSF_REGISTRY`): ``"gaussian"``, ``"disk"`` or
-            ``"gennorm"`` (not with ``exact``).
-        method: ``"exact"``, ``"layered"`` or ``"occlusion"``.
-    Returns:
-        (B, N, C, H, W) stack.
-    """
-    if method == "exact":
-        return render_exact(aif, depth, focus, camera, psf, **kwargs)
-    if method == "layered":
-        return render_layered(aif, depth, focus, camera, psf, **kwargs)
-    if method == "occlusion":
-        return render_occlusion(aif, depth, focus, camera, psf, **kwargs)
-    raise InputError(f"unknown render method {method!r}; choose one of {', '.join(RENDER_METHODS)}", field="method")
