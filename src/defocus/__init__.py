@@ -30,6 +30,8 @@ _PUBLIC: dict[str, str] = {
     "ThinLensCamera": "defocus.optics.camera",
     "get_preset": "defocus.optics.camera",
     "ForwardModel": "defocus.optics.forward",
+    "ForwardSpec": "defocus.optics.forward",
+    "SensorModel": "defocus.optics.sensor",
     "Prediction": "defocus.models.prediction",
     "create_model": "defocus.models.factory",
     "list_models": "defocus.models.factory",

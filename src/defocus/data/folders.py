@@ -106,7 +106,7 @@ def read_stack(
       A field found nowhere leaves the camera None — :func:`require_camera` or
       :func:`defocus.data.sources.missing_camera_message` where it is needed;
     * focus: ``focus`` (metres, one per image) > ``focus_diopters`` (1/D) > ``stack.json`` > EXIF SubjectDistance
-      of every image. With none of these it is an error naming ``--focus``, unless ``require_focus`` is False:
+      of every image. With none of these it is an InputError (field ``focus``), unless ``require_focus`` is False:
       then the stack is *relative* — its ``focus_distances_m`` are the placeholders 1, 2, …, N (metres in type
       only: they keep the file order and FocalStack's checks, nothing else), ``provenance["relative"]`` is True
       and ``provenance["focus"]`` is ``{"values_m": None, "source": None}``.
@@ -118,8 +118,8 @@ def read_stack(
     code passes False, so it never opens them.
 
     Raises:
-        DefocusError: missing folder or images, corrupt files, bad JSON, sizes or counts that differ, focus
-            distances that are missing (names ``--focus``), not finite, not positive or inside the focal length, a
+        InputError: missing folder or images, corrupt files, bad JSON, sizes or counts that differ, focus
+            distances that are missing (field ``focus``), not finite, not positive or inside the focal length, a
             dioptre of 0, camera values that make no camera.
     """
     root = Path(folder)
