@@ -1,7 +1,9 @@
-"""Tests of frame registration: known hand-held transforms recovered, focus-order check, warping, errors."""
+"""Tests of frame registration: known hand-held transforms recovered, registered stacks left untouched (the decision),
+focus-order check, warping, errors."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from defocus.data.align import (
+    MIN_DISPLACEMENT_PX,
+    Alignment,
     _grid,
     _similarity,
     check_focus_order,
@@ -23,7 +27,7 @@ from defocus.errors import DefocusError
 from defocus.metrics import depth_metrics
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
-from defocus.predict import predict_photo_stack
+from defocus.predict import predict_stack
 
 NYU = get_preset("nyuv2")
 FOCUS = torch.tensor([1.0, 1.5, 2.5, 4.0, 6.0])
@@ -47,6 +51,13 @@ def _hand_held(stack: torch.Tensor, seed: int = 0, reference: int = 2):
     params[:, 1] = torch.deg2rad(0.5 * (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1))
     params[:, 2:] = 20 * (2 * torch.rand(n, 2, generator=g, dtype=torch.float64) - 1)
     params[reference] = 0.0
+    return _moved(stack, params)
+
+
+def _moved(stack: torch.Tensor, params: torch.Tensor):
+    """The frames (N, 3, H, W) of the padded rendering ``stack`` moved by the similarities ``params`` (N, 4: log
+    scale, angle, tx, ty) about the image centre, and the true matrices (reference pixel -> frame pixel)."""
+    n = stack.shape[0]
     m = _similarity(params, (W / 2, H / 2))  # reference pixel -> frame pixel
     shift = torch.tensor([[1, 0, PAD], [0, 1, PAD], [0, 0, 1.0]], dtype=torch.float64)
     frames = torch.empty(n, 3, H, W)
@@ -141,16 +152,91 @@ def test_aligned_depth_is_as_good_as_a_tripod_stack(scene):
     model = create_model("classical")
     tripod = FocalStack(images=stack[..., PAD : PAD + H, PAD : PAD + W], focus_distances_m=FOCUS, camera=NYU.camera)
     hand = FocalStack(images=frames, focus_distances_m=FOCUS, camera=NYU.camera)
-    res = predict_photo_stack(model, hand, max_size=320)
+    res = predict_stack(model, hand, max_size=320)
     x0, y0, x1, y1 = res.crop_box
     gt = depth[0, PAD : PAD + H, PAD : PAD + W][y0:y1, x0:x1]
-    ref = predict_photo_stack(model, tripod, max_size=320, align=False)
+    ref = predict_stack(model, tripod, max_size=320, align=False)
     m_hand = depth_metrics(res.full.depth_map, gt)
     m_tripod = depth_metrics(ref.full.depth_map[y0:y1, x0:x1], gt)
     assert m_hand["abs_rel"] <= 1.1 * m_tripod["abs_rel"]
-    unaligned = predict_photo_stack(model, hand, max_size=320, align=False)
+    unaligned = predict_stack(model, hand, max_size=320, align=False)
     m_unaligned = depth_metrics(unaligned.full.depth_map[y0:y1, x0:x1], gt)
     assert m_unaligned["abs_rel"] > m_hand["abs_rel"]  # the alignment is what makes the difference
+
+
+def _registered(scene_seed: int, protocol: str) -> torch.Tensor:
+    """A tripod stack: every frame of the same rendering (the central H x W of a padded one, like the fixture)."""
+    rgb, depth = make_scene(scene_seed, H + 2 * PAD, W + 2 * PAD, (0.7, 8.0))
+    return synthesize_stack(rgb, depth, FOCUS, NYU.camera, protocol)[..., PAD : PAD + H, PAD : PAD + W].contiguous()
+
+
+@pytest.mark.parametrize("scene_seed, protocol, why", [
+    (1_000_123, "paper", "nothing to correct"),  # the fitted motion stays under MIN_DISPLACEMENT_PX
+    (1_000_124, "realistic", "no camera motion"),  # a pixel of "motion", fitted to the blur: residual barely lower
+])
+def test_a_registered_stack_is_left_untouched(scene_seed, protocol, why):
+    frames = _registered(scene_seed, protocol)
+    threads = torch.get_num_threads()
+    al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+    assert torch.get_num_threads() == threads  # the registration's single thread is given back
+    assert not al.applied and al.applied_frames == () and why in al.reason
+    assert torch.equal(al.matrices, torch.eye(3, dtype=torch.float64).repeat(5, 1, 1))
+    assert al.valid_box == (0, 0, W, H) and al.size == (H, W)
+    assert torch.equal(al.scales, torch.ones(5, dtype=torch.float64))
+    assert torch.equal(al.residual_after, al.residual_before)
+    # The focus-order check has nothing to go on, whichever order the distances come in.
+    assert check_focus_order(al, FOCUS) is None and check_focus_order(al, FOCUS.flip(0)) is None
+    # The frames come back as they are: no resampling, full coverage.
+    warped, coverage = warp_to_reference(frames, al)
+    assert torch.equal(warped, frames) and bool((coverage == 1).all())
+    d = json.loads(json.dumps(al.to_dict()))
+    assert d["applied"] is False and d["reason"] == al.reason and d["valid_box_xyxy"] == [0, 0, W, H]
+    assert len(d["estimated_displacement_px"]) == 5
+
+
+def test_known_shifts_and_scales_are_detected_and_recovered(scene):
+    stack, _ = scene
+    shifts = torch.zeros(5, 4, dtype=torch.float64)  # 1 to 3.4 px per frame
+    shifts[:, 2] = torch.tensor([1.0, -2.0, 0.0, 1.5, -3.0])
+    shifts[:, 3] = torch.tensor([2.0, 1.0, 0.0, -1.0, 1.5])
+    breathing = torch.zeros(5, 4, dtype=torch.float64)  # 1 % per frame, nearer focus magnified
+    breathing[:, 0] = math.log(1.01) * (2 - torch.arange(5)).double()
+    for params in (shifts, breathing):
+        frames, truth = _moved(stack, params)
+        al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+        assert al.applied and al.applied_frames == (0, 1, 3, 4), al.reason
+        for i in range(5):
+            assert _corner_rms(al.matrices[i], truth[i]) <= 0.3, i
+        assert check_focus_order(al, FOCUS) is None
+        d = al.to_dict()
+        assert d["applied"] is True and d["reason"].startswith("applied to frames 0, 1, 3, 4")
+        x0, y0, x1, y1 = al.valid_box
+        assert (x0, y0, x1, y1) != (0, 0, W, H) and x1 - x0 > 0.9 * W
+
+
+def test_a_single_frame_knocked_out_of_place_is_the_only_one_moved(scene):
+    stack, _ = scene
+    params = torch.zeros(5, 4, dtype=torch.float64)
+    params[0, 2:] = torch.tensor([4.0, -3.0])
+    frames, truth = _moved(stack, params)
+    al = estimate_alignment(frames, FOCUS, NYU.camera.focal_length_m)
+    assert al.applied and al.applied_frames == (0,), al.reason
+    assert _corner_rms(al.matrices[0], truth[0]) <= 0.3
+    assert torch.equal(al.matrices[1:], torch.eye(3, dtype=torch.float64).repeat(4, 1, 1))
+    assert float(al.displacement_px[0]) > 4.0 and float(al.displacement_px[1:].max()) < 2.0
+    warped, _ = warp_to_reference(frames, al)
+    assert torch.equal(warped[1:], frames[1:])  # the frames left as taken are not resampled
+
+
+def test_identity_alignment():
+    al = Alignment.identity(3, (40, 60), 1, "nothing to correct", residual=torch.tensor([0.1, 0.0, 0.2]))
+    assert not al.applied and al.valid_box == (0, 0, 60, 40) and al.reference == 1
+    assert torch.equal(al.matrices, torch.eye(3, dtype=torch.float64).repeat(3, 1, 1))
+    assert torch.equal(al.residual_before, al.residual_after)
+    half = al.rescaled(0.5)
+    assert not half.applied and half.size == (20, 30) and half.valid_box == (0, 0, 30, 20)
+    assert half.reason == "nothing to correct"
+    assert MIN_DISPLACEMENT_PX < 1.0  # "a fraction of a pixel"
 
 
 def test_bad_inputs():
