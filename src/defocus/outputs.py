@@ -68,7 +68,7 @@ def _alignment_label(result: StackPrediction | RelativePrediction) -> str:
     if alignment is None:
         return "mean of the frames (not aligned)"
     if not getattr(alignment, "applied", True):
-        return "mean of the frames (already registered)"
+        return "mean of the frames (registered)"  # nothing to align: the frames are as given
     before = getattr(alignment, "residual_before", None)
     after = getattr(alignment, "residual_after", None)
     if before is None or after is None:
