@@ -62,18 +62,16 @@ SCALE_NOISE_PX = 2.0
 MIN_DISPLACEMENT_PX = 0.5
 #: The alignment is applied only if it lowers the residual (1 − NCC of the band-pass images, summed over the steps of
 #: the chain) by at least this fraction. Camera motion is most of the residual between unaligned frames, the blur
-#: difference little: on procedural 5 × 240 × 320 / 256 × 256 stacks (48 scenes: both presets, paper and realistic
-#: protocols) shifting every frame by exactly 1 px lowered it by 23–75 %, by 1–3 px by 56–94 %, a 1 % scale per frame
-#: by 17–73 % and hand-held motion by 90–98 %, while the motion fitted to the registered stacks lowered it by under
-#: 17 % (23 % in one of the 48, which is then moved by up to 2 px). The real hand-held phone stacks: 60–98 %.
+#: difference little, so a real motion lowers it far more than a motion fitted to registered frames does (the
+#: measurements on procedural and real stacks behind this value: BENCHMARKS.md, "Alignment only where it is needed").
 MIN_RESIDUAL_REDUCTION = 0.2
 #: ... or, for one step on its own evidence (a single frame knocked out of place in an otherwise still stack), by
-#: this fraction of that step's residual: single steps of the registered stacks reached at most 32 %.
+#: this fraction of that step's residual (single steps of registered stacks stay below it).
 MIN_FRAME_REDUCTION = 0.4
 #: The cheap early test that registered frames are registered: a step whose motion, at the second-finest pyramid
 #: level (half resolution), moves no point by this many input pixels or lowers the residual there by less than this
-#: fraction is not refined at the finest level, nor applied. Shifts of 1 px lowered it by 21 % or more at that level,
-#: while most steps of registered stacks stop there (the finest level is three quarters of the work).
+#: fraction is not refined at the finest level, nor applied (a real shift of 1 px lowers it far more at that level;
+#: the finest level is three quarters of the work).
 EARLY_STOP_PX, EARLY_STOP_REDUCTION = 0.5 * MIN_DISPLACEMENT_PX, 0.25 * MIN_RESIDUAL_REDUCTION
 #: Coarsest pyramid level: about this many pixels on the long side (the cross-correlation search runs there).
 COARSEST_SIZE = 64
