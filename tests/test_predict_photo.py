@@ -137,3 +137,17 @@ def test_tiles_agree_with_one_pass():
     with torch.no_grad():
         same = run_tiled(model, stack, fd, k, dr, tile=64, overlap=12)  # one tile covers it: identical
     torch.testing.assert_close(same.depth, whole.depth)
+
+
+def test_a_registered_stack_keeps_its_frames_and_full_size():
+    """Alignment on by default: a registered (synthetic) stack is not resampled, not cropped and not warned about,
+    even with the alignment allowed to overwrite the frames in place."""
+    rgb, depth = make_scene(1_000_321, 240, 320, SCENE_DEPTH_RANGE_M["nyuv2"])
+    for protocol in ("paper", "realistic"):
+        stack = stack_from_scene(rgb, depth, NYU.focus_distances_m, NYU.camera, protocol, name=protocol)
+        before = stack.images.clone()
+        result = predict_stack(create_model("classical"), stack, in_place=True)
+        assert result.alignment is not None and not result.alignment.applied, result.alignment.reason
+        assert result.crop_box == (0, 0, 320, 240) and result.depth_map.shape == (240, 320)
+        assert torch.equal(stack.images, before)
+        assert not any("focus order" in w for w in result.warnings)
