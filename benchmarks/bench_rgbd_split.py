@@ -13,7 +13,7 @@ per stack with ``--refine-psf auto``). Also the AIF PSNR against the true sharp 
 and the median seconds per stack of every method, as a ratio to the adaptive classical baseline.
 
 Usage: python benchmarks/bench_rgbd_split.py [--split test] [--refine-steps 0 10 30] [--refine-psf auto]
-       [--checkpoint FILE] [--json out.json] [--threads 2]
+       [--solve-smoothness 0.3 1 3] [--checkpoint FILE] [--json out.json] [--threads 2]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def evaluate_frame(model, st, budgets, refine_psf):
+def evaluate_frame(model, st, budgets, refine_psf, solve_smoothness=()):
     """{method: metrics} and {method: seconds} for one rendered stack, every method through the pipeline."""
     options = PredictOptions(depth_range=DEPTH_RANGE)
     runs = {name: (est, options) for name, est in {"classical": ClassicalEstimator(), **fixed_baselines()}.items()}
@@ -73,6 +73,8 @@ def evaluate_frame(model, st, budgets, refine_psf):
     for b in budgets:
         if b > 0:
             runs[f"network+{b}"] = (model, replace(options, refine_steps=b, refine_model=refine_psf))
+    for lam in solve_smoothness:  # the experimental global solve (issue 17), network alone + solve
+        runs[f"network+solve{lam:g}"] = (model, replace(options, solve=True, solve_smoothness=lam))
     preds, secs = {}, {}
     for name, (est, opts) in runs.items():
         preds[name], secs[name] = _timed(lambda est=est, opts=opts: predict_stack(est, st, opts))
@@ -94,6 +96,8 @@ def main() -> None:
     ap.add_argument("--refine-psf", default="auto", help="auto (self-calibrated per stack), disk or gaussian")
     ap.add_argument("--checkpoint", type=Path, help="weights to evaluate (default: the shipped ones)")
     ap.add_argument("--protocols", nargs="+", default=["paper", "realistic"])
+    ap.add_argument("--solve-smoothness", type=float, nargs="*", default=[],
+                    help="also the network followed by the global edge-aware solve with each of these λ")
     ap.add_argument("--json", type=Path, help="also write every number to this file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -107,7 +111,8 @@ def main() -> None:
         seconds: dict[str, list[float]] = defaultdict(list)
         chosen = []
         for e, st in render_split(args.split, protocol):
-            metrics, secs, physics = evaluate_frame(model, st, args.refine_steps, args.refine_psf)
+            metrics, secs, physics = evaluate_frame(model, st, args.refine_steps, args.refine_psf,
+                                                    args.solve_smoothness)
             per_group[e.scene_group].append(metrics)
             for name, s in secs.items():
                 seconds[name].append(s)

@@ -151,3 +151,16 @@ def test_a_registered_stack_keeps_its_frames_and_full_size():
         assert result.crop_box == (0, 0, 320, 240) and result.depth_map.shape == (240, 320)
         assert torch.equal(stack.images, before)
         assert not any("focus order" in w for w in result.warnings)
+
+
+def test_the_experimental_solve_is_an_option_of_the_pipeline(big_stack):
+    off = predict_stack(create_model("classical"), big_stack, max_size=160)
+    on = predict_stack(create_model("classical"), big_stack, max_size=160, solve=True)
+    assert "solve" in on.timings and "solve" not in off.timings
+    assert on.depth_map.shape == off.depth_map.shape and torch.isfinite(on.depth_map).all()
+    assert not torch.equal(on.working.inv_depth, off.working.inv_depth)
+    near, far = on.depth_range
+    assert float(on.depth_map.min()) >= near - 1e-6 and float(on.depth_map.max()) <= far + 1e-6
+    with pytest.raises(DefocusError, match="smoothness") as info:
+        PredictOptions(solve=True, solve_smoothness=-1.0)
+    assert info.value.field == "solve_smoothness"

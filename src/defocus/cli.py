@@ -482,6 +482,9 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="longest side in pixels of the estimation (outputs stay at full size); default: automatic, "
                    "the size at which the stack's blur per dioptre matches what the network was trained on")
     g.add_argument("--no-align", action="store_true", help="do not register the frames (tripod or synthetic stacks)")
+    g.add_argument("--solve", action="store_true",
+                   help="experimental: follow the estimate with a global edge-aware solve on inverse depth (confidence "
+                   "as data weight, the AIF as guide; defocus.solve); off by default until its weights are chosen")
     g.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
                    help="write depth 0 (unknown) and no points where the confidence is below C (0-1)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
@@ -542,7 +545,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
     device = _resolve_device(args.device)
-    options = _options(args, align=not args.no_align, max_size=args.max_size, device=device)  # checked here
+    options = _options(args, align=not args.no_align, max_size=args.max_size, device=device,
+                       solve=args.solve)  # checked here
     read_kwargs = _read_args(args)
     if args.output.exists() and not args.output.is_dir():
         raise DefocusError(f"output {args.output} exists and is not a folder")

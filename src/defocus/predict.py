@@ -66,6 +66,10 @@ class PredictOptions:
         refine_model: the refinement's forward model: ``"auto"`` (calibrated on the stack), a family name, or a
             :class:`~defocus.optics.forward.ForwardModel`.
         device: where the model runs (``"cpu"``, ``"cuda"``).
+        solve: follow the estimate with the global edge-aware solve (:mod:`defocus.solve`) on inverse depth at the
+            working size, the model's confidence as its data weight and the AIF as its guide. Experimental and off by
+            default: its weights are not yet chosen on the validation groups (issue 17).
+        solve_smoothness: its λ.
     """
 
     align: bool = True
@@ -74,6 +78,8 @@ class PredictOptions:
     refine_steps: int = 0
     refine_model: ForwardModel | str = "auto"
     device: str = "cpu"
+    solve: bool = False
+    solve_smoothness: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size >= MIN_WORKING_SIZE):
@@ -84,6 +90,9 @@ class PredictOptions:
                              field="refine_steps")
         if self.depth_range is not None:
             object.__setattr__(self, "depth_range", check_depth_range(self.depth_range))
+        if not (isinstance(self.solve_smoothness, (int, float)) and self.solve_smoothness >= 0):
+            raise InputError(f"the solve's smoothness must be a number >= 0, got {self.solve_smoothness}",
+                             field="solve_smoothness")
         if isinstance(self.refine_model, str) and self.refine_model != "auto":
             try:  # a named forward-model family (the registry decides which names exist)
                 ForwardModel.from_family(self.refine_model)
@@ -95,7 +104,8 @@ class PredictOptions:
         rm = self.refine_model
         return {"align": self.align, "max_size": self.max_size, "refine_steps": self.refine_steps,
                 "refine_model": (rm if isinstance(rm, str) else rm.describe()) if self.refine_steps else None,
-                "device": str(self.device)}
+                "device": str(self.device), "solve": self.solve,
+                "solve_smoothness": self.solve_smoothness if self.solve else None}
 
 
 #: Smallest working size (longest side, pixels) the options accept.
@@ -420,6 +430,10 @@ def predict_stack(
                 working = refine(x, fd_d, k_d, dr, working, options.refine_steps, physics)
         working = Prediction(**{k: (None if v is None else v.detach().cpu()) for k, v in vars(working).items()})
         stage("estimate", t)
+        if options.solve:
+            t = time.perf_counter()
+            working = _solve(working, dr, options.solve_smoothness)
+            timings["solve"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
         full = working
@@ -430,6 +444,18 @@ def predict_stack(
     return StackPrediction(stack=stack, full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
                            alignment=alignment, camera=camera, depth_range=dr, options=options,
                            refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0))
+
+
+def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float) -> Prediction:
+    """The prediction with its inverse depth replaced by the global edge-aware solve (confidence as the data weight,
+    the grey AIF as the guide), kept inside the depth range."""
+    from defocus.color import to_grey
+    from defocus.solve import edge_aware_solve
+
+    inv = edge_aware_solve(pred.inv_depth, pred.confidence, to_grey(pred.aif)[:, None], smoothness=smoothness)
+    inv = inv.clamp(1.0 / depth_range[1], 1.0 / depth_range[0])
+    return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
+                      attention=pred.attention)
 
 
 def _upsample(working: Prediction, frames: torch.Tensor, focus_m: torch.Tensor, blur_per_dioptre: torch.Tensor,

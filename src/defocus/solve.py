@@ -1,0 +1,187 @@
+"""A global, edge-aware least-squares solve: a map from confident samples, smooth inside surfaces, sharp at edges.
+
+:func:`edge_aware_solve` finds the map x (B, 1, H, W) that minimises
+
+    E(x) = Σ_p c_p (x_p − t_p)²  +  λ Σ_{p~q} w_pq (x_p − x_q)²,      w_pq = exp(−(g_p − g_q)² / (2 σ²))
+
+over the whole image: a data term pulling x to the target t where the confidence c says the target is known, and a
+smoothness term over 4-neighbour pairs whose weight w falls where the guide image g (the all-in-focus image, grey)
+has an edge. Where c is 0 (no focus cue: a texture-less wall) x is the weighted harmonic interpolation of its
+surroundings — a surface spanned between its borders, not a nearest-neighbour fill, and exact for planes (a linear
+function satisfies the discrete Laplace equation) — and depth edges stay where image edges are. This is the weighted
+least squares of Lischinski et al. (2006) / Farbman et al. (2008) with an exponential edge weight, as used for depth
+completion and the fast bilateral solver's problem.
+
+The normal equations (C + λ L_w) x = C t (L_w the guide-weighted graph Laplacian) are symmetric positive definite
+for any c ≥ 0 once a tiny floor is added to c, and are solved matrix-free by Jacobi-preconditioned conjugate
+gradients on a coarse-to-fine pyramid (each level starts from the upsampled coarser solution), so that information
+travels across large texture-less regions in a few iterations; memory is a handful of maps of the image size. The
+solve is an inference step (no gradient is defined through it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defocus.checks import check_shape
+from defocus.errors import InputError
+
+#: Floor of the data weight: keeps the system positive definite where no pixel of a connected region has a cue.
+CONFIDENCE_FLOOR = 1e-6
+#: A pyramid level is not made smaller than this (pixels, shorter side).
+MIN_LEVEL_SIZE = 16
+
+
+def edge_weights(guide: torch.Tensor, edge_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smoothness weights of the horizontal and vertical neighbour pairs: exp(−Δg² / 2σ²), summed over channels.
+
+    Args:
+        guide: (B, C, H, W) guide image (values of order 1, e.g. grey in [0, 1]).
+        edge_sigma: σ, the guide difference at which a pair's weight has fallen to e^(−1/2).
+    Returns:
+        (wx (B, 1, H, W − 1), wy (B, 1, H − 1, W)).
+    """
+    dx = (guide[..., :, 1:] - guide[..., :, :-1]).pow(2).sum(1, keepdim=True)
+    dy = (guide[..., 1:, :] - guide[..., :-1, :]).pow(2).sum(1, keepdim=True)
+    s2 = 2.0 * edge_sigma * edge_sigma
+    return torch.exp(-dx / s2), torch.exp(-dy / s2)
+
+
+def _laplacian(x: torch.Tensor, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
+    """L_w x: (L x)_p = Σ_q w_pq (x_p − x_q) over the 4-neighbours q of p inside the image."""
+    fx = wx * (x[..., :, 1:] - x[..., :, :-1])  # flux between horizontal neighbours
+    fy = wy * (x[..., 1:, :] - x[..., :-1, :])
+    out = torch.zeros_like(x)
+    out[..., :, :-1] -= fx
+    out[..., :, 1:] += fx
+    out[..., :-1, :] -= fy
+    out[..., 1:, :] += fy
+    return out
+
+
+def _degree(wx: torch.Tensor, wy: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Σ_q w_pq per pixel: the diagonal of L_w."""
+    deg = torch.zeros(shape, dtype=wx.dtype, device=wx.device)
+    deg[..., :, :-1] += wx
+    deg[..., :, 1:] += wx
+    deg[..., :-1, :] += wy
+    deg[..., 1:, :] += wy
+    return deg
+
+
+def _conjugate_gradients(
+    target: torch.Tensor, conf: torch.Tensor, wx: torch.Tensor, wy: torch.Tensor, smoothness: float,
+    x0: torch.Tensor, iterations: int, tolerance: float,
+) -> torch.Tensor:
+    """Jacobi-preconditioned CG on (C + λ L_w) x = C t, per batch element, from ``x0``."""
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        return conf * v + smoothness * _laplacian(v, wx, wy)
+
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).sum(dim=(1, 2, 3), keepdim=True)
+
+    inv_diag = 1.0 / (conf + smoothness * _degree(wx, wy, conf.shape))
+    rhs = conf * target
+    x = x0.clone()
+    r = rhs - apply(x)
+    z = inv_diag * r
+    p = z.clone()
+    rz = dot(r, z)
+    stop = tolerance * tolerance * dot(rhs, rhs).clamp_min(1e-30)
+    for _ in range(iterations):
+        if bool((dot(r, r) <= stop).all()):
+            break
+        ap = apply(p)
+        alpha = rz / dot(p, ap).clamp_min(1e-30)
+        x = x + alpha * p
+        r = r - alpha * ap
+        z = inv_diag * r
+        rz_new = dot(r, z)
+        p = z + (rz_new / rz.clamp_min(1e-30)) * p
+        rz = rz_new
+    return x
+
+
+@torch.no_grad()
+def edge_aware_solve(
+    target: torch.Tensor,
+    confidence: torch.Tensor,
+    guide: torch.Tensor,
+    smoothness: float = 1.0,
+    edge_sigma: float = 0.05,
+    iterations: int = 60,
+    tolerance: float = 1e-5,
+    levels: int | None = None,
+    fine_iterations: int = 15,
+) -> torch.Tensor:
+    """The minimiser of the module docstring's E(x), coarse to fine.
+
+    Args:
+        target: (B, 1, H, W) the values to follow where they are confident (e.g. inverse depth in dioptres).
+        confidence: (B, 1, H, W) data weights ≥ 0 (0 = unknown); only their ratio to ``smoothness`` matters.
+        guide: (B, C, H, W) guide image (e.g. the grey AIF in [0, 1]); edges in it stop the smoothing.
+        smoothness: λ ≥ 0, the weight of the smoothness term (0 returns the target).
+        edge_sigma: σ > 0 of the edge weight, in guide units.
+        iterations: CG iterations at the coarsest level; each finer level, which starts from the coarser solution
+            and has only fine detail left to settle, gets half as many as the one before but at least
+            ``fine_iterations`` (the finest levels cost most: this bounds the time at a few full-size passes).
+        tolerance: relative residual at which a level stops early.
+        levels: pyramid levels below full size (default: halvings while the shorter side stays ≥ 16 px).
+    Returns:
+        (B, 1, H, W) in the dtype of ``target``.
+    Raises:
+        ShapeError: shapes that do not match; InputError: a negative smoothness, a non-positive σ.
+    """
+    sizes = check_shape(target, "B 1 H W", "target")
+    check_shape(confidence, "B 1 H W", "confidence", sizes)
+    check_shape(guide, "B * H W", "guide", sizes)
+    if not smoothness >= 0:
+        raise InputError(f"smoothness must be >= 0, got {smoothness}")
+    if not edge_sigma > 0:
+        raise InputError(f"edge_sigma must be > 0, got {edge_sigma}")
+    if smoothness == 0:
+        return target.clone()
+    dtype = target.dtype
+    t = target.to(torch.float64 if dtype == torch.float64 else torch.float32)
+    c = confidence.to(t.dtype).clamp_min(0.0) + CONFIDENCE_FLOOR
+    g = guide.to(t.dtype)
+    h, w = t.shape[-2:]
+    if levels is None:
+        levels = 0
+        while min(h, w) >> (levels + 1) >= MIN_LEVEL_SIZE:
+            levels += 1
+    # The pyramid: c·t and c are averaged (a confidence-weighted mean of the targets), the guide by area.
+    pyramid = [(t, c, g)]
+    for _ in range(levels):
+        t_l, c_l, g_l = pyramid[-1]
+        ct = F.avg_pool2d(c_l * t_l, 2, ceil_mode=True)
+        c_n = F.avg_pool2d(c_l, 2, ceil_mode=True)
+        pyramid.append((ct / c_n, c_n, F.avg_pool2d(g_l, 2, ceil_mode=True)))
+    x = None
+    for depth, (t_l, c_l, g_l) in enumerate(reversed(pyramid)):
+        wx, wy = edge_weights(g_l, edge_sigma)
+        its = iterations if depth == 0 else max(fine_iterations, iterations >> depth)
+        if x is None:  # coarsest level: start from the confidence-weighted mean of the target
+            mean = (c_l * t_l).sum(dim=(2, 3), keepdim=True) / c_l.sum(dim=(2, 3), keepdim=True)
+            x = mean.expand_as(t_l).clone()
+        else:
+            x = F.interpolate(x, size=t_l.shape[-2:], mode="bilinear", align_corners=False)
+        x = _conjugate_gradients(t_l, c_l, wx, wy, smoothness, x, its, tolerance)
+    return x.to(dtype)
+
+
+class EdgeAwareSolve(nn.Module):
+    """:func:`edge_aware_solve` as a module: ``EdgeAwareSolve(smoothness, edge_sigma)(target, confidence, guide)``."""
+
+    def __init__(self, smoothness: float = 1.0, edge_sigma: float = 0.05, iterations: int = 60) -> None:
+        super().__init__()
+        self.smoothness, self.edge_sigma, self.iterations = smoothness, edge_sigma, iterations
+
+    def forward(self, target: torch.Tensor, confidence: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        return edge_aware_solve(target, confidence, guide, self.smoothness, self.edge_sigma, self.iterations)
+
+    def extra_repr(self) -> str:
+        return f"smoothness={self.smoothness}, edge_sigma={self.edge_sigma}, iterations={self.iterations}"

@@ -1,0 +1,107 @@
+"""The edge-aware global solve (defocus.solve): kornia's checklist — smoke, shapes, errors, values against a dense
+reference solve — plus what it is for: planes interpolated from their borders, steps kept at guide edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from defocus.errors import InputError, ShapeError
+from defocus.solve import EdgeAwareSolve, edge_aware_solve, edge_weights
+
+
+def _dense_reference(t, c, g, lam, sigma):
+    """argmin Σ c (x − t)² + λ Σ w (x_p − x_q)² by a dense numpy solve of the normal equations."""
+    h, w = t.shape
+    n = h * w
+    a = np.diag(c.ravel().astype(np.float64) + 1e-6)
+    idx = np.arange(n).reshape(h, w)
+    for (p, q) in list(zip(idx[:, :-1].ravel(), idx[:, 1:].ravel())) + list(zip(idx[:-1, :].ravel(), idx[1:, :].ravel())):
+        wpq = np.exp(-((g.ravel()[p] - g.ravel()[q]) ** 2) / (2 * sigma * sigma))
+        a[p, p] += lam * wpq
+        a[q, q] += lam * wpq
+        a[p, q] -= lam * wpq
+        a[q, p] -= lam * wpq
+    b = (c.ravel() + 1e-6) * t.ravel()
+    return np.linalg.solve(a, b).reshape(h, w)
+
+
+def test_smoke_and_shapes():
+    t = torch.rand(2, 1, 20, 27)
+    out = edge_aware_solve(t, torch.rand(2, 1, 20, 27), torch.rand(2, 3, 20, 27))
+    assert out.shape == t.shape and out.dtype == t.dtype and torch.isfinite(out).all()
+    module = EdgeAwareSolve(smoothness=0.5)
+    assert module(t, torch.ones_like(t), t).shape == t.shape and "smoothness=0.5" in repr(module)
+
+
+def test_errors():
+    t = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ShapeError):
+        edge_aware_solve(t, torch.rand(1, 1, 8, 9), t)
+    with pytest.raises(ShapeError):
+        edge_aware_solve(t[0], t[0], t[0])
+    with pytest.raises(InputError, match="smoothness"):
+        edge_aware_solve(t, t, t, smoothness=-1.0)
+    with pytest.raises(InputError, match="edge_sigma"):
+        edge_aware_solve(t, t, t, edge_sigma=0.0)
+
+
+def test_matches_a_dense_solve_of_the_normal_equations():
+    g = torch.Generator().manual_seed(0)
+    t, c, guide = (torch.rand(1, 1, 6, 7, generator=g, dtype=torch.float64) for _ in range(3))
+    got = edge_aware_solve(t, c, guide, smoothness=0.7, edge_sigma=0.3, iterations=500, tolerance=1e-12, levels=0)
+    ref = _dense_reference(t[0, 0].numpy(), c[0, 0].numpy(), guide[0, 0].numpy(), 0.7, 0.3)
+    np.testing.assert_allclose(got[0, 0].numpy(), ref, rtol=0, atol=1e-8)
+    # With the pyramid the fixed point is the same.
+    got_pyr = edge_aware_solve(t, c, guide, smoothness=0.7, edge_sigma=0.3, iterations=500, tolerance=1e-12,
+                               fine_iterations=500)
+    np.testing.assert_allclose(got_pyr[0, 0].numpy(), ref, rtol=0, atol=1e-8)
+
+
+def test_zero_smoothness_returns_the_target_and_full_confidence_keeps_it_close():
+    t = torch.rand(1, 1, 16, 16)
+    assert torch.equal(edge_aware_solve(t, torch.ones_like(t), t, smoothness=0.0), t)
+    flat = torch.full((1, 1, 16, 16), 0.4)
+    torch.testing.assert_close(edge_aware_solve(flat, torch.ones_like(flat), torch.rand(1, 1, 16, 16)), flat,
+                               atol=1e-5, rtol=0)
+
+
+def test_a_textureless_plane_is_spanned_between_its_borders():
+    """Inverse depth of a slanted plane known only on the image border (no cue inside, flat guide): the inside is
+    the plane, not a nearest-neighbour fill and not a constant."""
+    h, w = 64, 80
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    plane = (0.2 + 0.01 * xx + 0.004 * yy)[None, None]
+    conf = torch.zeros_like(plane)
+    conf[..., 0, :] = conf[..., -1, :] = conf[..., :, 0] = conf[..., :, -1] = 1e3  # the border is known
+    out = edge_aware_solve(plane, conf, torch.zeros_like(plane), smoothness=1.0, iterations=400, tolerance=1e-12,
+                           fine_iterations=400)
+    assert float((out - plane).abs().max()) < 1e-3 * float(plane.mean())
+    # A nearest-neighbour or constant fill would be far off in the middle.
+    assert float((plane - plane.mean()).abs().max()) > 0.3
+
+
+def test_a_depth_step_stays_at_the_guide_edge():
+    """Two surfaces with noisy targets, an image edge between them: the step survives the smoothing where the guide
+    has the edge, and is smeared without it."""
+    g = torch.Generator().manual_seed(1)
+    h, w = 40, 40
+    truth = torch.full((1, 1, h, w), 0.5)
+    truth[..., w // 2 :] = 1.0
+    noisy = truth + 0.05 * torch.randn(1, 1, h, w, generator=g)
+    conf = torch.full_like(truth, 0.2)
+    with_edge = edge_aware_solve(noisy, conf, truth.clone(), smoothness=5.0, edge_sigma=0.05)
+    without = edge_aware_solve(noisy, conf, torch.zeros_like(truth), smoothness=5.0, edge_sigma=0.05)
+    cols = slice(w // 2 - 2, w // 2 + 2)
+    assert float((with_edge - truth)[..., cols].abs().mean()) < 0.03
+    assert float((without - truth)[..., cols].abs().mean()) > 0.08
+    assert float((with_edge - truth).std()) < 0.5 * float((noisy - truth).std())  # and the noise is smoothed
+
+
+def test_edge_weights_fall_at_edges():
+    guide = torch.zeros(1, 1, 3, 4)
+    guide[..., 2:] = 1.0
+    wx, wy = edge_weights(guide, 0.1)
+    assert wx.shape == (1, 1, 3, 3) and wy.shape == (1, 1, 2, 4)
+    assert float(wx[..., 1].max()) < 1e-10 and torch.allclose(wx[..., 0], torch.ones(1, 1, 3)) and bool((wy == 1).all())
