@@ -203,10 +203,12 @@ def result_dir(out: Path, stack: dict[str, Any]) -> Path:
     return out / run_key(stack) / Path(stack["folder"]).name
 
 
-def run_predict(data: Path, out: Path, stack: dict[str, Any], max_size: int | None) -> float:
-    """``defocus predict`` of one annotated stack with its flags, through this interpreter; returns seconds."""
+def run_predict(data: Path, out: Path, stack: dict[str, Any], max_size: int | None,
+                extra: list[str] | None = None) -> float:
+    """``defocus predict`` of one annotated stack with its flags (and ``extra`` ones), through this interpreter;
+    returns seconds."""
     cmd = [sys.executable, "-m", "defocus", "predict", str(data / "focal_stacks" / stack["folder"]), "-o",
-           str(out / run_key(stack)), *stack["flags"]]
+           str(out / run_key(stack)), *stack["flags"], *(extra or [])]
     if max_size:
         cmd += ["--max-size", str(max_size)]
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
@@ -307,6 +309,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-size", type=int, default=None,
                     help="quick mode: pass --max-size PX to predict (the reported figures use the default)")
     ap.add_argument("--stacks", nargs="*", default=None, help="only the stacks with these names")
+    ap.add_argument("--predict-flag", action="append", default=[], metavar="FLAG",
+                    help="pass this flag to predict as well (repeatable), e.g. --predict-flag=--solve")
     return ap.parse_args(argv)
 
 
@@ -325,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     for stack in stacks:
         res = result_dir(args.out, stack)
         if not args.reuse:
-            seconds[stack["name"]] = run_predict(args.data, args.out, stack, args.max_size)
+            seconds[stack["name"]] = run_predict(args.data, args.out, stack, args.max_size, args.predict_flag)
         for label, depth in load_depth_maps(res, stack, args.data).items():
             h, w = depth.shape
             name = stack["name"] + (f" [{label}]" if label else "")
