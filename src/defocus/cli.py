@@ -485,6 +485,8 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--solve", action="store_true",
                    help="experimental: follow the estimate with a global edge-aware solve on inverse depth (confidence "
                    "as data weight, the AIF as guide; defocus.solve); off by default until its weights are chosen")
+    g.add_argument("--solve-smoothness", type=float, default=1.0, metavar="L",
+                   help="with --solve: the weight of its smoothness term against the confidence-weighted data term")
     g.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
                    help="write depth 0 (unknown) and no points where the confidence is below C (0-1)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
@@ -546,7 +548,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
     device = _resolve_device(args.device)
     options = _options(args, align=not args.no_align, max_size=args.max_size, device=device,
-                       solve=args.solve)  # checked here
+                       solve=args.solve, solve_smoothness=args.solve_smoothness)  # checked here
     read_kwargs = _read_args(args)
     if args.output.exists() and not args.output.is_dir():
         raise DefocusError(f"output {args.output} exists and is not a folder")
@@ -699,6 +701,7 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
     "device": ("device", "--device"),
     "refine_model": ("refine_psf", "--refine-psf"),
     "protocol": ("protocol", "--protocol"),
+    "solve_smoothness": ("solve_smoothness", "--solve-smoothness"),
     "opset": ("opset", "--opset"),
     "camera.focal_length_mm": ("focal_length_mm", "--focal-length-mm"),
     "camera.f_number": ("f_number", "--f-number"),
