@@ -45,3 +45,17 @@ def test_package_root_exports_resolve_lazily():
         assert getattr(defocus, name) is not None
     with pytest.raises(AttributeError):
         defocus.no_such_name  # noqa: B018
+
+
+def test_notebook_conveniences():
+    """print(stack) summarises instead of dumping tensors; a prediction hands out numpy arrays."""
+    import numpy as np
+
+    camera = defocus.get_preset("nyuv2").camera
+    images = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)]
+    stack = defocus.FocalStack.from_arrays(images, [1.0, 2.0, 4.0], camera)
+    text = repr(stack)
+    assert "3 images of 64x48" in text and "[1, 2, 4] m" in text and "tensor" not in text and len(text) < 300
+    arrays = defocus.estimate(stack, model=defocus.create_model("classical")).to_numpy()
+    assert arrays["depth"].shape == (48, 64) and arrays["aif"].shape == (48, 64, 3)
+    assert arrays["confidence"].shape == (48, 64) and all(a.dtype == np.float32 for a in arrays.values())

@@ -161,6 +161,14 @@ class StackPrediction:
 
     relative = False
 
+    def to_numpy(self) -> dict[str, Any]:
+        """The full-resolution outputs as numpy arrays, as a notebook wants them: ``depth`` (H, W) float32 metres,
+        ``aif`` (H, W, 3) float32 in [0, 1], ``confidence`` (H, W) float32 in [0, 1]."""
+        full = self.full
+        return {"depth": full.depth_map.detach().cpu().numpy().astype("float32"),
+                "aif": full.aif_image.detach().cpu().permute(1, 2, 0).numpy().astype("float32"),
+                "confidence": full.confidence_map.detach().cpu().numpy().astype("float32")}
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names the dataclass lacks: the Prediction fields and accessors of ``full``.
         if name in _PREDICTION_NAMES:

@@ -142,6 +142,15 @@ class FocalStack:
             images = images.float() / 255.0
         return cls(images=images, focus_distances_m=focus_m, camera=camera, name=name)
 
+    def __repr__(self) -> str:
+        # A summary, not the pixels: printing a stack in a notebook must not dump megabytes of tensors.
+        h, w = self.images.shape[-2:]
+        focus = "relative (unknown)" if self.provenance.get("relative") else \
+            "[" + ", ".join(f"{float(v):.4g}" for v in self.focus_distances_m) + "] m"
+        gt = [k for k, v in (("depth", self.gt_depth), ("aif", self.gt_aif)) if v is not None]
+        return (f"FocalStack(name={self.name!r}, {self.num_images} images of {w}x{h}, focus {focus}, "
+                f"camera={self.camera}, ground truth: {', '.join(gt) or 'none'})")
+
     @property
     def num_images(self) -> int:
         """N, the number of images."""
