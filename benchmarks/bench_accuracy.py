@@ -82,7 +82,6 @@ def main() -> None:
     if not RGBD.is_dir():
         print(f"note: {RGBD} is absent: real RGB-D test stacks skipped")
     model = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
-    meta = model.checkpoint_metadata
     groups = make_stacks(args.out, args.procedural)
     lines = [f"checkpoint: {args.checkpoint or 'shipped weights'}", ""]
     for steps in args.refine_steps:

@@ -223,9 +223,9 @@ def main() -> None:
                     f"{base} |")
         print(rows[-1], flush=True)
         del stack, res
-    print(f"\n| case | protocol | seed | input | applied | reason | true motion px | corner error px | output | "
-          f"align s | estimate s | align / estimate | baseline align s |\n"
-          f"|---|---|---|---|---|---|---:|---:|---|---:|---:|---:|---:|")
+    print("\n| case | protocol | seed | input | applied | reason | true motion px | corner error px | output | "
+          "align s | estimate s | align / estimate | baseline align s |\n"
+          "|---|---|---|---|---|---|---:|---:|---|---:|---:|---:|---:|")
     print("\n".join(rows))
     print(f"\n({torch.get_num_threads()} threads; align = estimate_alignment + warp and crop where applied, "
           "estimate = the network at the working size, both from predict_stack's timings of one run)")

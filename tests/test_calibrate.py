@@ -78,7 +78,7 @@ def test_calibration_recognises_the_generalised_gaussian():
 
     rgb, depth = make_scene(1_000_322, 96, 96, SCENE_DEPTH_RANGE_M["nyuv2"])
     fd = torch.tensor([NYU.focus_distances_m])
-    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, SynthesisVariant("gennorm", "linear"))
+    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, SynthesisVariant.of("gennorm", "linear"))
     k = NYU.camera.blur_per_dioptre(fd)
     init = ClassicalEstimator()(stack, fd, k, NYU.depth_range_m)
     cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, blur_scales=(1.0,), steps=10,

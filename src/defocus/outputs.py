@@ -67,13 +67,10 @@ def _alignment_label(result: StackPrediction | RelativePrediction) -> str:
     alignment = result.alignment
     if alignment is None:
         return "mean of the frames (not aligned)"
-    if not getattr(alignment, "applied", True):
+    if not alignment.applied:
         return "mean of the frames (registered)"  # nothing to align: the frames are as given
-    before = getattr(alignment, "residual_before", None)
-    after = getattr(alignment, "residual_after", None)
-    if before is None or after is None:
-        return "mean of the aligned frames"
-    return f"alignment residual {float(torch.as_tensor(before).mean()):.3f} -> {float(torch.as_tensor(after).mean()):.3f}"
+    return (f"alignment residual {float(alignment.residual_before.mean()):.3f} -> "
+            f"{float(alignment.residual_after.mean()):.3f}")
 
 
 def report_page(result: StackPrediction | RelativePrediction, depth_cell: tuple[str, Any]) -> Image.Image:
@@ -107,7 +104,7 @@ def prediction_info(result: StackPrediction | RelativePrediction, extra: dict | 
         "provenance": stack.provenance,
         "images": images,
         "options": result.options.describe(),
-        "aligned": alignment is not None and bool(getattr(alignment, "applied", True)),
+        "aligned": alignment is not None and alignment.applied,
         "alignment": alignment.to_dict() if alignment is not None else None,
         "crop_box_xyxy": list(result.crop_box),
         "working_size": [result.working_size[1], result.working_size[0]],

@@ -336,7 +336,7 @@ def _align_frames(
     focus = stack.focus_distances_m if metric else None
     camera = stack.camera if metric else None
     alignment = estimate_alignment(frames, focus_m=focus, focal_length_m=camera.focal_length_m if camera else None)
-    if not getattr(alignment, "applied", True):
+    if not alignment.applied:
         return frames, alignment, full_box
     if focus is not None:
         warning = check_focus_order(alignment, focus)

@@ -272,7 +272,7 @@ def _scene_stack(noise: float = 0.0):
 
     rgb, depth = make_scene(11, 40, 40, SCENE_DEPTH_RANGE_M["nyuv2"])
     fd = torch.tensor([NYU.focus_distances_m])
-    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, SynthesisVariant(noise_std=noise), seed=2)
+    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, SynthesisVariant.of(noise_std=noise), seed=2)
     return stack, fd, NYU.camera.blur_per_dioptre(fd), torch.tensor([NYU.depth_range_m])
 
 

@@ -76,9 +76,6 @@ def test_variant_is_a_forward_spec_and_a_sensor():
     assert SynthesisVariant.of("gaussian").forward.level_ratio == 1.15  # layered variants: the synthesis levels
     assert SynthesisVariant() == SynthesisVariant.of()
     assert v.to_dict() == {"forward": v.forward.to_dict(), "sensor": v.sensor.to_dict()}
-    # the flat form of older callers still builds the same variant
-    assert SynthesisVariant("disk", "linear", "occlusion", blur_scale=1.1, noise_std=0.003, jpeg_quality=90) == v
-    assert SynthesisVariant(noise_std=0.01) == SynthesisVariant.of(noise_std=0.01)
     for name in ("paper", "realistic"):
         from defocus.data.synthesis import get_protocol
 

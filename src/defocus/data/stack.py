@@ -6,7 +6,6 @@ Conventions: images ``(N, 3, H, W)`` float32 in [0, 1] (stored 8-bit values / 25
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

@@ -24,7 +24,7 @@ light model, occlusion, effective aperture, noise, JPEG), rendered by the same :
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -209,10 +209,7 @@ def synthesize_stack(
     return stack if batched else stack[0]
 
 
-_FLAT = ("psf", "light", "method", "blur_scale", "noise_std", "jpeg_quality")
-
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class SynthesisVariant:
     """One randomised camera for training data: a forward model (:class:`~defocus.optics.forward.ForwardSpec`)
     and a sensor (:class:`~defocus.optics.sensor.SensorModel`), what a lens, a sensor and a codec may do to a stack.
@@ -220,25 +217,11 @@ class SynthesisVariant:
     The forward model's lens (PSF, light, blur scale) describes the camera, not the scene: the loss re-renders the
     group with it (:attr:`loss`), and it is what :mod:`defocus.calibrate` estimates at test time.
 
-    ``SynthesisVariant(forward, sensor)``; :meth:`of` builds one from flat settings. (The flat form of older
-    callers, ``SynthesisVariant("gennorm", "linear", noise_std=0.01)``, is still read: see :meth:`of`.)
+    ``SynthesisVariant(forward, sensor)``; :meth:`of` builds one from flat settings.
     """
 
-    forward: ForwardSpec
-    sensor: SensorModel
-
-    def __init__(self, forward: ForwardSpec | None = None, sensor: SensorModel | None = None, *args: Any,
-                 **flat: Any) -> None:
-        if args or flat or not isinstance(forward, (ForwardSpec, type(None))) or not isinstance(
-                sensor, (SensorModel, type(None))):
-            legacy = {k: v for k, v in zip(_FLAT, (forward, sensor, *args)) if v is not None}
-            if set(legacy) & set(flat):
-                raise TypeError(f"SynthesisVariant got {sorted(set(legacy) & set(flat))} twice")
-            made = SynthesisVariant.of(**legacy, **flat)
-            forward, sensor = made.forward, made.sensor
-        object.__setattr__(self, "forward", forward if forward is not None else ForwardSpec(
-            level_ratio=SYNTHESIS_LEVEL_RATIO))
-        object.__setattr__(self, "sensor", sensor if sensor is not None else SensorModel())
+    forward: ForwardSpec = field(default_factory=lambda: ForwardSpec(level_ratio=SYNTHESIS_LEVEL_RATIO))
+    sensor: SensorModel = field(default_factory=SensorModel)
 
     @classmethod
     def of(cls, psf: str = "gaussian", light: str = "srgb", method: str = "layered", blur_scale: float = 1.0,
