@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "defocus"
 LAYERS: list[set[str]] = [
     {"errors", "checks", "files", "color"},
     {"optics"},
-    {"metrics", "visualize", "filters", "solve"},
+    {"metrics", "visualize", "filters", "solve", "confidence"},
     {"data"},
     {"models"},
     {"losses"},

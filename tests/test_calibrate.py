@@ -11,6 +11,7 @@ from defocus.data.synthesis import synthesize_stack
 from defocus.models.classical import ClassicalEstimator
 from defocus.optics.camera import get_preset
 from defocus.optics.forward import ForwardModel
+from defocus.optics.psf import psf_names
 
 NYU = get_preset("nyuv2")
 
@@ -63,14 +64,15 @@ def test_calibration_searches_shape_and_light_then_aperture():
     stack, fd, k, init = _stack("paper")
     cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, steps=3, max_size=48)
     tried = [(s["psf"], s["light"], s["blur_scale"]) for s in cal.scores]
-    assert len(tried) == 8 and len(set(tried)) == 8
-    assert {(p, li) for p, li, bs in tried[:6]} == {(p, li) for p in ("gaussian", "gennorm", "disk")
-                                                      for li in ("srgb", "linear")}
-    assert all(bs == 1.0 for _, _, bs in tried[:6])
+    shapes = len(psf_names(calibrate=True)) * 2  # every calibration family under both light models
+    assert len(tried) == shapes + 2 and len(set(tried)) == shapes + 2
+    assert {(p, li) for p, li, bs in tried[:shapes]} == {(p, li) for p in psf_names(calibrate=True)
+                                                           for li in ("srgb", "linear")}
+    assert all(bs == 1.0 for _, _, bs in tried[:shapes])
     # the blur scales are tried with the best shape/light pair of the first stage
-    first = min(cal.scores[:6], key=lambda s: s["reconstruction"])
-    assert all((s["psf"], s["light"]) == (first["psf"], first["light"]) for s in cal.scores[6:])
-    assert {s["blur_scale"] for s in cal.scores[6:]} == {0.7, 1.4}
+    first = min(cal.scores[:shapes], key=lambda s: s["reconstruction"])
+    assert all((s["psf"], s["light"]) == (first["psf"], first["light"]) for s in cal.scores[shapes:])
+    assert {s["blur_scale"] for s in cal.scores[shapes:]} == {0.7, 1.4}
 
 
 def test_calibration_recognises_the_generalised_gaussian():

@@ -5,7 +5,9 @@
 options (:class:`PredictOptions`) default to the command line's. Stages:
 
 1. **align** the frames to the middle-focus frame (:mod:`defocus.data.align`) — only where the estimated motion is
-   worth correcting: a registered (tripod, synthetic) stack keeps its frames untouched and its full size;
+   worth correcting: a registered (tripod, synthetic) stack keeps its frames untouched and its full size; then
+   **normalise exposure** across the frames (:mod:`defocus.data.exposure`: phones auto-expose every frame) — only
+   where a frame's exposure differs by more than a few per cent;
 2. **estimate** at a working size (:func:`working_size`: the model's preferred blur per dioptre, bounded memory),
    the network in overlapping tiles, optionally followed by test-time refinement (:mod:`defocus.refine`); the
    texture-less fill is the model's own (it runs once, inside the model);
@@ -59,6 +61,8 @@ class PredictOptions:
 
     Attributes:
         align: register hand-held frames first (a stack whose frames need no correction is left untouched).
+        exposure: bring every frame to the stack's mean exposure (:mod:`defocus.data.exposure`; frames of equal
+            exposure are left untouched).
         max_size: longest side in pixels of the estimation; None = automatic (:func:`working_size`).
         depth_range: (near, far) metres of the bounded output; None = the camera's default
             (:func:`~defocus.optics.camera.default_depth_range`).
@@ -66,6 +70,9 @@ class PredictOptions:
         refine_model: the refinement's forward model: ``"auto"`` (calibrated on the stack), a family name, or a
             :class:`~defocus.optics.forward.ForwardModel`.
         device: where the model runs (``"cpu"``, ``"cuda"``).
+        confidence: ``"calibrated"`` (the model's confidence calibration, :mod:`defocus.confidence`: the probability
+            that a pixel's depth is within 10 % — what the solve weighs and ``--min-confidence`` thresholds) or
+            ``"raw"`` (the model's own score). A model without a calibration gives its raw confidence either way.
         solve: follow the estimate with the global edge-aware solve (:mod:`defocus.solve`) on inverse depth at the
             working size, the model's confidence as its data weight and the AIF as its guide. Experimental and off by
             default: its weights are not yet chosen on the validation groups (issue 17).
@@ -73,11 +80,13 @@ class PredictOptions:
     """
 
     align: bool = True
+    exposure: bool = True
     max_size: int | None = None
     depth_range: tuple[float, float] | None = None
     refine_steps: int = 0
     refine_model: ForwardModel | str = "auto"
     device: str = "cpu"
+    confidence: str = "calibrated"
     solve: bool = False
     solve_smoothness: float = 1.0
 
@@ -93,6 +102,9 @@ class PredictOptions:
         if not (isinstance(self.solve_smoothness, (int, float)) and self.solve_smoothness >= 0):
             raise InputError(f"the solve's smoothness must be a number >= 0, got {self.solve_smoothness}",
                              field="solve_smoothness")
+        if self.confidence not in CONFIDENCE_KINDS:
+            raise InputError(f"confidence must be one of {', '.join(CONFIDENCE_KINDS)}, got {self.confidence!r}",
+                             field="confidence")
         if isinstance(self.refine_model, str) and self.refine_model != "auto":
             try:  # a named forward-model family (the registry decides which names exist)
                 ForwardModel.from_family(self.refine_model)
@@ -102,12 +114,14 @@ class PredictOptions:
     def describe(self) -> dict[str, Any]:
         """Plain values for ``prediction.json`` and reports."""
         rm = self.refine_model
-        return {"align": self.align, "max_size": self.max_size, "refine_steps": self.refine_steps,
+        return {"align": self.align, "exposure": self.exposure, "max_size": self.max_size, "refine_steps": self.refine_steps,
                 "refine_model": (rm if isinstance(rm, str) else rm.describe()) if self.refine_steps else None,
-                "device": str(self.device), "solve": self.solve,
+                "device": str(self.device), "confidence": self.confidence, "solve": self.solve,
                 "solve_smoothness": self.solve_smoothness if self.solve else None}
 
 
+#: What PredictOptions.confidence may be.
+CONFIDENCE_KINDS = ("calibrated", "raw")
 #: Smallest working size (longest side, pixels) the options accept.
 MIN_WORKING_SIZE = 16
 
@@ -142,6 +156,10 @@ class StackPrediction:
         options: the options it ran with; refine_model: the refinement's forward model (after calibration).
         timings: seconds per stage; warnings: one-line messages for the user.
         frames_mean: (3, h, w) mean of the (aligned) frames at the working size.
+        confidence_kind: ``"calibrated"`` (the probability of being within 10 %, :mod:`defocus.confidence`) or
+            ``"raw"`` (the model's own score).
+        exposure_gains: (N,) linear-light gain measured for every frame (:mod:`defocus.data.exposure`; applied
+            where it says so in ``warnings``), None when not measured.
     """
 
     stack: FocalStack
@@ -158,6 +176,8 @@ class StackPrediction:
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     frames_mean: torch.Tensor | None = None
+    exposure_gains: torch.Tensor | None = None
+    confidence_kind: str = "raw"
 
     relative = False
 
@@ -418,6 +438,9 @@ def predict_stack(
 
         t = time.perf_counter()
         frames, alignment, box = _align_frames(stack, options.align, in_place, warnings, metric=True)
+        gains = None
+        if options.exposure:
+            frames, gains = _normalise_exposure(frames, in_place or frames is not stack.images, warnings)
         stage("align", t)
 
         t = time.perf_counter()
@@ -437,6 +460,9 @@ def predict_stack(
             with torch.enable_grad():
                 working = refine(x, fd_d, k_d, dr, working, options.refine_steps, physics)
         working = Prediction(**{k: (None if v is None else v.detach().cpu()) for k, v in vars(working).items()})
+        calibration = getattr(model, "confidence_calibration", None) if options.confidence == "calibrated" else None
+        if calibration is not None:
+            working = replace(working, confidence=calibration(working.confidence, working.inv_depth))
         stage("estimate", t)
         if options.solve:
             t = time.perf_counter()
@@ -451,7 +477,21 @@ def predict_stack(
         stage("upsample", t)
     return StackPrediction(stack=stack, full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
                            alignment=alignment, camera=camera, depth_range=dr, options=options,
-                           refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0))
+                           refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0),
+                           exposure_gains=gains, confidence_kind="raw" if calibration is None else "calibrated")
+
+
+def _normalise_exposure(frames: torch.Tensor, in_place: bool, warnings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames at one exposure (:func:`~defocus.data.exposure.normalise_exposure`) and the measured gains; a
+    one-line note in ``warnings`` when they were applied."""
+    from defocus.data.exposure import MIN_GAIN_CHANGE, normalise_exposure
+
+    out, gains = normalise_exposure(frames, in_place=in_place)
+    if float((gains - 1.0).abs().max()) > MIN_GAIN_CHANGE:
+        spread = float(gains.max() / gains.min()) - 1.0
+        warnings.append(f"the frames' exposures differ by up to {100 * spread:.0f} %: normalised (linear gains "
+                        + ", ".join(f"{g:.3f}" for g in gains.tolist()) + ")")
+    return out, gains
 
 
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float) -> Prediction:

@@ -3,6 +3,8 @@ exposure, JPEG, determinism per seed, and that synthesis records every stack thr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,71 @@ def test_synthesis_records_through_the_protocols_sensor():
     clean = v.forward_model(NYU.camera)(rgb[None], depth[None], fd[None])
     recorded = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, v, seed=2)
     assert torch.equal(recorded, v.sensor.apply(clean, seed=2))
+
+
+# ------------------------------------------------------------------------ the linear-light stage (issue 17)
+def test_linear_stage_is_off_by_default_and_on_with_any_of_its_settings():
+    assert not SensorModel().linear_stage
+    for kw in ({"vignetting": 0.2}, {"exposure_jitter": 0.1}, {"shot_noise": 1e-3}, {"tone_gamma": 2.2}):
+        assert SensorModel(**kw).linear_stage
+
+
+def test_vignetting_darkens_the_corners_by_the_given_fraction_in_linear_light():
+    from defocus.color import srgb_to_linear
+
+    x = _flat(0.6, (1, 1, 3, 33, 33))
+    out = SensorModel(vignetting=0.4, bits=None).apply(x)
+    lin_in, lin_out = srgb_to_linear(x), srgb_to_linear(out)
+    centre = float(lin_out[..., 16, 16].mean() / lin_in[..., 16, 16].mean())
+    corner = float(lin_out[..., 0, 0].mean() / lin_in[..., 0, 0].mean())
+    assert centre == pytest.approx(1.0, abs=1e-6) and corner == pytest.approx(0.6, abs=1e-4)
+
+
+def test_exposure_jitter_changes_whole_frames_reproducibly():
+    from defocus.color import srgb_to_linear
+
+    s = SensorModel(exposure_jitter=0.2, bits=None)
+    x = _flat(0.5, (1, 6, 3, 8, 8))
+    a, b, c = s.apply(x, seed=1), s.apply(x, seed=1), s.apply(x, seed=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    gain = srgb_to_linear(a) / srgb_to_linear(x)
+    per_frame = gain.reshape(6, -1)
+    assert float((per_frame.max(1).values - per_frame.min(1).values).max()) < 1e-5  # one gain per frame
+    g = per_frame[:, 0]
+    assert float(g.max() / g.min()) > 1.02 and bool((g.log().abs() <= 0.2 + 1e-6).all())
+
+
+def test_shot_noise_grows_with_the_signal():
+    from defocus.color import srgb_to_linear
+
+    s = SensorModel(shot_noise=2e-3, bits=None)
+    dark, bright = _flat(0.2, (1, 1, 3, 96, 96)), _flat(0.8, (1, 1, 3, 96, 96))
+    std = {}
+    for name, x in (("dark", dark), ("bright", bright)):
+        lin = srgb_to_linear(s.apply(x, seed=4))
+        mean = float(srgb_to_linear(x).mean())
+        std[name] = (float(lin.std()), mean)
+    for name, (sd, mean) in std.items():
+        assert sd == pytest.approx(math.sqrt(2e-3 * mean), rel=0.08), name
+    assert std["bright"][0] > 2 * std["dark"][0]
+
+
+def test_tone_gamma_stores_the_power_law():
+    from defocus.color import srgb_to_linear
+
+    x = torch.linspace(0.05, 0.95, 30).reshape(1, 1, 3, 1, 10)
+    out = SensorModel(tone_gamma=2.0, bits=None).apply(x)
+    torch.testing.assert_close(out, srgb_to_linear(x) ** 0.5, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("field, value", [("vignetting", 1.0), ("vignetting", -0.1), ("exposure_jitter", 2.0),
+                                          ("shot_noise", -1.0), ("tone_gamma", 0.5), ("tone_gamma", float("nan"))])
+def test_linear_stage_settings_are_checked(field, value):
+    with pytest.raises(InputError) as err:
+        SensorModel(**{field: value})
+    assert err.value.field == field
+
+
+def test_sensor_dictionaries_round_trip_the_new_fields():
+    s = SensorModel(vignetting=0.3, exposure_jitter=0.1, shot_noise=1e-3, tone_gamma=2.4, jpeg_quality=80)
+    assert SensorModel.from_dict(s.to_dict()) == s

@@ -39,10 +39,11 @@ F64 = torch.float64
 
 
 # ------------------------------------------------------------------------------------------------- built-ins
-def test_registry_lists_the_three_families():
-    assert list(PSF_REGISTRY) == ["gaussian", "gennorm", "disk"]
-    assert psf_module.PSF_NAMES == ("gaussian", "gennorm", "disk") == psf_names()
-    assert psf_names(calibrate=True) == ("gaussian", "gennorm", "disk")
+def test_registry_lists_the_five_families():
+    names = ("gaussian", "gennorm", "disk", "ring", "core")
+    assert list(PSF_REGISTRY) == list(names)
+    assert psf_module.PSF_NAMES == names == psf_names()
+    assert psf_names(calibrate=True) == names
     for name, family in PSF_REGISTRY.items():
         assert isinstance(family, PsfFamily) and family.name == name and get_psf(name) is family
         assert check_psf(name) == name
@@ -56,6 +57,8 @@ def test_family_rules_are_the_documented_ones():
     torch.testing.assert_close(get_psf("gaussian").size_from_coc(c), c / 4)
     torch.testing.assert_close(get_psf("gennorm").size_from_coc(c), c / 4)
     torch.testing.assert_close(get_psf("disk").size_from_coc(c), c / 2)
+    torch.testing.assert_close(get_psf("ring").size_from_coc(c), c / 2)
+    torch.testing.assert_close(get_psf("core").size_from_coc(c), c / 2)
     for name, family in PSF_REGISTRY.items():
         torch.testing.assert_close(psf_size_from_coc(c, name), family.size_from_coc(c))
         for s in (0.0, 0.7, 3.2):
@@ -104,10 +107,10 @@ def test_registration_is_checked():
 def test_calibration_candidates_come_from_the_registry():
     assert calibrate.FAMILIES == calibrate.calibration_families() == (
         ("gaussian", "srgb"), ("gaussian", "linear"), ("gennorm", "srgb"), ("gennorm", "linear"), ("disk", "srgb"),
-        ("disk", "linear"))
+        ("disk", "linear"), ("ring", "srgb"), ("ring", "linear"), ("core", "srgb"), ("core", "linear"))
 
 
-# ----------------------------------------------------------------------------------- a fourth family: the box
+# ----------------------------------------------------------------------------------- a new family: the box
 # Everything a new PSF needs: a kernel function (normalised, tending to the identity at size 0) and its entry.
 # The box of half-side a pixels has a one-pixel linear ramp on each side: per-axis coverage clamp(a + 1 − |d|, 0, 1).
 def _box_1d(size: torch.Tensor, radius: int) -> torch.Tensor:

@@ -7,7 +7,9 @@ nothing on the training path can read it (``tests/train/test_no_ground_truth.py`
 
 The forward model is randomised (``data.forward_variants``): besides the two synthesis protocols, every preset gets
 groups rendered with a random :class:`~defocus.data.synthesis.SynthesisVariant` each (PSF shape, light model,
-occlusion, effective aperture, noise, JPEG), so that one set of weights meets every protocol and real lenses. The loss
+occlusion, effective aperture, aberrations, tone curve, vignetting, per-frame exposure, noise, JPEG), so that one
+set of weights meets every protocol and real lenses. Every sweep is exposure-normalised as ``defocus predict``
+normalises a stack (:mod:`defocus.data.exposure`), so the network sees what it will see at test time. The loss
 re-renders every group with that group's own forward model (the camera's, not the scene's: what
 :mod:`defocus.calibrate` estimates at test time); the network is always given the nominal K.
 
@@ -39,6 +41,7 @@ from tqdm import tqdm
 from defocus.color import to_uint8
 from defocus.data.codecs import load_image, read_depth
 from defocus.data.folders import read_stack
+from defocus.data.exposure import normalise_exposure
 from defocus.data.holes import fill_depth_holes
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.stack import require_camera
@@ -159,7 +162,7 @@ def render_sweep_group(
         # Scenes are rendered a little larger than the crops, so that crops vary and see no image border.
         aif, depth = make_scene(int(seed), h + 16, w + 16, SCENE_DEPTH_RANGE_M[preset_name])
         fd = torch.tensor(_sweep_focus(preset_name, sweep, rng), dtype=torch.float32)
-        stack = synthesize_variant(aif[None], depth[None], fd, camera, variant, seed=int(seed))[0]
+        stack = normalise_exposure(synthesize_variant(aif[None], depth[None], fd, camera, variant, seed=int(seed))[0])[0]
         del aif, depth  # ground truth goes no further
         stacks.append(to_uint8(stack))
         focus.append(fd)
@@ -203,7 +206,7 @@ def _render_frames(frames, ids: Sequence[int], preset_name: str, protocol: str |
         rgb = F.interpolate(rgb[None], size=(h, w), mode="area")
         depth = F.interpolate(torch.from_numpy(filled)[None, None], size=(h, w), mode="nearest")
         fd = torch.tensor(_sweep_focus(preset.name, sweep, rng, fds), dtype=torch.float32)
-        stack = synthesize_variant(rgb, depth, fd, preset.camera, variant, seed=i)[0]
+        stack = normalise_exposure(synthesize_variant(rgb, depth, fd, preset.camera, variant, seed=i)[0])[0]
         del rgb, depth, filled, depth_m
         stacks.append(to_uint8(stack))
         focus.append(fd)

@@ -18,7 +18,8 @@ built-in ones:
     values, before quantisation), 8-bit output. The loss: disk PSF in linear light.
 
 **Random variants** (:class:`SynthesisVariant`): a random forward model and sensor per training group (PSF shape,
-light model, occlusion, effective aperture, noise, JPEG), rendered by the same :func:`synthesize`.
+signed spherical aberration, chromatic aberration, light model, occlusion, effective aperture, tone curve,
+vignetting, per-frame exposure, noise, JPEG), rendered by the same :func:`synthesize`.
 """
 
 from __future__ import annotations
@@ -160,9 +161,18 @@ register_protocol(Protocol(
 # ------------------------------------------------------------------------------------------------- rendering
 def synthesize(
     aif: torch.Tensor, depth: torch.Tensor, focus_m: torch.Tensor, camera: ThinLensCamera, forward: ForwardSpec,
-    sensor: SensorModel, seed: int = 0,
+    sensor: SensorModel, seed: int = 0, near_psf: str | None = None, chromatic_dioptres: float = 0.0,
 ) -> torch.Tensor:
     """The stack ``sensor`` records of ``aif`` at ``depth`` through ``forward`` with ``camera``.
+
+    Two lens aberrations beyond one symmetric PSF:
+
+    * ``near_psf`` (signed spherical aberration): points nearer than the focus distance are blurred with this PSF
+      family, points beyond it with ``forward.psf`` (e.g. ``core`` in front of focus, ``ring`` behind). Both
+      renderings are made and each pixel takes the one of its own side of focus (exact away from the focal plane,
+      where the blur of the two sides meets at zero size).
+    * ``chromatic_dioptres`` (longitudinal chromatic aberration): the red channel is focused this many dioptres
+      nearer, the blue one as many farther, the green one as given.
 
     Args:
         aif: (B, 3, H, W) sRGB in [0, 1]; depth: (B, 1, H, W) metres (> 0 everywhere); focus_m: (B, N) or (N,)
@@ -174,8 +184,26 @@ def synthesize(
     if focus.dim() == 1:
         focus = focus[None].expand(aif.shape[0], -1)
     camera.validate_focus(focus)
+    aif, depth = aif.float(), depth.float()
+
+    def optics(fd: torch.Tensor) -> torch.Tensor:
+        out = ForwardModel(camera, spec=forward)(aif, depth, fd)
+        if near_psf is not None and near_psf != forward.psf:
+            near = ForwardModel(camera, spec=forward.replace(psf=near_psf))(aif, depth, fd)
+            in_front = (depth[:, None] < fd[:, :, None, None, None])  # (B, N, 1, H, W)
+            out = torch.where(in_front, near, out)
+        return out
+
     with torch.no_grad():
-        stack = ForwardModel(camera, spec=forward)(aif.float(), depth.float(), focus)
+        if chromatic_dioptres:
+            channels = []
+            for c, shift in enumerate((chromatic_dioptres, 0.0, -chromatic_dioptres)):
+                fd = 1.0 / (1.0 / focus + shift) if shift else focus
+                camera.validate_focus(fd)
+                channels.append(optics(fd)[:, :, c : c + 1])
+            stack = torch.cat(channels, dim=2)
+        else:
+            stack = optics(focus)
     return sensor.apply(stack, seed=int(seed))
 
 
@@ -222,6 +250,17 @@ class SynthesisVariant:
 
     forward: ForwardSpec = field(default_factory=lambda: ForwardSpec(level_ratio=SYNTHESIS_LEVEL_RATIO))
     sensor: SensorModel = field(default_factory=SensorModel)
+    #: PSF of the points nearer than focus (signed spherical aberration, see :func:`synthesize`); None: forward.psf.
+    near_psf: str | None = None
+    #: Longitudinal chromatic aberration in dioptres (red focused nearer, blue farther), see :func:`synthesize`.
+    chromatic_dioptres: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.near_psf is not None:
+            _psf.check_psf(self.near_psf)
+        c = self.chromatic_dioptres
+        if not isinstance(c, (int, float)) or isinstance(c, bool) or not 0.0 <= c <= 2.0:
+            raise InputError(f"the chromatic aberration must be 0-2 dioptres, got {c!r}", field="chromatic_dioptres")
 
     @classmethod
     def of(cls, psf: str = "gaussian", light: str = "srgb", method: str = "layered", blur_scale: float = 1.0,
@@ -234,11 +273,13 @@ class SynthesisVariant:
 
     @property
     def loss(self) -> ForwardSpec:
-        """The forward model the loss re-renders this variant's data with: its lens on the default renderer."""
+        """The forward model the loss re-renders this variant's data with: its lens on the default renderer (the
+        symmetric PSF of the far side; the loss knows no signed or chromatic aberration)."""
         return ForwardSpec().with_lens_of(self.forward)
 
     def to_dict(self) -> dict:
-        return {"forward": self.forward.to_dict(), "sensor": self.sensor.to_dict()}
+        return {"forward": self.forward.to_dict(), "sensor": self.sensor.to_dict(), "near_psf": self.near_psf,
+                "chromatic_dioptres": self.chromatic_dioptres}
 
     def forward_model(self, camera: ThinLensCamera | None = None) -> ForwardModel:
         return ForwardModel(camera, spec=self.forward)
@@ -251,27 +292,46 @@ class SynthesisVariant:
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> "SynthesisVariant":
-        """A random variant: a PSF of the registry (:data:`~defocus.optics.psf.PSF_NAMES`, drawn in registry order),
-        light model, occlusion or not, an effective aperture 0.8–1.25× the nominal one, noise σ 0–0.01 (none a
-        quarter of the time) and a JPEG round trip at quality 70–95 half of the time."""
+        """A random camera (the training randomisation, issue 17):
+
+        * lens: a PSF of the registry (:data:`~defocus.optics.psf.PSF_NAMES`, drawn in registry order), a quarter
+          of the time signed spherical aberration instead (``ring`` behind focus and ``core`` in front, or the
+          reverse); sRGB or linear light; occlusion or not; an effective aperture 0.8–1.25× the nominal one;
+          longitudinal chromatic aberration of 0.02–0.2 dioptres 30 % of the time;
+        * sensor: additive noise σ 0–0.01 (none a quarter of the time); 40 % of the time each: vignetting 0–0.5,
+          per-frame exposure jitter up to ±15 % (log gain), signal-dependent noise (variance 0–0.002·x in linear
+          light); a power-law tone curve of γ 1.6–2.8 instead of sRGB 30 % of the time; a JPEG round trip at
+          quality 70–95 half of the time.
+        """
         psf = str(rng.choice(list(_psf.PSF_NAMES)))
         light = str(rng.choice(["srgb", "linear"]))
         method = "occlusion" if rng.uniform() < 0.5 else "layered"
         blur_scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
         noise = 0.0 if rng.uniform() < 0.25 else float(rng.uniform(0.0, 0.01))
         jpeg = int(rng.integers(70, 96)) if rng.uniform() < 0.5 else 0
-        return cls.of(psf, light, method, round(blur_scale, 4), round(noise, 5), jpeg)
+        near_psf = None
+        if rng.uniform() < 0.25:
+            psf, near_psf = ("ring", "core") if rng.uniform() < 0.5 else ("core", "ring")
+        chromatic = round(float(rng.uniform(0.02, 0.2)), 4) if rng.uniform() < 0.3 else 0.0
+        vignetting = round(float(rng.uniform(0.0, 0.5)), 4) if rng.uniform() < 0.4 else 0.0
+        jitter = round(float(rng.uniform(0.0, 0.15)), 4) if rng.uniform() < 0.4 else 0.0
+        shot = round(float(rng.uniform(0.0, 0.002)), 6) if rng.uniform() < 0.4 else 0.0
+        gamma = round(float(rng.uniform(1.6, 2.8)), 3) if rng.uniform() < 0.3 else None
+        base = cls.of(psf, light, method, round(blur_scale, 4), round(noise, 5), jpeg)
+        sensor = base.sensor.replace(vignetting=vignetting, exposure_jitter=jitter, shot_noise=shot, tone_gamma=gamma)
+        return cls(base.forward, sensor, near_psf=near_psf, chromatic_dioptres=chromatic)
 
 
 def synthesize_variant(
     aif: torch.Tensor, depth: torch.Tensor, focus_m: torch.Tensor, camera: ThinLensCamera,
     variant: SynthesisVariant, seed: int = 0,
 ) -> torch.Tensor:
-    """:func:`synthesize` with the forward model and sensor of ``variant``.
+    """:func:`synthesize` with the forward model, sensor and aberrations of ``variant``.
 
     Args: aif (B, 3, H, W), depth (B, 1, H, W) metres, focus_m (B, N) or (N,) metres. Returns (B, N, 3, H, W).
     """
-    return synthesize(aif, depth, focus_m, camera, variant.forward, variant.sensor, seed=seed)
+    return synthesize(aif, depth, focus_m, camera, variant.forward, variant.sensor, seed=seed,
+                      near_psf=variant.near_psf, chromatic_dioptres=variant.chromatic_dioptres)
 
 
 def _resize(img: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:

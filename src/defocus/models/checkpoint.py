@@ -57,3 +57,18 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read checkpoint {p}: {str(exc).splitlines()[0]}", field="checkpoint") from None
     return state, meta
+
+
+#: The packaged confidence calibrations (:mod:`defocus.confidence`), by model: ``classical`` and the names of the
+#: models with shipped weights (fitted for those weights by ``benchmarks/fit_confidence.py``).
+CALIBRATION_FILE = Path(__file__).resolve().parent / "weights" / "confidence.json"
+
+
+def packaged_calibration(key: str):
+    """The packaged :class:`~defocus.confidence.ConfidenceCalibration` of ``key`` (a model name), or None."""
+    from defocus.confidence import ConfidenceCalibration
+
+    if not CALIBRATION_FILE.is_file():
+        return None
+    entry = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8")).get(key)
+    return None if entry is None else ConfidenceCalibration.from_dict(entry)

@@ -340,6 +340,15 @@ class ClassicalEstimator(nn.Module):
         self.cue_fill_threshold = cue_fill_threshold
         self.last_presmooth_sigmas: list[float] = []  # what the last call used, per stack (for reports)
 
+    @property
+    def confidence_calibration(self):
+        """The packaged calibration of the classical confidence (:mod:`defocus.confidence`), or None."""
+        from defocus.models.checkpoint import packaged_calibration
+
+        if not hasattr(self, "_calibration"):
+            self._calibration = packaged_calibration("classical")
+        return self._calibration
+
     def forward(
         self,
         stack: torch.Tensor,

@@ -151,7 +151,12 @@ def create_model(
         if not path.is_file():
             raise InputError(f"no shipped weights found for {name} at {path}: give a checkpoint, or train them with "
                              "'defocus train --config release'")
-        return _load_file(path, threads)
+        model = _load_file(path, threads)
+        # The confidence calibration fitted for these weights (defocus.confidence); a checkpoint carries its own.
+        from defocus.models.checkpoint import packaged_calibration
+
+        model.confidence_calibration = packaged_calibration(name)
+        return model
     return MODEL_REGISTRY[name](**overrides)
 
 
@@ -175,6 +180,11 @@ def _load_file(path: Path, threads: int) -> nn.Module:
                          field="checkpoint") from None
     model.eval()
     model.checkpoint_metadata = meta
+    calibration = meta.get("extra", {}).get("confidence_calibration")
+    if calibration is not None:
+        from defocus.confidence import ConfidenceCalibration
+
+        model.confidence_calibration = ConfidenceCalibration.from_dict(calibration)
     return model
 
 

@@ -1,6 +1,6 @@
 """Point-spread functions: blur size from the optics and discrete kernels that are smooth down to zero blur.
 
-Three PSF models, each parameterised by one per-pixel size in pixels:
+Five PSF models, each parameterised by one per-pixel size in pixels:
 
 * ``gaussian`` — isotropic Gaussian, standard deviation σ = c / (4p) pixels (half the CoC radius);
 * ``disk`` — uniform disk of radius r = c / (2p) pixels, anti-aliased at its edge;
@@ -9,6 +9,10 @@ Three PSF models, each parameterised by one per-pixel size in pixels:
   σ-equivalent c / (4p): s is chosen so that its per-axis variance is (c/4p)², the same second moment as the Gaussian
   of σ = c/4p and the disk of radius c/2p (variance r²/4). The three models therefore differ in shape only, not in
   how much they blur, and q = 2 would be the Gaussian, q → ∞ the disk.
+* ``ring`` and ``core`` — the disk of radius r = c/(2p) with a bright rim (weights 0.4 + 1.2 (ρ/r)²) or a bright core
+  (0.2 + 1.6 (1 − (ρ/r)²)): what spherical aberration makes of the disk on the two sides of focus (a lens shows one
+  behind focus and the other in front). Synthesis can use the pair signed (:mod:`defocus.data.physics`); the loss
+  and the self-calibration use each as one symmetric family.
 
 Why the kernels are not simply sampled: a sampled Gaussian ``exp(−x²/2σ²)`` has neighbour weights of
 ``exp(−1/2σ²)``, which vanish exponentially as σ → 0 (below σ ≈ 0.3 px the blur, and with it the gradient with
@@ -43,7 +47,7 @@ from defocus.checks import check_shape
 from defocus.errors import InputError
 from defocus.optics.camera import ThinLensCamera
 
-PsfName = Literal["gaussian", "gennorm", "disk"]
+PsfName = Literal["gaussian", "gennorm", "disk", "ring", "core"]
 
 #: Shape q of the ``gennorm`` PSF exp(−(ρ/s)^q).
 GENNORM_SHAPE = 4.0
@@ -165,6 +169,61 @@ def disk_kernel_2d(radius_px: float | torch.Tensor, half_width: int | None = Non
     off = torch.arange(-half_width, half_width + 1, dtype=torch.float64)
     k = disk_weights(r, off[:, None], off[None, :])
     return k / k.sum()
+
+
+# ------------------------------------------------------------------------------ aberrated disks (ring and core)
+# Spherical aberration redistributes the light inside the blur disk, oppositely on the two sides of focus: a bright
+# rim on one side, a bright core on the other (the disk's geometric radius stays about c/2). Two radial profiles over
+# the ramped disk model the two sides; both integrate to π r² over the disk, as the flat disk does, so that only the
+# shape changes. ``ring``: 0.4 + 1.2 (ρ/r)²; ``core``: 0.2 + 1.6 (1 − (ρ/r)²).
+def _ring_profile(u: torch.Tensor) -> torch.Tensor:
+    return 0.4 + 1.2 * u.clamp(0.0, 1.0) ** 2
+
+
+def _core_profile(u: torch.Tensor) -> torch.Tensor:
+    return 0.2 + 1.6 * (1.0 - u.clamp(0.0, 1.0) ** 2)
+
+
+def _profiled_disk(profile: Callable[[torch.Tensor], torch.Tensor], radius_px: torch.Tensor, rho: torch.Tensor
+                   ) -> torch.Tensor:
+    """Unnormalised weights of the ramped disk of radius ``radius_px`` (≥ 1) times ``profile(ρ / r)``."""
+    return _ramped_disk(radius_px, rho) * profile(rho / radius_px)
+
+
+def _profiled_kernel(profile: Callable[[torch.Tensor], torch.Tensor], name: str):
+    def kernel(radius_px: float | torch.Tensor, half_width: int | None = None) -> torch.Tensor:
+        r = torch.as_tensor(radius_px, dtype=torch.float64).reshape(())
+        if half_width is None:
+            half_width = kernel_radius(float(r.detach()), name)
+        off = torch.arange(-half_width, half_width + 1, dtype=torch.float64)
+        rho = torch.sqrt(off[:, None] ** 2 + off[None, :] ** 2)
+        if float(r.detach()) >= 1.0:
+            k = _profiled_disk(profile, r, rho)
+            return k / k.sum()
+        # Below one pixel: the blend (1 − r²)·δ + r²·K(1), as the disk's (no dead zone).
+        unit = _profiled_disk(profile, torch.ones((), dtype=torch.float64), rho)
+        delta = (rho == 0).to(torch.float64)
+        a = r.clamp_min(0.0) ** 2
+        return (1.0 - a) * delta + a * unit / unit.sum()
+
+    kernel.__name__ = f"{name}_kernel_2d"
+    kernel.__doc__ = (f"A normalised {name} kernel (2R+1, 2R+1) of radius ``radius_px``: the anti-aliased disk "
+                      f"weighted by the {name} profile (see the comment above :func:`_ring_profile`).")
+    return kernel
+
+
+ring_kernel_2d = _profiled_kernel(_ring_profile, "ring")
+core_kernel_2d = _profiled_kernel(_core_profile, "core")
+
+
+def _ring_wide_window(radius_px: float, rho: torch.Tensor) -> torch.Tensor:
+    r = torch.tensor(radius_px, dtype=torch.float64)
+    return _profiled_disk(_ring_profile, r, rho) / (math.pi * (radius_px * radius_px + 1.0 / 12.0))
+
+
+def _core_wide_window(radius_px: float, rho: torch.Tensor) -> torch.Tensor:
+    r = torch.tensor(radius_px, dtype=torch.float64)
+    return _profiled_disk(_core_profile, r, rho) / (math.pi * (radius_px * radius_px + 1.0 / 12.0))
 
 
 # -------------------------------------------------------------------------------------------- generalised Gaussian
@@ -465,4 +524,14 @@ register_psf(PsfFamily(
     renderers=("exact", "layered", "occlusion"), calibrate=True, first_level=1.0,
     wide_window=_disk_wide_window, exact_weights=PointwiseExactWeights(disk_weights),
     description="anti-aliased uniform disk of radius c/2",
+))
+register_psf(PsfFamily(
+    "ring", ring_kernel_2d, coc_per_size=2.0, support_per_size=1.0, calibrate=True, first_level=1.0,
+    wide_window=_ring_wide_window,
+    description="disk of radius c/2 with a bright rim (spherical aberration, one side of focus)",
+))
+register_psf(PsfFamily(
+    "core", core_kernel_2d, coc_per_size=2.0, support_per_size=1.0, calibrate=True, first_level=1.0,
+    wide_window=_core_wide_window,
+    description="disk of radius c/2 with a bright core (spherical aberration, the other side of focus)",
 ))

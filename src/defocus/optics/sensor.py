@@ -5,13 +5,18 @@ A recorded stack is ``sensor(forward(aif, depth, focus))``, the two halves of th
 DeepInverse (an operator followed by a noise model): the forward model is the optics (PSF, light model, renderer),
 the :class:`SensorModel` everything after it, in this order:
 
-1. **exposure** gain (1 = as rendered);
-2. additive Gaussian **noise** of standard deviation ``noise_std`` on the [0, 1] sRGB values, drawn from a seeded
+1. in **linear light** (only when one of these is set; the rendered sRGB values are decoded first): a radial
+   **vignetting** fall-off ``1 − vignetting·ρ²`` (ρ = 1 at the image corner), a **per-frame exposure** gain
+   ``exp(U(−exposure_jitter, exposure_jitter))`` (phones auto-expose every frame), **signal-dependent noise**
+   (Poisson–Gaussian: variance ``shot_noise·x`` on the linear value x), then the **tone curve** that stores it: the
+   sRGB curve, or the power law x^(1/tone_gamma);
+2. **exposure** gain (1 = as rendered);
+3. additive Gaussian **noise** of standard deviation ``noise_std`` on the [0, 1] sRGB values, drawn from a seeded
    generator (the same seed gives the same noise);
-3. **clamp** to [0, 1];
-4. **quantisation** to ``bits``-bit levels, rounded half up (8 by default, as stored images are; ``None`` keeps
+4. **clamp** to [0, 1];
+5. **quantisation** to ``bits``-bit levels, rounded half up (8 by default, as stored images are; ``None`` keeps
    floats);
-5. an optional **JPEG** round trip of every frame at ``jpeg_quality`` (after 8-bit quantisation).
+6. an optional **JPEG** round trip of every frame at ``jpeg_quality`` (after 8-bit quantisation).
 
 :meth:`SensorModel.apply` is the one place where noise, clamping, quantisation and JPEG happen; synthesis
 (:mod:`defocus.data.synthesis`) calls it for every stack it renders.
@@ -27,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from defocus.color import to_uint8
+from defocus.color import linear_to_srgb, srgb_to_linear, to_uint8
 from defocus.errors import InputError
 
 #: Largest quantisation depth (bits) a sensor may have.
@@ -63,6 +68,10 @@ class SensorModel:
         jpeg_quality: quality (1-100) of a JPEG round trip of every frame, ``None`` for none; needs 8 bits.
         exposure: gain applied to the rendered values before the noise.
         clamp: clip to [0, 1] after the noise (quantisation clips anyway).
+        vignetting: relative linear-light fall-off at the image corner (0 = none, 0.4 = 40 % darker corners).
+        exposure_jitter: half-width of the per-frame log gain in linear light (0 = every frame alike).
+        shot_noise: signal-dependent noise, variance ``shot_noise·x`` on the linear value x (0 = none).
+        tone_gamma: the tone curve that stores linear light: ``None`` the sRGB curve, else x^(1/tone_gamma).
     """
 
     noise_std: float = 0.0
@@ -70,6 +79,10 @@ class SensorModel:
     jpeg_quality: int | None = None
     exposure: float = 1.0
     clamp: bool = True
+    vignetting: float = 0.0
+    exposure_jitter: float = 0.0
+    shot_noise: float = 0.0
+    tone_gamma: float | None = None
 
     def __post_init__(self) -> None:
         if not _number(self.noise_std) or self.noise_std < 0:
@@ -92,6 +105,22 @@ class SensorModel:
                              field="exposure")
         if not isinstance(self.clamp, bool):
             raise InputError(f"clamp must be true or false, got {self.clamp!r}", field="clamp")
+        if not _number(self.vignetting) or not 0 <= self.vignetting < 1:
+            raise InputError(f"the vignetting must be a number in [0, 1), got {self.vignetting!r}", field="vignetting")
+        if not _number(self.exposure_jitter) or not 0 <= self.exposure_jitter <= 1:
+            raise InputError(f"the exposure jitter must be a number in [0, 1] (a log gain), got "
+                             f"{self.exposure_jitter!r}", field="exposure_jitter")
+        if not _number(self.shot_noise) or self.shot_noise < 0:
+            raise InputError(f"the shot noise must be a finite number >= 0, got {self.shot_noise!r}",
+                             field="shot_noise")
+        if self.tone_gamma is not None and (not _number(self.tone_gamma) or not 1 <= self.tone_gamma <= 4):
+            raise InputError(f"the tone gamma must be a number in [1, 4] or none, got {self.tone_gamma!r}",
+                             field="tone_gamma")
+
+    @property
+    def linear_stage(self) -> bool:
+        """Whether step 1 (linear light: vignetting, per-frame exposure, shot noise, tone curve) does anything."""
+        return bool(self.vignetting or self.exposure_jitter or self.shot_noise or self.tone_gamma is not None)
 
     # ------------------------------------------------------------------------------------------ construction
     def to_dict(self) -> dict[str, Any]:
@@ -123,10 +152,11 @@ class SensorModel:
         The noise is drawn on the CPU from ``generator``, or from a generator seeded with ``seed`` (0 when neither
         is given), so that a seed gives the same stack on every machine. Returns a new float tensor; no gradient.
         """
+        gen = generator if generator is not None else torch.Generator().manual_seed(int(seed or 0))
         with torch.no_grad():
-            out = stack if self.exposure == 1.0 else stack * self.exposure
+            out = self._linear_stage(stack, gen) if self.linear_stage else stack
+            out = out if self.exposure == 1.0 else out * self.exposure
             if self.noise_std > 0:
-                gen = generator if generator is not None else torch.Generator().manual_seed(int(seed or 0))
                 out = out + self.noise_std * torch.randn(stack.shape, generator=gen).to(stack.device)
             if self.clamp:
                 out = out.clamp(0.0, 1.0)
@@ -138,3 +168,21 @@ class SensorModel:
         return out
 
     __call__ = apply
+
+    def _linear_stage(self, stack: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Step 1 of the module docstring on (..., 3, H, W) sRGB values: the stored values of that linear light."""
+        lin = srgb_to_linear(stack.clamp(0.0, 1.0))
+        h, w = stack.shape[-2:]
+        if self.vignetting:
+            yy = torch.linspace(-1.0, 1.0, h, device=stack.device)[:, None]
+            xx = torch.linspace(-1.0, 1.0, w, device=stack.device)[None, :]
+            lin = lin * (1.0 - self.vignetting * (yy * yy + xx * xx) / 2.0)
+        if self.exposure_jitter:
+            frames = stack.shape[:-3]
+            log_gain = (torch.rand(frames, generator=gen) * 2.0 - 1.0) * self.exposure_jitter
+            lin = lin * torch.exp(log_gain).to(stack.device)[..., None, None, None]
+        if self.shot_noise:
+            noise = torch.randn(stack.shape, generator=gen).to(stack.device)
+            lin = lin + torch.sqrt(self.shot_noise * lin.clamp_min(0.0)) * noise
+        lin = lin.clamp(0.0, 1.0)
+        return linear_to_srgb(lin) if self.tone_gamma is None else lin ** (1.0 / self.tone_gamma)

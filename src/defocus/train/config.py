@@ -57,6 +57,9 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs"
     num_threads: int = 0  # 0 = torch default
+    # Starting weights: "" random (from scratch), "shipped" the package's weights, or a .safetensors checkpoint of
+    # `defocus train` (its model and model config must be this config's model).
+    init: str = ""
     model: ModelSection = field(default_factory=ModelSection)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -92,6 +95,12 @@ class TrainConfig:
             if not getattr(self, key).strip():
                 raise InputError(f"config key {key} must not be empty")
         _positive_finite("dist_timeout_s", self.dist_timeout_s)
+        if self.init not in ("", "shipped"):
+            from pathlib import Path
+
+            if not Path(self.init).is_file() or not self.init.endswith(".safetensors"):
+                raise InputError(f"config key init must be empty, 'shipped' or a .safetensors checkpoint; "
+                                 f"{self.init!r} is not a file of that kind", field="init")
         if self.export_weights not in ("best", "last"):
             raise InputError(f"config key export_weights must be best or last, got {self.export_weights!r}")
         _at_least(o, "optim.", {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "warmup_steps": 0})

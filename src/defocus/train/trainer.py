@@ -156,6 +156,28 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         shutdown(ctx)
 
 
+def initial_weights(cfg: TrainConfig, model: torch.nn.Module) -> None:
+    """Loads the starting weights ``cfg.init`` ("shipped" or a checkpoint) into ``model``: an InputError where they
+    are another model or another model config than the run's."""
+    source = create_model(pretrained=True) if cfg.init == "shipped" else create_model(checkpoint=cfg.init)
+    meta = getattr(source, "checkpoint_metadata", {})
+    what = "the shipped weights" if cfg.init == "shipped" else f"checkpoint {cfg.init}"
+    if meta.get("model_name") != cfg.model.name:
+        raise InputError(f"init: {what} hold model {meta.get('model_name')}, the run trains {cfg.model.name}",
+                         field="init")
+    wanted = {k: _plain(v) for k, v in model.config.to_dict().items()} if hasattr(model, "config") else {}
+    have = dict(meta.get("model_config", {}))
+    diff = sorted(k for k in wanted if have.get(k) != wanted[k])
+    if diff:
+        raise InputError(f"init: {what} have another model config than the run ({', '.join(diff)}); set model.config "
+                         "to theirs", field="init")
+    model.load_state_dict(source.state_dict())
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, config_dict: dict | None) -> Path:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -189,7 +211,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     groups = build_training_groups(cfg.data, progress=progress, shards=shards)
     sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed, shards=shards)
     per_stream = cfg.optim.batch_size // shards.count
-    model = create_model(cfg.model.name, **cfg.model.config).to(ctx.device)  # before the optimiser sees it
+    model = create_model(cfg.model.name, **cfg.model.config)
+    if state is None and cfg.init:
+        initial_weights(cfg, model)
+    model = model.to(ctx.device)  # before the optimiser sees it
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     loss_fn = SelfSupervisedLoss(cfg.loss)
