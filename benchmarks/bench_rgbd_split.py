@@ -7,7 +7,9 @@ truth inside the depth range 0.1-20 m). Every method runs through the pipeline o
 (:func:`defocus.predict.predict_stack` with its default options: alignment where needed, the automatic working size,
 guided upsampling), so the figures are those of the path users run. Results per scene group, and the mean over
 scene groups (each group weighs the same, however many frames it has). In the same run: the adaptive classical
-baseline (the default) and the fixed σ = 0 / σ = 1 px variants and ``classical_fill``; the network alone; and the
+baseline (the default) and the fixed σ = 0 / σ = 1 px variants and ``classical_fill``, as per-pixel estimates, and
+the adaptive baseline through the global solve (``classical+solve``); the network as ``defocus predict`` runs it
+(``network``: the global solve included, issue 17) and without the solve (``network, no solve``); and the
 network refined for each budget of ``--refine-steps`` (one pipeline run per budget; the forward model self-calibrated
 per stack with ``--refine-psf auto``). Also the AIF PSNR against the true sharp image (does refinement degrade it?)
 and the median seconds per stack of every method, as a ratio to the adaptive classical baseline.
@@ -67,13 +69,18 @@ def _timed(fn):
 
 def evaluate_frame(model, st, budgets, refine_psf, solve_smoothness=()):
     """{method: metrics} and {method: seconds} for one rendered stack, every method through the pipeline."""
-    options = PredictOptions(depth_range=DEPTH_RANGE)
-    runs = {name: (est, options) for name, est in {"classical": ClassicalEstimator(), **fixed_baselines()}.items()}
+    options = PredictOptions(depth_range=DEPTH_RANGE)  # defocus predict's defaults, the global solve among them
+    plain = replace(options, solve=False)
+    # The baselines as they were measured before the solve existed (per-pixel estimate), and the classical one
+    # through the same solve as the network's.
+    runs = {name: (est, plain) for name, est in {"classical": ClassicalEstimator(), **fixed_baselines()}.items()}
+    runs["classical+solve"] = (ClassicalEstimator(), options)
+    runs["network, no solve"] = (model, plain)
     runs["network"] = (model, options)
     for b in budgets:
         if b > 0:
             runs[f"network+{b}"] = (model, replace(options, refine_steps=b, refine_model=refine_psf))
-    for lam in solve_smoothness:  # the experimental global solve (issue 17), network alone + solve
+    for lam in solve_smoothness:  # other weights of the global solve (issue 17)
         runs[f"network+solve{lam:g}"] = (model, replace(options, solve=True, solve_smoothness=lam))
     preds, secs = {}, {}
     for name, (est, opts) in runs.items():

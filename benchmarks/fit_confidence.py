@@ -26,7 +26,7 @@ from defocus.confidence import fit_calibration, reliability  # noqa: E402
 from defocus.models.checkpoint import CALIBRATION_FILE  # noqa: E402
 from defocus.models.classical import ClassicalEstimator  # noqa: E402
 from defocus.models.factory import create_model  # noqa: E402
-from defocus.predict import PredictOptions  # noqa: E402
+from defocus.predict import PredictOptions, aif_texture  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +41,8 @@ def main() -> None:
     network = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
     name = network.checkpoint_metadata.get("model_name", "daifnet_small")
     models = {name: network, "classical": ClassicalEstimator()}
-    options = PredictOptions(depth_range=DEPTH_RANGE, confidence="raw")
-    data: dict[str, dict[str, list]] = {m: {"conf": [], "inv": [], "gt": []} for m in models}
+    options = PredictOptions(depth_range=DEPTH_RANGE, confidence="raw", solve=False)  # calibrated before any solve
+    data: dict[str, dict[str, list]] = {m: {"conf": [], "inv": [], "tex": [], "gt": []} for m in models}
     t0 = time.time()
     stacks = list(rgbd_captures("validation", args.per_frame)) + list(procedural_captures(args.procedural))
     for _, _, st in stacks:
@@ -50,6 +50,7 @@ def main() -> None:
             pred, _ = run(model, st, options)
             data[m]["conf"].append(pred.working.confidence)
             data[m]["inv"].append(pred.working.inv_depth)
+            data[m]["tex"].append(aif_texture(pred.working.aif))
             data[m]["gt"].append(working_truth(pred, st))
     print(f"{len(stacks)} stacks predicted ({time.time() - t0:.0f} s)")
     existing = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.is_file() else {}
@@ -57,11 +58,11 @@ def main() -> None:
               "scenes, 320x240, benchmarks/fit_confidence.py")
     for m in models:
         d = data[m]
-        cal = fit_calibration(d["conf"], d["inv"], d["gt"], source=source)
+        cal = fit_calibration(d["conf"], d["inv"], d["tex"], d["gt"], source=source)
         probs, rights = [], []
-        for conf, inv, gt in zip(d["conf"], d["inv"], d["gt"]):
+        for conf, inv, tex, gt in zip(d["conf"], d["inv"], d["tex"], d["gt"]):
             valid = gt > 0
-            probs.append(cal(conf, inv)[0, 0][valid])
+            probs.append(cal(conf, inv, tex)[0, 0][valid])
             rights.append(((1.0 / inv[0, 0] - gt).abs() <= 0.1 * gt)[valid])
         print(f"\n{m}: fitted reliability (predicted / observed / pixels)")
         for row in reliability(torch.cat(probs), torch.cat(rights)):

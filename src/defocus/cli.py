@@ -190,10 +190,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train DAIF-Net self-supervised (no ground truth) on procedural sweeps and your own stacks",
         description="Train DAIF-Net fully self-supervised. The config is typed defaults <- --config YAML <- "
-        "key=value overrides (e.g. optim.epochs=3 data.stack_dirs=[my/stack]); the resolved config is saved "
-        "next to the run and inside every checkpoint.",
+        "key=value overrides (e.g. optim.epochs=3 data.stack_dirs=[my/stack]; init=shipped starts from the "
+        "shipped weights, init=W.safetensors from a checkpoint); the resolved config is saved next to the run and "
+        "inside every checkpoint.",
     )
-    p.add_argument("--config", type=Path, help="YAML config file, or the name of a packaged config: release, tiny")
+    p.add_argument("--config", type=Path, help="YAML config file, or the name of a packaged config: release (stage 1 of the "
+                   "shipped weights), release_robust (stage 2, from stage 1's checkpoint), tiny")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-3 name=myrun")
     p.add_argument("--resume", action="store_true", help="continue the run of the same name from its last epoch")
     p.add_argument("--export", type=Path,
@@ -482,13 +484,22 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="longest side in pixels of the estimation (outputs stay at full size); default: automatic, "
                    "the size at which the stack's blur per dioptre matches what the network was trained on")
     g.add_argument("--no-align", action="store_true", help="do not register the frames (tripod or synthetic stacks)")
-    g.add_argument("--solve", action="store_true",
-                   help="experimental: follow the estimate with a global edge-aware solve on inverse depth (confidence "
-                   "as data weight, the AIF as guide; defocus.solve); off by default until its weights are chosen")
-    g.add_argument("--solve-smoothness", type=float, default=1.0, metavar="L",
-                   help="with --solve: the weight of its smoothness term against the confidence-weighted data term")
+    g.add_argument("--no-exposure", action="store_true",
+                   help="do not bring the frames to one exposure (by default a frame whose exposure differs by more "
+                   "than a few per cent is rescaled in linear light, as phones auto-expose every frame)")
+    g.add_argument("--no-solve", action="store_true",
+                   help="skip the global edge-aware solve that follows the estimate (calibrated confidence as data "
+                   "weight, the AIF as guide; defocus.solve): the raw per-pixel estimate")
+    g.add_argument("--solve", action="store_true", help=argparse.SUPPRESS)  # on by default since issue 17
+    g.add_argument("--solve-smoothness", type=float, default=None, metavar="L",
+                   help="the solve's smoothness weight against its data term (default LAMBDA_TBD, chosen on "
+                   "the validation and training scene groups under random cameras)")
+    g.add_argument("--confidence", choices=("calibrated", "raw"), default="calibrated",
+                   help="calibrated (default): the probability that a pixel's depth is within 10 %%, fitted on "
+                   "held-out data; raw: the model's own score")
     g.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
-                   help="write depth 0 (unknown) and no points where the confidence is below C (0-1)")
+                   help="write depth 0 (unknown) and no points where the confidence is below C (0-1; with the "
+                   "calibrated confidence, 0.8 keeps the pixels that were within 10 %% 80 %% of the time)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                    help="where the network runs: cpu (default), cuda, or auto (cuda when available)")
     g.add_argument("--skip-existing", action="store_true",
@@ -547,8 +558,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise DefocusError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
     device = _resolve_device(args.device)
+    solve = {} if args.solve_smoothness is None else {"solve_smoothness": args.solve_smoothness}
     options = _options(args, align=not args.no_align, max_size=args.max_size, device=device,
-                       solve=args.solve, solve_smoothness=args.solve_smoothness)  # checked here
+                       exposure=not args.no_exposure, solve=not args.no_solve, confidence=args.confidence,
+                       **solve)  # checked here
     read_kwargs = _read_args(args)
     if args.output.exists() and not args.output.is_dir():
         raise DefocusError(f"output {args.output} exists and is not a folder")
@@ -709,6 +722,7 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
     "sensor_width_mm": ("sensor_width_mm", "--sensor-width-mm"),
     "depth_scale": ("depth_scale", "--depth-scale"),
     "align": ("no_align", "--no-align"),
+    "confidence": ("confidence", "--confidence"),
 }
 
 

@@ -16,6 +16,10 @@ from typing import Callable
 from defocus.errors import DefocusError
 
 
+#: zlib level of every PNG the package writes: 1 writes a 12-megapixel image about 4x faster than Pillow's default
+#: (6) for files about 25 % larger (lossless either way), which matters when predict writes five of them per stack.
+PNG_COMPRESS_LEVEL = 1
+
 def describe_os_error(exc: BaseException) -> str:
     """A one-line description of an exception (for error messages)."""
     if isinstance(exc, FileNotFoundError):

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from defocus.data.codecs import save_image, write_depth_png_mm, write_depth_tiff, write_ply_points
-from defocus.files import atomic_folder
+from defocus.files import PNG_COMPRESS_LEVEL, atomic_folder
 from defocus.predict import RelativePrediction, StackPrediction
 
 #: Files of every metric prediction folder.
@@ -176,7 +176,7 @@ def write_prediction(
         def files(tmp: Path) -> None:
             write_depth_tiff(tmp / "depth.tiff", depth_np)
             write_depth_png_mm(tmp / "depth.png", depth_np)
-            depth_preview(depth_np, title=stack.name).save(tmp / "depth_preview.png")
+            depth_preview(depth_np, title=stack.name).save(tmp / "depth_preview.png", compress_level=PNG_COMPRESS_LEVEL)
             write_ply_points(tmp / "points.ply", xyz, rgb)
 
     def fill(tmp: Path) -> None:

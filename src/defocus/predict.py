@@ -120,6 +120,10 @@ class PredictOptions:
                 "solve_smoothness": self.solve_smoothness if self.solve else None}
 
 
+#: The solve's data weight is the (calibrated) confidence to this power, and its data term is robust (Cauchy) at
+#: this relative residual (None: least squares); chosen with benchmarks/choose_solve.py (BENCHMARKS.md).
+SOLVE_WEIGHT_POWER = 1.0
+SOLVE_ROBUST_SCALE: float | None = None
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
 #: Smallest working size (longest side, pixels) the options accept.
@@ -462,7 +466,8 @@ def predict_stack(
         working = Prediction(**{k: (None if v is None else v.detach().cpu()) for k, v in vars(working).items()})
         calibration = getattr(model, "confidence_calibration", None) if options.confidence == "calibrated" else None
         if calibration is not None:
-            working = replace(working, confidence=calibration(working.confidence, working.inv_depth))
+            working = replace(working, confidence=calibration(working.confidence, working.inv_depth,
+                                                              aif_texture(working.aif)))
         stage("estimate", t)
         if options.solve:
             t = time.perf_counter()
@@ -479,6 +484,18 @@ def predict_stack(
                            alignment=alignment, camera=camera, depth_range=dr, options=options,
                            refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0),
                            exposure_gains=gains, confidence_kind="raw" if calibration is None else "calibrated")
+
+
+def aif_texture(aif: torch.Tensor) -> torch.Tensor:
+    """The texture feature of the confidence calibration (:func:`defocus.confidence.texture_snr`) of an all-in-focus
+    image (B, 3, h, w) in [0, 1]: its grey texture against its own noise σ (Immerkær's estimator on its flattest
+    blocks, :func:`~defocus.models.classical.estimate_noise_sigma`). Returns (B, 1, h, w)."""
+    from defocus.color import to_grey
+    from defocus.confidence import texture_snr
+    from defocus.models.classical import estimate_noise_sigma
+
+    sigma = torch.stack([estimate_noise_sigma(a[None]) for a in aif]) if min(aif.shape[-2:]) >= 8 else 0.0
+    return texture_snr(to_grey(aif)[:, None], sigma)
 
 
 def _normalise_exposure(frames: torch.Tensor, in_place: bool, warnings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -500,7 +517,8 @@ def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float
     from defocus.color import to_grey
     from defocus.solve import edge_aware_solve
 
-    inv = edge_aware_solve(pred.inv_depth, pred.confidence, to_grey(pred.aif)[:, None], smoothness=smoothness)
+    inv = edge_aware_solve(pred.inv_depth, pred.confidence.pow(SOLVE_WEIGHT_POWER), to_grey(pred.aif)[:, None],
+                           smoothness=smoothness, robust_scale=SOLVE_ROBUST_SCALE)
     inv = inv.clamp(1.0 / depth_range[1], 1.0 / depth_range[0])
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
                       attention=pred.attention)

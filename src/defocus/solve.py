@@ -116,8 +116,10 @@ def edge_aware_solve(
     tolerance: float = 1e-5,
     levels: int | None = None,
     fine_iterations: int = 15,
+    robust_scale: float | None = None,
+    robust_iterations: int = 2,
 ) -> torch.Tensor:
-    """The minimiser of the module docstring's E(x), coarse to fine.
+    """The minimiser of the module docstring's E(x), coarse to fine; optionally with a robust data term.
 
     Args:
         target: (B, 1, H, W) the values to follow where they are confident (e.g. inverse depth in dioptres).
@@ -130,6 +132,11 @@ def edge_aware_solve(
             ``fine_iterations`` (the finest levels cost most: this bounds the time at a few full-size passes).
         tolerance: relative residual at which a level stops early.
         levels: pyramid levels below full size (default: halvings while the shorter side stays ≥ 16 px).
+        robust_scale: None for the least-squares data term; else ρ > 0, and the data term becomes Cauchy's
+            c_p ρ² ln(1 + (r_p / ρ)²) of the relative residual r_p = (x_p − t_p) / |t_p|, minimised by
+            ``robust_iterations`` re-solves with the data weight c_p / (1 + (r_p / ρ)²) (iteratively reweighted
+            least squares). A confident target that disagrees with the smooth surface its neighbours span (an
+            isolated speckle) then loses its pull instead of denting the surface.
     Returns:
         (B, 1, H, W) in the dtype of ``target``.
     Raises:
@@ -142,12 +149,27 @@ def edge_aware_solve(
         raise InputError(f"smoothness must be >= 0, got {smoothness}")
     if not edge_sigma > 0:
         raise InputError(f"edge_sigma must be > 0, got {edge_sigma}")
+    if robust_scale is not None and not robust_scale > 0:
+        raise InputError(f"robust_scale must be > 0 (or None), got {robust_scale}")
     if smoothness == 0:
         return target.clone()
     dtype = target.dtype
     t = target.to(torch.float64 if dtype == torch.float64 else torch.float32)
     c = confidence.to(t.dtype).clamp_min(0.0) + CONFIDENCE_FLOOR
     g = guide.to(t.dtype)
+    x = _solve_pyramid(t, c, g, smoothness, edge_sigma, iterations, tolerance, levels, fine_iterations)
+    if robust_scale is not None:
+        scale = t.abs().clamp_min(1e-12) * robust_scale
+        for _ in range(robust_iterations):
+            weight = 1.0 / (1.0 + ((x - t) / scale).pow(2))
+            x = _solve_pyramid(t, c * weight + CONFIDENCE_FLOOR, g, smoothness, edge_sigma, iterations, tolerance,
+                               levels, fine_iterations)
+    return x.to(dtype)
+
+
+def _solve_pyramid(t: torch.Tensor, c: torch.Tensor, g: torch.Tensor, smoothness: float, edge_sigma: float,
+                   iterations: int, tolerance: float, levels: int | None, fine_iterations: int) -> torch.Tensor:
+    """One least-squares solve, coarse to fine (arguments as :func:`edge_aware_solve`'s, already checked)."""
     h, w = t.shape[-2:]
     if levels is None:
         levels = 0
@@ -170,18 +192,22 @@ def edge_aware_solve(
         else:
             x = F.interpolate(x, size=t_l.shape[-2:], mode="bilinear", align_corners=False)
         x = _conjugate_gradients(t_l, c_l, wx, wy, smoothness, x, its, tolerance)
-    return x.to(dtype)
+    return x
 
 
 class EdgeAwareSolve(nn.Module):
     """:func:`edge_aware_solve` as a module: ``EdgeAwareSolve(smoothness, edge_sigma)(target, confidence, guide)``."""
 
-    def __init__(self, smoothness: float = 1.0, edge_sigma: float = 0.05, iterations: int = 60) -> None:
+    def __init__(self, smoothness: float = 1.0, edge_sigma: float = 0.05, iterations: int = 60,
+                 robust_scale: float | None = None) -> None:
         super().__init__()
         self.smoothness, self.edge_sigma, self.iterations = smoothness, edge_sigma, iterations
+        self.robust_scale = robust_scale
 
     def forward(self, target: torch.Tensor, confidence: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        return edge_aware_solve(target, confidence, guide, self.smoothness, self.edge_sigma, self.iterations)
+        return edge_aware_solve(target, confidence, guide, self.smoothness, self.edge_sigma, self.iterations,
+                                robust_scale=self.robust_scale)
 
     def extra_repr(self) -> str:
-        return f"smoothness={self.smoothness}, edge_sigma={self.edge_sigma}, iterations={self.iterations}"
+        return (f"smoothness={self.smoothness}, edge_sigma={self.edge_sigma}, iterations={self.iterations}, "
+                f"robust_scale={self.robust_scale}")

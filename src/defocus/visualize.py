@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from defocus.errors import DefocusError
-from defocus.files import atomic_write
+from defocus.files import PNG_COMPRESS_LEVEL, atomic_write
 
 __all__ = [
     "COLORMAPS",
@@ -453,4 +453,4 @@ def save_png(path: str | os.PathLike, image) -> Path:
     """Write ``image`` (anything :func:`to_pil` takes) as PNG at ``path`` atomically (see :mod:`defocus.files`).
     Missing parent folders are created. Returns the path."""
     pil = to_pil(image)
-    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"), "image")
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL), "image")

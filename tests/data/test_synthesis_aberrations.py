@@ -50,6 +50,10 @@ def test_chromatic_aberration_focuses_red_nearer_and_blue_farther():
         ref = synthesize(aif, depth, 1.0 / (1.0 / fd + s), CAM, spec, RAW)
         torch.testing.assert_close(lca[:, :, c], ref[:, :, c])
     assert not torch.allclose(lca, synthesize(aif, depth, fd, CAM, spec, RAW))
+    # Far focus (0.05 D) with a larger shift: the blue channel would focus beyond infinity; it is focused at 1 km.
+    far = synthesize(aif, depth, torch.tensor([20.0, 2.0]), CAM, spec, RAW, chromatic_dioptres=0.2)
+    ref = synthesize(aif, depth, torch.tensor([1000.0, 1.0 / 0.3]), CAM, spec, RAW)
+    torch.testing.assert_close(far[:, :, 2], ref[:, :, 2])
 
 
 def test_variant_checks_and_dictionaries():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from defocus.color import to_uint8
 from defocus.errors import DefocusError, InputError
-from defocus.files import atomic_write, describe_os_error
+from defocus.files import PNG_COMPRESS_LEVEL, atomic_write, describe_os_error
 
 PathLike = str | os.PathLike
 
@@ -195,7 +195,8 @@ def save_image(path: PathLike, img: torch.Tensor | np.ndarray) -> None:
         u8 = np.ascontiguousarray(u8.transpose(1, 2, 0))
     fmt = Image.registered_extensions().get(p.suffix.lower(), "PNG")
     pil = Image.fromarray(u8)
-    atomic_write(p, lambda tmp: pil.save(tmp, format=fmt), "image")
+    options = {"compress_level": PNG_COMPRESS_LEVEL} if fmt == "PNG" else {}
+    atomic_write(p, lambda tmp: pil.save(tmp, format=fmt, **options), "image")
 
 
 # ================================================================================================ depth
@@ -321,7 +322,7 @@ def write_depth_png_mm(path: PathLike, depth: np.ndarray | torch.Tensor) -> None
     mm = clean_depth(as_depth_map(depth, f"cannot write depth {p}")).astype(np.float64) * 1000.0
     u16 = np.clip(np.floor(mm + 0.5), 0, 65535).astype(np.uint16)
     pil = Image.fromarray(u16)
-    atomic_write(p, lambda tmp: pil.save(tmp, format="PNG"), "depth")
+    atomic_write(p, lambda tmp: pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL), "depth")
 
 
 # ================================================================================================ point clouds

@@ -172,7 +172,7 @@ def synthesize(
       renderings are made and each pixel takes the one of its own side of focus (exact away from the focal plane,
       where the blur of the two sides meets at zero size).
     * ``chromatic_dioptres`` (longitudinal chromatic aberration): the red channel is focused this many dioptres
-      nearer, the blue one as many farther, the green one as given.
+      nearer, the blue one as many farther (at most to 1 km), the green one as given.
 
     Args:
         aif: (B, 3, H, W) sRGB in [0, 1]; depth: (B, 1, H, W) metres (> 0 everywhere); focus_m: (B, N) or (N,)
@@ -198,7 +198,8 @@ def synthesize(
         if chromatic_dioptres:
             channels = []
             for c, shift in enumerate((chromatic_dioptres, 0.0, -chromatic_dioptres)):
-                fd = 1.0 / (1.0 / focus + shift) if shift else focus
+                # A blue channel focused "beyond infinity" (far focus, 1/fd < shift) is focused at 1 km instead.
+                fd = 1.0 / (1.0 / focus + shift).clamp_min(1e-3) if shift else focus
                 camera.validate_focus(fd)
                 channels.append(optics(fd)[:, :, c : c + 1])
             stack = torch.cat(channels, dim=2)

@@ -11,8 +11,8 @@ Five PSF models, each parameterised by one per-pixel size in pixels:
   how much they blur, and q = 2 would be the Gaussian, q → ∞ the disk.
 * ``ring`` and ``core`` — the disk of radius r = c/(2p) with a bright rim (weights 0.4 + 1.2 (ρ/r)²) or a bright core
   (0.2 + 1.6 (1 − (ρ/r)²)): what spherical aberration makes of the disk on the two sides of focus (a lens shows one
-  behind focus and the other in front). Synthesis can use the pair signed (:mod:`defocus.data.physics`); the loss
-  and the self-calibration use each as one symmetric family.
+  behind focus and the other in front). Synthesis can use the pair signed (``near_psf`` of
+  :func:`defocus.data.synthesis.synthesize`); the loss and the self-calibration use each as one symmetric family.
 
 Why the kernels are not simply sampled: a sampled Gaussian ``exp(−x²/2σ²)`` has neighbour weights of
 ``exp(−1/2σ²)``, which vanish exponentially as σ → 0 (below σ ≈ 0.3 px the blur, and with it the gradient with

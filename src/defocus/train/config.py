@@ -1,8 +1,8 @@
 """Typed training configuration: dataclass defaults, overlaid by a YAML file, overlaid by ``key=value`` overrides.
 
 The resolved configuration is saved as ``config.yaml`` next to every run and inside every checkpoint. The configs
-shipped with the package (``defocus/configs/*.yaml``: ``release``, the shipped weights; ``tiny``, a seconds-long
-smoke run) are found by name, so ``defocus train --config release`` works from an installed wheel.
+shipped with the package (``defocus/configs/*.yaml``: ``release`` and ``release_robust``, the two stages of the
+shipped weights; ``tiny``, a seconds-long smoke run) are found by name, so ``defocus train --config release`` works from an installed wheel.
 
 The loss's forward models are :class:`~defocus.optics.forward.ForwardSpec`-shaped: ``loss.forward`` (``{psf,
 light, method, level_ratio, multires, blur_scale}``) is the loss's own, and ``protocol_loss.<name>`` (one entry per
