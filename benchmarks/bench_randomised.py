@@ -68,6 +68,8 @@ def main() -> None:
             other.confidence_calibration = getattr(net, "confidence_calibration", None)
         runs["baseline network"] = (other, replace(base, solve=False))
     runs[f"network+solve (default, λ={base.solve_smoothness:g})"] = (net, replace(base, solve=True))
+    if base.solve_classical:  # the ablation: the solve with the network's data term alone
+        runs["network+solve, network term only"] = (net, replace(base, solve=True, solve_classical=False))
     for lam in args.solve_smoothness:
         if lam != base.solve_smoothness:
             runs[f"network+solve λ={lam:g}"] = (net, replace(base, solve=True, solve_smoothness=lam))

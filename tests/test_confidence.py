@@ -196,3 +196,15 @@ def test_prediction_json_says_which_confidence(tmp_path):
                  "--confidence", "raw"]) == 0
     info = json.loads((tmp_path / "raw" / "stack" / "prediction.json").read_text())
     assert info["confidence"] == "raw" and info["options"]["solve"] is True
+
+
+def test_the_command_line_states_the_solve_default():
+    import argparse
+
+    from defocus.cli import build_parser
+    from defocus.predict import PredictOptions
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["predict"]
+    text = sub.format_help()
+    assert f"(default {PredictOptions().solve_smoothness:g}," in " ".join(text.split())

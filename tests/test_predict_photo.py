@@ -48,7 +48,7 @@ def test_outputs_come_back_at_full_resolution_and_close_to_full_estimation(big_s
     m_full = depth_metrics(full_res.full.depth_map, gt)
     m_small = depth_metrics(small.full.depth_map, gt)
     assert m_small["abs_rel"] < 1.5 * m_full["abs_rel"] + 0.02  # the cost of the speed stays small
-    assert set(small.timings) == {"align", "estimate", "upsample"}
+    assert set(small.timings) == {"align", "estimate", "solve", "upsample"}
 
 
 def test_full_resolution_aif_is_composed_from_the_frames():
@@ -101,9 +101,13 @@ def test_write_prediction(big_stack, tmp_path):
 def test_automatic_working_size_matches_the_blur_the_network_knows():
     from defocus.predict import MIN_BLUR_PER_DIOPTRE, TARGET_BLUR_PER_DIOPTRE, WORKING_PIXEL_BUDGET
 
-    # A large blur per dioptre: shrink until K reaches the target.
+    # A large blur per dioptre: shrink until K reaches the target ...
+    (h, w), s = working_size(1536, 2048, None, blur_per_dioptre_max=2 * TARGET_BLUR_PER_DIOPTRE)
+    assert s == pytest.approx(0.5) and (h, w) == (768, 1024)
+    # ... but not below MIN_AUTO_LONG_SIDE on the longest side, nor shrink a small image at all.
     (h, w), s = working_size(480, 640, None, blur_per_dioptre_max=4 * TARGET_BLUR_PER_DIOPTRE)
-    assert s == pytest.approx(0.25) and (h, w) == (120, 160)
+    assert (h, w) == (384, 512) and s == pytest.approx(512 / 640)
+    assert working_size(240, 320, None, blur_per_dioptre_max=54.0) == ((240, 320), 1.0)
     # A small one (a phone at full size): no upscaling.
     assert working_size(480, 640, None, blur_per_dioptre_max=5.0)[1] == 1.0
     # Too many pixels: towards the budget, but never below the smallest useful K.
@@ -153,9 +157,9 @@ def test_a_registered_stack_keeps_its_frames_and_full_size():
         assert not any("focus order" in w for w in result.warnings)
 
 
-def test_the_experimental_solve_is_an_option_of_the_pipeline(big_stack):
-    off = predict_stack(create_model("classical"), big_stack, max_size=160)
-    on = predict_stack(create_model("classical"), big_stack, max_size=160, solve=True)
+def test_the_solve_is_on_by_default_and_can_be_turned_off(big_stack):
+    on = predict_stack(create_model("classical"), big_stack, max_size=160)
+    off = predict_stack(create_model("classical"), big_stack, max_size=160, solve=False)
     assert "solve" in on.timings and "solve" not in off.timings
     assert on.depth_map.shape == off.depth_map.shape and torch.isfinite(on.depth_map).all()
     assert not torch.equal(on.working.inv_depth, off.working.inv_depth)
@@ -164,3 +168,9 @@ def test_the_experimental_solve_is_an_option_of_the_pipeline(big_stack):
     with pytest.raises(DefocusError, match="smoothness") as info:
         PredictOptions(solve=True, solve_smoothness=-1.0)
     assert info.value.field == "solve_smoothness"
+    # The network's solve takes the classical estimate as a second data term unless told not to.
+    net = create_model(pretrained=True)
+    both = predict_stack(net, big_stack, max_size=160)
+    alone = predict_stack(net, big_stack, max_size=160, solve_classical=False)
+    assert not torch.equal(both.working.inv_depth, alone.working.inv_depth)
+    assert both.options.describe()["solve_classical"] is True

@@ -492,8 +492,11 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    "weight, the AIF as guide; defocus.solve): the raw per-pixel estimate")
     g.add_argument("--solve", action="store_true", help=argparse.SUPPRESS)  # on by default since issue 17
     g.add_argument("--solve-smoothness", type=float, default=None, metavar="L",
-                   help="the solve's smoothness weight against its data term (default LAMBDA_TBD, chosen on "
+                   help="the solve's smoothness weight against its data term (default 3, chosen on "
                    "the validation and training scene groups under random cameras)")
+    g.add_argument("--no-solve-classical", action="store_true",
+                   help="the solve's data term from the network's estimate alone (by default the adaptive classical "
+                   "estimate is a second data term, each weighted by its calibrated confidence)")
     g.add_argument("--confidence", choices=("calibrated", "raw"), default="calibrated",
                    help="calibrated (default): the probability that a pixel's depth is within 10 %%, fitted on "
                    "held-out data; raw: the model's own score")
@@ -561,6 +564,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     solve = {} if args.solve_smoothness is None else {"solve_smoothness": args.solve_smoothness}
     options = _options(args, align=not args.no_align, max_size=args.max_size, device=device,
                        exposure=not args.no_exposure, solve=not args.no_solve, confidence=args.confidence,
+                       solve_classical=not args.no_solve_classical,
                        **solve)  # checked here
     read_kwargs = _read_args(args)
     if args.output.exists() and not args.output.is_dir():

@@ -32,6 +32,7 @@ from torch import nn
 from defocus.checks import check_depth_range
 from defocus.data.stack import FocalStack, require_camera
 from defocus.errors import DefocusError, InputError
+from defocus.models.classical import ClassicalEstimator
 from defocus.models.prediction import Prediction
 from defocus.optics.camera import ThinLensCamera, default_depth_range
 from defocus.optics.forward import ForwardModel
@@ -46,6 +47,11 @@ TARGET_BLUR_PER_DIOPTRE = 20.0
 MIN_BLUR_PER_DIOPTRE = 6.0
 #: Pixels of the working image above which the automatic size gives up K (down to MIN_BLUR_PER_DIOPTRE) for time.
 WORKING_PIXEL_BUDGET = 2_000_000
+#: ... and the automatic size never shrinks the longest side below this (or the input's, if smaller): a stack of a
+#: camera with a large K (a long lens, a small pixel pitch) brought to K = 20 at 320 px wide would be estimated on
+#: 90-pixel images, too few for the network (the dining-room frames of the validation split under random cameras:
+#: δ1 0.31 at 118 x 88, 0.94 at the input's 320 x 240; BENCHMARKS.md, "Working size under random cameras").
+MIN_AUTO_LONG_SIDE = 512
 #: Confidence below which the relative focus-index map is filled edge-aware from confident neighbours (the
 #: classical SML cue; relative stacks have no network).
 RELATIVE_FILL_THRESHOLD = 0.15
@@ -74,9 +80,13 @@ class PredictOptions:
             that a pixel's depth is within 10 % — what the solve weighs and ``--min-confidence`` thresholds) or
             ``"raw"`` (the model's own score). A model without a calibration gives its raw confidence either way.
         solve: follow the estimate with the global edge-aware solve (:mod:`defocus.solve`) on inverse depth at the
-            working size, the model's confidence as its data weight and the AIF as its guide. Experimental and off by
-            default: its weights are not yet chosen on the validation groups (issue 17).
+            working size, the AIF as its guide; its data term is the model's estimate weighted by its (calibrated)
+            confidence and, with ``solve_classical``, also the classical estimate weighted by its own.
         solve_smoothness: its λ.
+        solve_classical: give the solve the adaptive classical estimate (:class:`~defocus.models.classical.
+            ClassicalEstimator`, at the working size) as a second data term beside the model's — the stack's
+            focus evidence from both, each weighted by its calibrated probability of being right. Only where both
+            models carry a calibration and the model is not the classical one itself.
     """
 
     align: bool = True
@@ -87,8 +97,9 @@ class PredictOptions:
     refine_model: ForwardModel | str = "auto"
     device: str = "cpu"
     confidence: str = "calibrated"
-    solve: bool = False
-    solve_smoothness: float = 1.0
+    solve: bool = True
+    solve_smoothness: float = 3.0
+    solve_classical: bool = True
 
     def __post_init__(self) -> None:
         if self.max_size is not None and not (isinstance(self.max_size, int) and self.max_size >= MIN_WORKING_SIZE):
@@ -117,12 +128,16 @@ class PredictOptions:
         return {"align": self.align, "exposure": self.exposure, "max_size": self.max_size, "refine_steps": self.refine_steps,
                 "refine_model": (rm if isinstance(rm, str) else rm.describe()) if self.refine_steps else None,
                 "device": str(self.device), "confidence": self.confidence, "solve": self.solve,
-                "solve_smoothness": self.solve_smoothness if self.solve else None}
+                "solve_smoothness": self.solve_smoothness if self.solve else None,
+                "solve_classical": self.solve_classical if self.solve else None}
 
 
 #: The solve's data weight is the (calibrated) confidence to this power, and its data term is robust (Cauchy) at
-#: this relative residual (None: least squares); chosen with benchmarks/choose_solve.py (BENCHMARKS.md).
-SOLVE_WEIGHT_POWER = 1.0
+#: this relative residual (None: least squares). Chosen with PredictOptions.solve_smoothness (λ = 3) and
+#: solve_classical by benchmarks/choose_solve.py on the validation and training scene groups and procedural
+#: validation scenes under random cameras (BENCHMARKS.md, "The global solve"): q = 2 beat 1 at λ ≤ 3, the robust
+#: term lowered δ1 at every λ, larger λ lowered δ1 on those frames.
+SOLVE_WEIGHT_POWER = 2.0
 SOLVE_ROBUST_SCALE: float | None = None
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
@@ -247,7 +262,7 @@ def working_size(
     that brings the stack's largest K (``blur_per_dioptre_max``, px/D at the input size) to
     ``target_blur_per_dioptre`` (the model's preference; None = the input size); where that leaves more than
     :data:`WORKING_PIXEL_BUDGET` pixels, the scale shrinks towards the budget but not below K =
-    :data:`MIN_BLUR_PER_DIOPTRE`.
+    :data:`MIN_BLUR_PER_DIOPTRE`; and the longest side is not shrunk below :data:`MIN_AUTO_LONG_SIDE`.
     """
     if max_size is not None:
         scale = min(1.0, max_size / max(height, width))
@@ -258,6 +273,7 @@ def working_size(
         budget = (WORKING_PIXEL_BUDGET / (height * width)) ** 0.5
         if scale > budget:
             scale = min(scale, max(budget, MIN_BLUR_PER_DIOPTRE / blur_per_dioptre_max))
+        scale = max(scale, MIN_AUTO_LONG_SIDE / max(height, width))
         scale = min(1.0, max(scale, MIN_WORKING_SIZE / max(height, width)))
     return (max(1, round(height * scale)), max(1, round(width * scale))), scale
 
@@ -471,7 +487,10 @@ def predict_stack(
         stage("estimate", t)
         if options.solve:
             t = time.perf_counter()
-            working = _solve(working, dr, options.solve_smoothness)
+            second = None
+            if options.solve_classical and calibration is not None and not isinstance(model, ClassicalEstimator):
+                second = _classical_term(x, fd_d, k_d, dr, progress)
+            working = _solve(working, dr, options.solve_smoothness, second)
             timings["solve"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -511,14 +530,37 @@ def _normalise_exposure(frames: torch.Tensor, in_place: bool, warnings: list[str
     return out, gains
 
 
-def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float) -> Prediction:
+def _classical_term(x: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor,
+                    depth_range: tuple[float, float], progress: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(inverse depth, calibrated confidence) of the adaptive classical estimate of the working-size stack ``x``
+    (1, N, 3, h, w), both (1, 1, h, w) on the CPU; None where the classical calibration is not packaged."""
+    est = ClassicalEstimator()
+    cal = est.confidence_calibration
+    if cal is None:
+        return None
+    pred = run_tiled(est, x.cpu(), focus.cpu(), blur_per_dioptre.cpu(), torch.tensor([depth_range], dtype=torch.float64),
+                     progress=progress)
+    return pred.inv_depth, cal(pred.confidence, pred.inv_depth, aif_texture(pred.aif))
+
+
+def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
+           second: tuple[torch.Tensor, torch.Tensor] | None = None) -> Prediction:
     """The prediction with its inverse depth replaced by the global edge-aware solve (confidence as the data weight,
-    the grey AIF as the guide), kept inside the depth range."""
+    the grey AIF as the guide), kept inside the depth range. With ``second`` = (inverse depth, confidence), a second
+    data term: Σ c₁ (x − t₁)² + c₂ (x − t₂)² is Σ (c₁ + c₂)(x − t)² with t the confidence-weighted mean of the two
+    targets, up to a constant."""
     from defocus.color import to_grey
     from defocus.solve import edge_aware_solve
 
-    inv = edge_aware_solve(pred.inv_depth, pred.confidence.pow(SOLVE_WEIGHT_POWER), to_grey(pred.aif)[:, None],
-                           smoothness=smoothness, robust_scale=SOLVE_ROBUST_SCALE)
+    weight = pred.confidence.pow(SOLVE_WEIGHT_POWER)
+    target = pred.inv_depth
+    if second is not None:
+        weight_2 = second[1].pow(SOLVE_WEIGHT_POWER)
+        total = weight + weight_2
+        target = torch.where(total > 0, (weight * target + weight_2 * second[0]) / total.clamp_min(1e-12), target)
+        weight = total
+    inv = edge_aware_solve(target, weight, to_grey(pred.aif)[:, None], smoothness=smoothness,
+                           robust_scale=SOLVE_ROBUST_SCALE)
     inv = inv.clamp(1.0 / depth_range[1], 1.0 / depth_range[0])
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
                       attention=pred.attention)
