@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from defocus.checks import check_shape
 from defocus.errors import InputError
+from defocus.filters import immerkaer_response
 
 #: Bin edges of the depth spread s (std of ln depth): about 1 % steps of depth up to 32 %, then everything beyond.
 SPREAD_EDGES: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 10.0)
@@ -72,9 +73,7 @@ def texture_snr(grey: torch.Tensor, noise_sigma: torch.Tensor | float, window: i
         (B, 1, H, W): about 1 on noise alone, large on texture.
     """
     check_shape(grey, "B 1 H W", "grey")
-    g = F.pad(grey.double(), (1, 1, 1, 1), mode="replicate")
-    rows = g[..., :, :-2] - 2.0 * g[..., :, 1:-1] + g[..., :, 2:]
-    response = (rows[..., :-2, :] - 2.0 * rows[..., 1:-1, :] + rows[..., 2:, :]).abs()
+    response = immerkaer_response(F.pad(grey.double(), (1, 1, 1, 1), mode="replicate"))
     r = window // 2
     local = F.avg_pool2d(F.pad(response, (r, r, r, r), mode="replicate"), window, stride=1)
     sigma = torch.as_tensor(noise_sigma, dtype=torch.float64).reshape(-1, 1, 1, 1).clamp_min(MIN_NOISE_SIGMA)

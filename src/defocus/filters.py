@@ -144,3 +144,16 @@ def confidence_fill(
     # exports to ONNX; for one stack, or a batch where every stack has support, the result is the same as before.
     has_support = w.sum(dim=(1, 2, 3), keepdim=True) > 0
     return torch.where(has_support, out, values)
+
+
+def immerkaer_response(grey: torch.Tensor) -> torch.Tensor:
+    """Absolute response of ``grey`` (..., H, W) to Immerkær's 3 × 3 mask [[1, −2, 1], [−2, 4, −2], [1, −2, 1]]
+    (which cancels planes and is blind to smooth image structure), over the valid region: (..., H − 2, W − 2).
+
+    The mask is separable, [1, −2, 1] along x then along y; written with slices rather than a float64 conv2d /
+    avg_pool2d, which ONNX Runtime's CPU provider does not implement (the classical prior exports to ONNX). Used by
+    the noise estimate of the classical baseline and by the texture feature of the confidence calibration.
+    """
+    rows = grey[..., :-2] - 2.0 * grey[..., 1:-1] + grey[..., 2:]
+    return (rows[..., :-2, :] - 2.0 * rows[..., 1:-1, :] + rows[..., 2:, :]).abs()
+

@@ -35,7 +35,7 @@ from torch import nn
 from defocus.checks import check_depth_range, check_shape
 from defocus.color import to_grey
 from defocus.errors import DefocusError
-from defocus.filters import confidence_fill
+from defocus.filters import confidence_fill, immerkaer_response
 from defocus.models.prediction import Prediction
 
 __all__ = [
@@ -290,10 +290,7 @@ def estimate_noise_sigma(images: torch.Tensor) -> torch.Tensor:
     if h < 3 or w < 3:
         raise DefocusError(f"images of {w}x{h} px are too small to estimate their noise")
     grey = to_grey(imgs.double()).reshape(b * n, h, w)
-    # The mask is separable, [1, -2, 1] along x then along y; written with slices rather than a float64 conv2d /
-    # avg_pool2d, which ONNX Runtime's CPU provider does not implement (the model's prior exports to ONNX).
-    rows = grey[..., :-2] - 2.0 * grey[..., 1:-1] + grey[..., 2:]
-    response = (rows[..., :-2, :] - 2.0 * rows[..., 1:-1, :] + rows[..., 2:, :]).abs()
+    response = immerkaer_response(grey)
     # Texture leaks into the mask's response; the flattest blocks carry the noise alone: take a low percentile of
     # the 8 x 8 block means (whole image where it is smaller).
     rh, rw = response.shape[-2:]
