@@ -120,6 +120,20 @@ def test_automatic_working_size_matches_the_blur_the_network_knows():
     assert working_size(3072, 4080, 1020, blur_per_dioptre_max=10.4)[0] == (768, 1020)
 
 
+@pytest.mark.parametrize("n", [1, 100, 512, 513, 1000, 1701, 2261, 4080])
+def test_tile_layout_covers_with_overlap_and_fewest_tiles(n):
+    from defocus.predict import _tile_layout
+
+    starts, size = _tile_layout(n, 512, 64)
+    assert starts[0] == 0 and starts[-1] + size == n  # covers both ends
+    assert size <= 512 and (size == n or size % 16 == 0)
+    assert all(a + size - b >= 63 for a, b in zip(starts, starts[1:]))  # neighbours share the overlap (±1 rounding)
+    fewest = 1 if n <= 512 else -(-(n - 64) // (512 - 64))
+    assert len(starts) == fewest
+    if len(starts) > 1:  # the smallest multiple of 16 that does it: 16 px less could not cover n
+        assert len(starts) * (size - 16) - (len(starts) - 1) * 64 < n
+
+
 def test_tiles_agree_with_one_pass():
     from defocus.predict import run_tiled
 

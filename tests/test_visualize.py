@@ -148,3 +148,17 @@ def test_save_png_atomic(tmp_path):
     with Image.open(path) as im:
         assert im.size == (6, 5)
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary left behind
+
+
+def test_contact_sheet_large_tensor_cell_matches_a_full_size_conversion():
+    """A large float tensor is area-reduced before it is converted to 8 bits (speed); the cell looks the same as
+    converting the full-size image and resizing it."""
+    g = torch.Generator().manual_seed(3)
+    big = torch.nn.functional.interpolate(torch.rand(1, 3, 30, 40, generator=g), size=(600, 800), mode="bilinear")[0]
+    sheet = np.asarray(viz.contact_sheet([[("x", big)]], cell_height=60)).astype(float)
+    ref = np.asarray(viz.contact_sheet([[("x", viz.to_pil(big))]], cell_height=60)).astype(float)
+    assert sheet.shape == ref.shape
+    assert np.abs(sheet - ref).mean() < 2.0  # 8-bit levels
+    small = torch.rand(3, 50, 40, generator=g)  # not taller than twice the cell: converted as given
+    assert viz._shrink_tensor(small, 100) is small
+    assert viz._shrink_tensor(big, 100).shape == (3, 100, 133)

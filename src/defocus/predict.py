@@ -278,12 +278,17 @@ def working_size(
     return (max(1, round(height * scale)), max(1, round(width * scale))), scale
 
 
-def _tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+def _tile_layout(n: int, tile: int, overlap: int, multiple: int = 16) -> tuple[list[int], int]:
+    """Starts and common size of the fewest tiles of at most ``tile`` px that cover ``n`` px with at least
+    ``overlap`` px shared by neighbours, spread evenly. The size is the smallest multiple of ``multiple`` (the
+    network pads its input to one) that does so, rather than ``tile`` itself: a 1701-px side takes four 480-px
+    tiles instead of four 512-px ones, the last overlapping the third by 335 px."""
     if n <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, n - tile, step)) + [n - tile]
-    return sorted(set(starts))
+        return [0], n
+    count = -(-(n - overlap) // (tile - overlap))
+    size = -(-(n + (count - 1) * overlap) // count)
+    size = min(tile, -(-size // multiple) * multiple)
+    return sorted({round(i * (n - size) / (count - 1)) for i in range(count)}), size
 
 
 def run_tiled(
@@ -295,14 +300,14 @@ def run_tiled(
     from tqdm import tqdm
 
     _, n, _, h, w = stack.shape
-    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+    (ys, tile_h), (xs, tile_w) = _tile_layout(h, tile, overlap), _tile_layout(w, tile, overlap)
     if len(ys) == 1 and len(xs) == 1:
         return model(stack, focus, blur_per_dioptre, depth_range)
     acc = {k: torch.zeros(1, c, h, w) for k, c in (("inv_depth", 1), ("aif", 3), ("confidence", 1))}
     weight = torch.zeros(1, 1, h, w)
     for y in tqdm(ys, desc="tiles (rows)", disable=not progress, leave=False):
         for x in xs:
-            th, tw = min(tile, h - y), min(tile, w - x)
+            th, tw = tile_h, tile_w
             out = model(stack[..., y : y + th, x : x + tw], focus, blur_per_dioptre, depth_range)
             ramp_y = torch.minimum(torch.arange(th) + 1.0, torch.arange(th, 0, -1).float()).clamp(max=overlap)
             ramp_x = torch.minimum(torch.arange(tw) + 1.0, torch.arange(tw, 0, -1).float()).clamp(max=overlap)

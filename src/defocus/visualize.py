@@ -383,6 +383,20 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")
 
 
+def _shrink_tensor(image, height: int):
+    """A float image tensor taller than ``height`` px area-reduced to about that height (aspect kept), anything else
+    as given: converting a 12-megapixel frame to 8-bit only to shrink it to a thumbnail cost seconds per cell."""
+    if not (isinstance(image, torch.Tensor) and image.is_floating_point() and image.ndim >= 2):
+        return image
+    h, w = image.shape[-2:]
+    if h <= height:
+        return image
+    flat = image.detach().cpu().float().reshape(-1, 1, h, w)
+    size = (height, max(1, round(w * height / h)))
+    small = torch.nn.functional.interpolate(flat, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return small.reshape(*image.shape[:-2], *size)
+
+
 #: Contact-sheet spacing in pixels: around and between cells, and between a label and its image.
 SHEET_PAD: int = 8
 SHEET_LABEL_GAP: int = 3
@@ -415,7 +429,7 @@ def contact_sheet(
             if not (isinstance(cell, (tuple, list)) and len(cell) == 2):
                 raise DefocusError(f"contact_sheet cell ({r}, {c}) must be a (label, image) pair")
             label, img = cell
-            pil = to_pil(img)
+            pil = to_pil(_shrink_tensor(img, 2 * cell_height))
             new_w = max(1, int(round(pil.width * cell_height / pil.height)))
             if pil.size != (new_w, cell_height):
                 pil = pil.resize((new_w, cell_height), Image.LANCZOS)
