@@ -13,7 +13,11 @@ scenes one group). The pipeline's defaults are chosen from this table; the test-
 bench_randomised.py's, through the whole pipeline.
 
 Usage: python benchmarks/choose_solve.py [--splits validation train] [--per-frame 2] [--procedural 24] [--smoothness 1 3 10 30 100]
-       [--robust none 0.05 0.1] [--power 1 2] [--checkpoint FILE]
+       [--robust none 0.05 0.1] [--power 1 2] [--network-weight 0.25 1] [--min-confidence 0 0.2]
+       [--protocols paper realistic] [--checkpoint FILE]
+
+With --protocols the same fitting frames are also rendered with the presets' protocols: the weights serve the
+presets' cameras as well as random ones, so a choice is read off all sets together.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rgbd_split import render_split  # noqa: E402
 from captures import DEPTH_RANGE, procedural_captures, require_frames, rgbd_captures, run, working_truth  # noqa: E402
 
 from defocus.color import to_grey  # noqa: E402
 from defocus.metrics import depth_metrics  # noqa: E402
 from defocus.models.classical import ClassicalEstimator  # noqa: E402
 from defocus.models.factory import create_model  # noqa: E402
-from defocus.predict import PredictOptions  # noqa: E402
+from defocus.predict import PredictOptions, solve_data_term  # noqa: E402
 from defocus.solve import edge_aware_solve  # noqa: E402
 
 
@@ -47,6 +52,13 @@ def main() -> None:
     ap.add_argument("--smoothness", type=float, nargs="+", default=[1, 3, 10, 30, 100])
     ap.add_argument("--robust", nargs="+", default=["none"])
     ap.add_argument("--power", type=float, nargs="+", default=[1.0, 2.0])
+    ap.add_argument("--network-weight", type=float, nargs="+", default=[1.0],
+                    help="factors of the network's data term against the classical one")
+    ap.add_argument("--min-confidence", type=float, nargs="+", default=[0.0],
+                    help="calibrated confidence under which a data term has no weight")
+    ap.add_argument("--protocols", nargs="*", default=[],
+                    help="also the fitting frames rendered as bench_rgbd_split.py renders them (the nyuv2 lens) with "
+                    "these synthesis protocols, scored as separate sets")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -57,43 +69,49 @@ def main() -> None:
     options = replace(PredictOptions(depth_range=DEPTH_RANGE), solve=False)
     t0 = time.time()
     cache = []
-    stacks = [c for split in args.splits for c in rgbd_captures(split, args.per_frame)]
-    stacks += list(procedural_captures(args.procedural))
+    stacks = [("random", group, st) for split in args.splits for group, _, st in rgbd_captures(split, args.per_frame)]
+    stacks += [("random", group, st) for group, _, st in procedural_captures(args.procedural)]
+    stacks += [(p, e.scene_group, st) for p in args.protocols for split in args.splits for e, st in render_split(split, p)]
     classical = ClassicalEstimator()
-    for group, _, st in stacks:
+    for kind, group, st in stacks:
         pred, _ = run(net, st, options)
         w = pred.working
         # The classical estimate at the network's working size, calibrated: the solve's optional second data term.
         cls, _ = run(classical, st, replace(options, max_size=max(pred.working_size)))
         assert cls.working_size == pred.working_size, (cls.working_size, pred.working_size)
-        cache.append((group, w.inv_depth, w.confidence, cls.working.inv_depth, cls.working.confidence,
+        cache.append((kind, group, w.inv_depth, w.confidence, cls.working.inv_depth, cls.working.confidence,
                       to_grey(w.aif)[:, None], working_truth(pred, st)))
     print(f"{len(cache)} stacks predicted ({time.time() - t0:.0f} s)")
     robust = [None if r == "none" else float(r) for r in args.robust]
-    grid = [("network", None, None, None, False), ("classical", None, None, None, True)]
-    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g}", lam, rho, q, fuse)
-             for fuse, lam, rho, q in itertools.product((False, True), args.smoothness, robust, args.power)]
+    grid = [("network", None, None, None, False, 1.0, 0.0), ("classical", None, None, None, True, 0.0, 0.0)]
+    grid += [(f"classical λ={lam:g} τ={tau:g}", lam, None, 2.0, True, 0.0, tau)
+             for lam, tau in itertools.product(args.smoothness, args.min_confidence)]
+    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g} α={alpha:g} τ={tau:g}",
+              lam, rho, q, fuse, alpha, tau)
+             for fuse, lam, rho, q, alpha, tau in itertools.product((False, True), args.smoothness, robust, args.power,
+                                                                   args.network_weight, args.min_confidence)
+             if fuse or alpha == args.network_weight[0]]
     lo, hi = 1.0 / DEPTH_RANGE[1], 1.0 / DEPTH_RANGE[0]
-    print("| setting | δ1 | AbsRel | RMSE | s / stack |\n|---|---:|---:|---:|---:|")
-    for name, lam, rho, q, fuse in grid:
+    kinds = list(dict.fromkeys(kind for kind, *_ in cache))
+    print("| setting | " + " | ".join(f"{k} δ1 | {k} AbsRel | {k} RMSE" for k in kinds) + " | s / stack |\n|---|"
+          + "---:|" * (3 * len(kinds) + 1))
+    for name, lam, rho, q, fuse, alpha, tau in grid:
         per_group, secs = defaultdict(list), []
-        for group, inv, conf, cinv, cconf, guide, gt in cache:
+        for kind, group, inv, conf, cinv, cconf, guide, gt in cache:
             t = time.perf_counter()
             if lam is None:
                 out = cinv if fuse else inv
             else:  # as defocus.predict._solve
-                weight, target = conf.pow(q), inv
-                if fuse:
-                    total = weight + cconf.pow(q)
-                    target = (weight * inv + cconf.pow(q) * cinv) / total.clamp_min(1e-12)
-                    weight = total
+                target, weight = solve_data_term(inv, conf, (cinv, cconf) if fuse else None, q, alpha, tau)
                 out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=rho).clamp(lo, hi)
             secs.append(time.perf_counter() - t)
-            per_group[group].append(depth_metrics(1.0 / out[0, 0], gt, depth_range_m=DEPTH_RANGE))
-        means = {k: float(np.mean([np.mean([m[k] for m in ms]) for ms in per_group.values()]))
-                 for k in ("delta1", "abs_rel", "rmse")}
-        print(f"| {name} | {means['delta1']:.3f} | {means['abs_rel']:.3f} | {means['rmse']:.3f} | "
-              f"{np.mean(secs):.3f} |", flush=True)
+            per_group[kind, group].append(depth_metrics(1.0 / out[0, 0], gt, depth_range_m=DEPTH_RANGE))
+        cells = []
+        for kind in kinds:
+            groups = [ms for (kd, _), ms in per_group.items() if kd == kind]
+            cells += [f"{np.mean([np.mean([m[k] for m in ms]) for ms in groups]):.3f}"
+                      for k in ("delta1", "abs_rel", "rmse")]
+        print(f"| {name} | " + " | ".join(cells) + f" | {np.mean(secs):.3f} |", flush=True)
 
 
 if __name__ == "__main__":
