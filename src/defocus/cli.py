@@ -227,6 +227,96 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- finetune
+def _finetune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune the shipped network on your own unlabeled stacks (self-supervised), for predict --checkpoint",
+        description="Fine-tune the shipped weights (or --checkpoint) on your own focal stacks, fully self-supervised: "
+        "each stack is read as predict reads it (stack.json, EXIF, --focus and camera flags) and prepared as predict "
+        "prepares it; part of the stacks is held out and its re-rendering error is reported after every epoch; the "
+        "weights of the best epoch are written to WEIGHTS, for `defocus predict --checkpoint WEIGHTS`. Every stack "
+        "is checked before any training: a run with an unusable stack is refused and writes nothing.",
+    )
+    p.add_argument("stacks", nargs="+", type=Path, help="stack folders, or folders of stack folders")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="WEIGHTS",
+                   help="the .safetensors file to write")
+    p.add_argument("--checkpoint", type=Path, help="starting weights (.safetensors); default: the shipped weights")
+    _source_flags(p)
+    g = p.add_argument_group("schedule (defaults: the packaged finetune config, about two minutes on 2 cores)")
+    g.add_argument("--epochs", type=int, help="epochs (default 4)")
+    g.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default 40)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
+    g.add_argument("--holdout", type=float, default=0.2,
+                   help="fraction of the stacks held out for the re-rendering error (default 0.2; at least one "
+                   "stack; a single stack holds out its right-hand strip)")
+    p.add_argument("--forward", default="auto", metavar="auto|FAMILY",
+                   help="the loss's forward model: auto (default: self-calibrated on each stack, as predict "
+                   "--refine-psf auto) or a named family (disk, gaussian, ...)")
+    p.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="folder of the run (config.yaml, metrics.csv, checkpoints); default ./runs")
+    p.add_argument("--name", help="run name (default: finetune-<WEIGHTS file stem>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other training config key, e.g. --set data.size=[128,128] (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from defocus.data.folders import expand_stack_folders, read_stack
+    from defocus.finetune import finetune, finetune_config, prepare_stacks
+    from defocus.models.factory import create_model
+    from defocus.optics.forward import ForwardModel
+    from defocus.predict import TARGET_BLUR_PER_DIOPTRE
+
+    # Everything that can be refused is refused here, before any stack is prepared and before anything is written.
+    out = args.output
+    if out.suffix != ".safetensors" or out.is_dir():
+        raise DefocusError(f"-o {out}: expected a .safetensors file path")
+    if not out.parent.exists() and out.parent != Path(""):
+        raise DefocusError(f"-o {out}: folder {out.parent} does not exist")
+    if args.forward != "auto":
+        ForwardModel.from_family(args.forward)  # an unknown family is an error here
+    overrides = list(args.set)
+    for key, value in (("optim.epochs", args.epochs), ("optim.steps_per_epoch", args.steps_per_epoch),
+                       ("optim.lr", args.lr)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    init = str(args.checkpoint) if args.checkpoint else "shipped"
+    name = args.name or f"finetune-{out.stem}"
+    cfg = finetune_config(init, overrides, name=name, out_dir=str(args.run_dir))
+    run_dir = args.run_dir / name
+    if (run_dir / "metrics.csv").exists():
+        raise DefocusError(f"run folder {run_dir} already has a run: choose another --name or --run-dir")
+    if not 0.0 < args.holdout < 1.0:
+        raise DefocusError(f"--holdout must lie strictly between 0 and 1, got {args.holdout}")
+    start = create_model(pretrained=True) if init == "shipped" else create_model(checkpoint=init)
+    read_kwargs = _read_args(args)
+    folders = expand_stack_folders(args.stacks)
+    prepared, problems = prepare_stacks(lambda f: read_stack(f, **read_kwargs), folders, cfg.data.size,
+                                        getattr(start, "working_blur_per_dioptre", TARGET_BLUR_PER_DIOPTRE),
+                                        progress=not args.quiet)
+    if problems:
+        for line in problems:
+            print(f"defocus finetune: error: cannot use {line}", file=sys.stderr)
+        print(f"defocus finetune: error: {len(problems)} of {len(folders)} stack(s) cannot be used: nothing "
+              "was trained or written", file=sys.stderr)
+        return 2
+    for st in prepared:
+        fr = st.frames
+        print(f"  {st.name}: {fr.shape[0]} frames at {fr.shape[-1]}x{fr.shape[-2]} working px, focus "
+              + ", ".join(f"{v:.3g}" for v in st.focus_m.tolist()) + " m")
+        for w in st.warnings:
+            print(f"defocus finetune: warning: {st.name}: {w}", file=sys.stderr)
+    result = finetune(prepared, out, cfg, holdout=args.holdout, family=args.forward, progress=not args.quiet)
+    errors = ", ".join(f"{e:.5f}" for e in result.epoch_rerender)
+    print(f"held-out re-rendering error: start {result.start_rerender:.5f}; epochs {errors}")
+    print(f"trained on {len(result.train_stacks)} stack(s), held out {len(result.held_out_stacks)}; run in "
+          f"{result.run_dir}")
+    print(f"weights written to {out}: defocus predict STACK -o OUT --checkpoint {out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- evaluate / predict
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="weights (.safetensors); default: the weights shipped with defocus")
@@ -744,7 +834,8 @@ def _with_flag(exc: DefocusError, args: argparse.Namespace) -> str:
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _demo_parser, _predict_parser, _inspect_parser, _evaluate_parser, _train_parser, _render_parser, _export_parser
+    _demo_parser, _predict_parser, _inspect_parser, _evaluate_parser, _train_parser, _finetune_parser, _render_parser,
+    _export_parser,
 ]
 
 

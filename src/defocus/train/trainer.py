@@ -26,13 +26,14 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
-from defocus.data.sweeps import DataShards, FocalSweepSampler, build_training_groups
+from defocus.data.sweeps import DataShards, FocalSweepSampler, SweepGroup, build_training_groups
 from defocus.data.synthesis import protocol_names, synthesize_stack
 from defocus.errors import DefocusError, InputError
 from defocus.files import atomic_write
@@ -104,7 +105,8 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-CSV_FIELDS = ["epoch", "step", "loss", *LOSS_TERMS, "lr", "seconds", "val_abs_rel", "val_rmse", "val_delta1"]
+CSV_FIELDS = ["epoch", "step", "loss", *LOSS_TERMS, "lr", "seconds", "val_abs_rel", "val_rmse", "val_delta1",
+              "val_rerender"]
 
 
 def data_shards(cfg: TrainConfig, ctx: DistContext) -> DataShards:
@@ -128,9 +130,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text), "metrics")
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_dict: dict | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_dict: dict | None = None,
+          groups: list[SweepGroup] | None = None,
+          validator: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> Path:
     """Runs (or resumes) training; returns the run folder. Under ``torchrun`` every rank calls this; rank 0 alone
-    writes files and shows progress. Errors on a rank of several name the rank."""
+    writes files and shows progress. Errors on a rank of several name the rank.
+
+    ``groups`` replaces the training data the config describes (fine-tuning passes the user's prepared stacks);
+    ``validator`` (model → {"val_rerender": ...}) is called after every epoch on rank 0 besides the procedural
+    validation scenes, and where there are none, its ``val_rerender`` (lower is better) chooses best.safetensors."""
     ctx = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout_s)
     previous = None
     if ctx.distributed:
@@ -140,7 +148,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
 
         previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        return _train(cfg, ctx, resume, progress and ctx.is_main, config_dict)
+        return _train(cfg, ctx, resume, progress and ctx.is_main, config_dict, groups, validator)
     except DefocusError as exc:
         if ctx.distributed:
             raise DefocusError(f"rank {ctx.rank} of {ctx.world_size}: {exc}") from None
@@ -178,7 +186,9 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, config_dict: dict | None) -> Path:
+def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, config_dict: dict | None,
+           groups: list[SweepGroup] | None = None,
+           validator: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> Path:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     elif ctx.distributed and ctx.device.type == "cpu":
@@ -208,7 +218,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
         config_text = dump_config(cfg)
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text), "config")
 
-    groups = build_training_groups(cfg.data, progress=progress, shards=shards)
+    if groups is None:
+        groups = build_training_groups(cfg.data, progress=progress, shards=shards)
     sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed, shards=shards)
     per_stream = cfg.optim.batch_size // shards.count
     model = create_model(cfg.model.name, **cfg.model.config)
@@ -328,10 +339,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
             if val_items:
                 row.update(validate(model, val_items))
                 model.train()
+            if validator is not None:
+                row.update(validator(model))
+                model.train()
             rows.append(row)
             extra = {"epoch": epoch + 1, "step": step, **{k: row[k] for k in row if k.startswith("val_")}}
-            if val_items and row["val_abs_rel"] < best:
-                best = row["val_abs_rel"]
+            best_key = "val_abs_rel" if val_items else "val_rerender" if "val_rerender" in row else None
+            if best_key is not None and row[best_key] < best:
+                best = row[best_key]
                 save_checkpoint(run_dir / "best.safetensors", model, cfg.model.name, resolved, extra)
         at_end = step == cfg.optim.epochs * spe
         if (epoch + 1) % cfg.save_every_epochs == 0 or at_end:
@@ -348,6 +363,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
                 msg = f"epoch {epoch + 1}: loss {row['loss']:.3f}"
                 if val_items:
                     msg += f", val AbsRel {row['val_abs_rel']:.3f}, δ1 {row['val_delta1']:.3f}"
+                if "val_rerender" in row:
+                    msg += f", held-out re-rendering error {row['val_rerender']:.5f}"
                 tqdm.write(msg)
     barrier(ctx)
     return run_dir

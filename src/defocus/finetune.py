@@ -1,0 +1,312 @@
+"""Fine-tuning a network on the user's own unlabeled focal stacks (``defocus finetune``), fully self-supervised.
+
+The shipped network was trained on rendered sweeps; a real camera differs (its PSF, its tone curve, its noise, its
+blur per dioptre). Fine-tuning starts from the shipped weights (or a given checkpoint) and trains on the user's
+stacks only, with the loss of training (re-render the stack from the predicted depth and AIF and compare, plus the
+prior-consistency and sharpness terms), a small learning rate and a schedule of minutes on a CPU:
+
+1. **Read and check every stack first** (:func:`prepare_stacks`): focus and camera exactly as ``defocus predict``
+   reads them (stack.json, EXIF, the sensor table, the focus and camera flags); a stack that cannot be used (no
+   focus distances, no camera, one image, too small at the working size, unreadable) is named with its reason, and
+   the run is refused before anything is trained or written.
+2. **Prepare them as predict does** (:func:`defocus.predict.working_stack`): alignment, exposure normalisation and
+   the automatic working size, so that the network is tuned on what it will be given. The frames are sorted by
+   focus distance (the sampler draws one frame per focus bin).
+3. **The loss's forward model of each stack** is self-calibrated on it, as ``predict --refine-psf auto`` does
+   (:func:`defocus.calibrate.calibrate_forward_model`: the PSF shape, light model and effective aperture that best
+   re-render the stack from the starting network's estimate), or one named family for all.
+4. **Held-out part**: about ``holdout`` of the stacks (at least one, when there are two or more) never reach the
+   loss; with a single stack, its right-hand strip is held out instead. After every epoch, and once for the starting
+   weights, the re-rendering error (the loss's photometric term, SSIM + L1) of the held-out part under its own forward
+   model is computed: the ``val_rerender`` column of ``metrics.csv``; the weights of the epoch where it is lowest are
+   exported (it is the only check without ground truth; see the README for what it can and cannot tell).
+5. **Export**: the weights with the starting weights' confidence calibration (:mod:`defocus.confidence`; the
+   user has no ground truth to refit it) and a ``finetune`` record (stacks, held-out stacks, errors) in their
+   metadata, ready for ``defocus predict --checkpoint``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defocus.data.stack import FocalStack
+from defocus.errors import DefocusError, InputError
+
+#: The packaged config fine-tuning starts from (``defocus/configs/finetune.yaml``).
+FINETUNE_CONFIG = "finetune"
+#: Longest side (working pixels) of the held-out crops the re-rendering error is computed on (bounded time per epoch).
+VALIDATION_CROP = 192
+#: Longest side of the copy the forward model is self-calibrated on (calibrate_forward_model's own default).
+CALIBRATION_SIZE = 128
+
+
+@dataclass
+class PreparedStack:
+    """One user stack as the network will be given it: the working-size frames sorted by focus distance.
+
+    Attributes:
+        name: the stack's name; frames: (N, 3, h, w) uint8; focus_m: (N,) metres; blur_per_dioptre: (N,) K at the
+        working size, pixels per dioptre; depth_range: (near, far) metres; physics: the loss's forward model (set by
+        :func:`calibrate_stacks`); warnings: what the preparation noticed (exposure gains, alignment).
+    """
+
+    name: str
+    frames: torch.Tensor
+    focus_m: torch.Tensor
+    blur_per_dioptre: torch.Tensor
+    depth_range: tuple[float, float]
+    physics: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    def float_frames(self) -> torch.Tensor:
+        return self.frames.float() / 255.0
+
+
+def stack_problem(stack: FocalStack) -> str | None:
+    """Why ``stack`` cannot be fine-tuned on (one phrase), or None."""
+    if stack.provenance.get("relative"):
+        return ("no focus distances (give --focus or --focus-diopters, or focus_distances_m in stack.json): "
+                "fine-tuning needs metric focus")
+    if stack.camera is None:
+        from defocus.data.sources import missing_camera_message
+
+        return missing_camera_message(stack.provenance.get("camera", {}), stack.name)
+    if stack.num_images < 2:
+        return "a single image: the loss needs at least two focus settings"
+    if len(set(stack.focus_distances_m.tolist())) < 2:
+        return "every image has the same focus distance"
+    return None
+
+
+def prepare_stacks(
+    read: Callable[[Path], FocalStack], folders: Sequence[Path], crop: Sequence[int], target_blur_per_dioptre: float,
+    progress: bool = True,
+) -> tuple[list[PreparedStack], list[str]]:
+    """Reads every folder with ``read`` and prepares it (module docstring, steps 1-2).
+
+    Returns (the prepared stacks, one line per folder that cannot be used: ``"<folder>: <reason>"``). Nothing is
+    written; every folder is read even after a failure, so that all problems are reported at once.
+    """
+    from tqdm import tqdm
+
+    from defocus.predict import PredictOptions, working_stack
+
+    prepared, problems = [], []
+    for folder in tqdm(folders, desc="reading stacks", disable=not progress, leave=False):
+        try:
+            st = read(folder)
+        except DefocusError as exc:
+            problems.append(f"{folder}: {exc}")
+            continue
+        why = stack_problem(st)
+        if why is None:
+            warnings: list[str] = []
+            try:
+                ws = working_stack(st, PredictOptions(), target_blur_per_dioptre, in_place=True, warnings=warnings)
+            except DefocusError as exc:
+                problems.append(f"{folder}: {exc}")
+                continue
+            h, w = ws.working_size
+            if h < crop[0] or w < crop[1]:
+                why = (f"{w}x{h} px at the working size, smaller than the training crop {crop[1]}x{crop[0]} "
+                       "(lower data.size)")
+            else:
+                order = torch.argsort(st.focus_distances_m)
+                from defocus.color import to_uint8
+
+                prepared.append(PreparedStack(
+                    name=st.name, frames=to_uint8(ws.small[order]), focus_m=st.focus_distances_m[order].float(),
+                    blur_per_dioptre=ws.blur_per_dioptre[0, order].float(), depth_range=ws.depth_range,
+                    warnings=warnings))
+        if why is not None:
+            problems.append(f"{folder}: {why}")
+        del st
+    return prepared, problems
+
+
+def split_holdout(stacks: list[PreparedStack], holdout: float) -> tuple[list[PreparedStack], list[PreparedStack]]:
+    """(training, held-out) stacks: every ⌈1/holdout⌉-th stack by name held out (at least one, at least one left
+    for training); a single stack is split into its left (training) and right (held-out) parts, the right one
+    ``holdout`` of its width (at least 32 px)."""
+    if not 0.0 < holdout < 1.0:
+        raise InputError(f"the held-out fraction must lie strictly between 0 and 1, got {holdout}", field="holdout")
+    if len(stacks) == 1:
+        st = stacks[0]
+        w = st.frames.shape[-1]
+        cut = w - max(32, round(holdout * w))
+        left = dataclasses.replace(st, frames=st.frames[..., :cut].contiguous())
+        right = dataclasses.replace(st, name=f"{st.name} (right {w - cut} px)", frames=st.frames[..., cut:].contiguous())
+        return [left], [right]
+    ordered = sorted(stacks, key=lambda s: s.name)
+    count = min(len(ordered) - 1, max(1, round(holdout * len(ordered))))
+    step = len(ordered) / count
+    held = {int(math.floor(i * step + step / 2)) for i in range(count)}
+    return ([s for i, s in enumerate(ordered) if i not in held], [s for i, s in enumerate(ordered) if i in held])
+
+
+def _small_copy(st: PreparedStack, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, N, 3, h, w) float frames with the longest side at most ``size``, and their (1, N) K."""
+    x = st.float_frames()
+    h, w = x.shape[-2:]
+    scale = min(1.0, size / max(h, w))
+    if scale < 1.0:
+        x = F.interpolate(x, size=(max(8, round(h * scale)), max(8, round(w * scale))), mode="area")
+    return x[None], (st.blur_per_dioptre * (x.shape[-1] / w))[None]
+
+
+@torch.no_grad()
+def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: str = "auto",
+                     progress: bool = True) -> None:
+    """Sets every stack's ``physics``: the forward model self-calibrated on it (``family="auto"``, module docstring
+    step 3), or the named family (:data:`defocus.optics.forward.FAMILIES`)."""
+    from tqdm import tqdm
+
+    from defocus.calibrate import calibrate_forward_model
+    from defocus.optics.forward import ForwardModel
+
+    if family != "auto":
+        spec = ForwardModel.from_family(family).spec
+        for st in stacks:
+            st.physics = spec
+        return
+    model.eval()
+    for st in tqdm(stacks, desc="calibrating forward models", disable=not progress, leave=False):
+        x, k = _small_copy(st, CALIBRATION_SIZE)
+        fd = st.focus_m[None]
+        dr = torch.tensor([st.depth_range], dtype=torch.float64)
+        init = model(x, fd, k, dr)
+        st.physics = calibrate_forward_model(x, fd, k, st.depth_range, init).physics.spec
+
+
+@torch.no_grad()
+def rerendering_error(model: nn.Module, stacks: Sequence[PreparedStack]) -> float:
+    """Mean over ``stacks`` of the photometric error (SSIM + L1, the loss's own term) between each stack and its
+    re-rendering, under the stack's forward model, from the network's depth and AIF; on the central crop of at most
+    :data:`VALIDATION_CROP` working pixels a side."""
+    from defocus.losses.terms import photometric
+    from defocus.optics.forward import ForwardModel
+
+    was_training = model.training
+    model.eval()
+    errors = []
+    for st in stacks:
+        x = st.float_frames()
+        h, w = x.shape[-2:]
+        ch, cw = min(h, VALIDATION_CROP), min(w, VALIDATION_CROP)
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        crop = x[..., y0 : y0 + ch, x0 : x0 + cw][None]
+        fd, k = st.focus_m[None], st.blur_per_dioptre[None]
+        pred = model(crop, fd, k, torch.tensor([st.depth_range], dtype=torch.float64))
+        physics = ForwardModel(spec=st.physics) if st.physics is not None else ForwardModel()
+        rendered = physics.rerender(pred.aif, pred.inv_depth, fd, k).stack
+        errors.append(float(photometric(rendered.reshape(-1, 3, ch, cw), crop.reshape(-1, 3, ch, cw))))
+    model.train(was_training)
+    return sum(errors) / len(errors)
+
+
+def sweep_groups(stacks: Sequence[PreparedStack], protocol: str) -> list:
+    """One training group per stack (their sizes differ), with the stack's forward model as the group's."""
+    from defocus.data.sweeps import SweepGroup
+
+    return [SweepGroup(st.frames[None], st.focus_m[None], st.blur_per_dioptre[None], st.depth_range, protocol,
+                       physics=st.physics, scene_ids=torch.tensor([j])) for j, st in enumerate(stacks)]
+
+
+def finetune_config(init: str, overrides: Sequence[str] = (), **fields: Any):
+    """The training config of a fine-tuning run: the packaged ``finetune.yaml`` ← ``overrides`` (``key=value``) ←
+    ``fields`` (top-level keys such as ``name``, ``out_dir``); the model and its config are those of the starting
+    weights ``init`` ("shipped" or a checkpoint), whatever the YAML says."""
+    from defocus.models.checkpoint import read_metadata
+    from defocus.models.factory import DEFAULT_MODEL, shipped_weights_path
+    from defocus.train.config import load_config
+
+    path = shipped_weights_path(DEFAULT_MODEL) if init == "shipped" else Path(init)
+    if not path.is_file():
+        raise InputError(f"starting weights {path} do not exist", field="init")
+    meta = read_metadata(path)
+    cfg = load_config(FINETUNE_CONFIG, [*overrides, f"init={init}"])
+    cfg.model.name = meta["model_name"]
+    cfg.model.config = dict(meta.get("model_config", {}))
+    for key, value in fields.items():
+        setattr(cfg, key, value)
+    return cfg.validate()
+
+
+@dataclass
+class FinetuneResult:
+    """What a run did: the exported weights, the run folder, the held-out re-rendering error of the starting weights
+    and of each epoch, and the stacks used."""
+
+    weights: Path
+    run_dir: Path
+    start_rerender: float
+    epoch_rerender: list[float]
+    train_stacks: list[str]
+    held_out_stacks: list[str]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["weights"], d["run_dir"] = str(self.weights), str(self.run_dir)
+        return d
+
+
+def finetune(
+    stacks: list[PreparedStack], output: str | os.PathLike, cfg, holdout: float = 0.2, family: str = "auto",
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tunes ``cfg.init``'s network on the prepared ``stacks`` (module docstring steps 3-5) and writes the
+    weights to ``output`` (a ``.safetensors`` file); the run folder is ``cfg.out_dir / cfg.name``."""
+    from defocus.files import atomic_write
+    from defocus.models.checkpoint import read_checkpoint, save_checkpoint
+    from defocus.models.factory import create_model
+    from defocus.train.trainer import train
+
+    output = Path(output)
+    split_holdout(stacks, holdout)  # checks the fraction before the calibration's minutes
+    start = create_model(pretrained=True) if cfg.init == "shipped" else create_model(checkpoint=cfg.init)
+    calibrate_stacks(start, stacks, family, progress)  # before the split: a single stack's two parts share it
+    train_stacks, held_out = split_holdout(stacks, holdout)
+    start_error = rerendering_error(start, held_out)
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(f"held-out re-rendering error of the starting weights: {start_error:.5f} "
+                   f"({len(held_out)} held-out part(s): {', '.join(s.name for s in held_out)})")
+    run_dir = train(cfg, progress=progress, groups=sweep_groups(train_stacks, cfg.data.stack_protocol),
+                    validator=lambda m: {"val_rerender": rerendering_error(m, held_out)})
+    rows = _read_rows(run_dir / "metrics.csv")
+    epoch_errors = [float(r["val_rerender"]) for r in rows]
+    src = run_dir / ("best.safetensors" if cfg.export_weights == "best" else "last.safetensors")
+    state, meta = read_checkpoint(src)
+    model = create_model(meta["model_name"], **dict(meta["model_config"]))
+    model.load_state_dict(state)
+    calibration = getattr(start, "confidence_calibration", None)
+    record = {"stacks": [s.name for s in train_stacks], "held_out": [s.name for s in held_out],
+              "start_rerender": start_error, "epoch_rerender": epoch_errors,
+              "forward_models": {s.name: (s.physics.to_dict() if s.physics is not None else None)
+                                 for s in [*train_stacks, *held_out]}}
+    extra = {**meta.get("extra", {}), "finetune": record}
+    if calibration is not None:  # the starting weights' calibration: nothing to refit it against
+        extra["confidence_calibration"] = calibration.to_dict()
+    save_checkpoint(output, model, meta["model_name"], meta.get("train_config", {}), extra)
+    summary = FinetuneResult(output, run_dir, start_error, epoch_errors, record["stacks"], record["held_out"])
+    text = json.dumps(summary.to_dict(), indent=2)
+    atomic_write(run_dir / "finetune.json", lambda tmp: tmp.write_text(text + "\n"), "summary")
+    return summary
+
+
+def _read_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
