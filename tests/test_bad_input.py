@@ -1039,3 +1039,48 @@ def test_any_train_overrides(overrides):
 @given(train_overrides())
 def test_any_train_overrides_thorough(overrides):
     _train_property(overrides)
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["IMG_1.HEIC", "IMG_2.heic", "IMG_3.heic", "IMG_4.heic"], ["4 HEIC/HEIF/AVIF file(s)", "IMG_1.HEIC", "...",
+                                                               "heif-convert"]),
+    (["a.dng", "b.dng"], ["2 camera raw file(s)", "a.dng, b.dng", "dcraw"]),
+    (["notes.txt", "x.bmp"], ["found 1 .bmp, 1 .txt"]),
+    ([], ["the folder is empty"]),
+])
+def test_a_folder_of_unread_formats_says_what_it_found(tmp_path, capsys, names, expected):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in names:
+        (folder / n).write_bytes(b"not an image")
+    rc = main(["predict", str(folder), "-o", str(tmp_path / "out"), "--focus", "1,2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) >= 1
+    line = next(e for e in err if "no images" in e)
+    assert all(x in line for x in expected), line
+
+
+def test_a_bad_flag_value_is_one_line_without_the_usage(tmp_path):
+    rc, out, err = run_cli(["predict", str(tmp_path), "-o", str(tmp_path / "o"), "--focus", "0.869,abc"])
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "usage:" not in err
+    assert lines[0].startswith("defocus predict: error: argument --focus") and "--help" in lines[0]
+
+
+def test_progress_bars_stay_out_of_a_log(tmp_path, monkeypatch):
+    """stderr not a terminal (a log file, CI): no carriage returns or escape codes from progress bars."""
+    monkeypatch.delenv("DEFOCUS_PROGRESS", raising=False)
+    from defocus.data.folders import write_stack
+    from defocus.data.procedural import make_scene
+    from defocus.data.stack import FocalStack
+    from defocus.data.synthesis import synthesize_stack
+    from defocus.optics.camera import get_preset
+
+    preset = get_preset("nyuv2")
+    rgb, depth = make_scene(1, 64, 80, preset.depth_range_m)
+    fd = torch.tensor(preset.focus_distances_m)
+    for name in ("a", "b"):
+        write_stack(FocalStack(images=synthesize_stack(rgb, depth, fd, preset.camera, "paper"),
+                               focus_distances_m=fd, camera=preset.camera, name=name), tmp_path / "in" / name)
+    rc, out, err = run_cli(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
+    assert rc == 0 and "\r" not in err and "\x1b[" not in err and "\r" not in out

@@ -96,6 +96,18 @@ def test_write_prediction(big_stack, tmp_path):
     assert len(xyz) == info["points"] > 0
     with Image.open(out / "report.png") as im:
         assert im.width > 640
+    # Intrinsics of the output pixels, in the OpenCV / Open3D convention: projecting the point cloud with them
+    # lands every point on the integer pixel whose depth it came from.
+    k = info["intrinsics"]
+    cam = big_stack.camera
+    assert (k["width"], k["height"]) == (640, 480)
+    assert k["fx"] == k["fy"] == pytest.approx(cam.focal_length_m / cam.pixel_size_m)
+    assert (k["cx"], k["cy"]) == (319.5, 239.5)
+    u = k["fx"] * xyz[:, 0] / xyz[:, 2] + k["cx"]
+    v = k["fy"] * xyz[:, 1] / xyz[:, 2] + k["cy"]
+    assert np.abs(u - np.round(u)).max() < 1e-3 and np.abs(v - np.round(v)).max() < 1e-3
+    ui, vi = np.round(u).astype(int), np.round(v).astype(int)
+    np.testing.assert_allclose(depth[vi, ui], xyz[:, 2], rtol=1e-5)
 
 
 def test_automatic_working_size_matches_the_blur_the_network_knows():

@@ -432,21 +432,21 @@ def _run_batch(
     """Runs ``work(k)`` for each folder ``k`` in turn; a stack that fails is one line on stderr and the batch goes
     on (unless ``fail_fast``). A single stack fails exactly like any other bad input (the exception goes up to
     ``main``: one line, exit 2). Returns (the failed folders with their reasons, the number attempted)."""
-    from tqdm import tqdm
+    from defocus.progress import progress_bar, progress_write
 
     if len(folders) == 1:
         work(0)
         return [], 1
     failed: list[tuple[Path, str]] = []
     attempted = 0
-    for k, folder in enumerate(tqdm(folders, desc=command, leave=False)):
+    for k, folder in enumerate(progress_bar(folders, desc=command, leave=False)):
         attempted += 1
         try:
             work(k)
         except Exception as exc:  # noqa: BLE001 - one bad stack must not end a batch; KeyboardInterrupt still does
             reason = _describe_failure(exc)
             failed.append((folder, reason))
-            tqdm.write(f"defocus {command}: error: {folder}: {reason}", file=sys.stderr)
+            progress_write(f"defocus {command}: error: {folder}: {reason}", file=sys.stderr)
             if fail_fast:
                 break
     return failed, attempted
@@ -574,6 +574,9 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="longest side in pixels of the estimation (outputs stay at full size); default: automatic, "
                    "the size at which the stack's blur per dioptre matches what the network was trained on")
     g.add_argument("--no-align", action="store_true", help="do not register the frames (tripod or synthetic stacks)")
+    g.add_argument("--trust-focus-order", action="store_true",
+                   help="predict even when the frames' magnification strongly contradicts the order of the focus "
+                   "distances (otherwise an error: the distances are probably given in the reverse file order)")
     g.add_argument("--no-exposure", action="store_true",
                    help="do not bring the frames to one exposure (by default a frame whose exposure differs by more "
                    "than a few per cent is rescaled in linear light, as phones auto-expose every frame)")
@@ -654,6 +657,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     solve = {} if args.solve_smoothness is None else {"solve_smoothness": args.solve_smoothness}
     options = _options(args, align=not args.no_align, max_size=args.max_size, device=device,
                        exposure=not args.no_exposure, solve=not args.no_solve, confidence=args.confidence,
+                       trust_focus_order=args.trust_focus_order,
                        solve_classical=not args.no_solve_classical,
                        **solve)  # checked here
     read_kwargs = _read_args(args)
@@ -817,6 +821,7 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
     "depth_scale": ("depth_scale", "--depth-scale"),
     "align": ("no_align", "--no-align"),
     "confidence": ("confidence", "--confidence"),
+    "trust_focus_order": ("trust_focus_order", "--trust-focus-order"),
 }
 
 
@@ -839,15 +844,23 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``defocus predict: error: ... (see defocus predict --help)``)
+    instead of the whole usage text before it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from defocus import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="defocus",
         description="Metric depth and all-in-focus images from focal stacks (self-supervised depth from defocus).",
     )
     parser.add_argument("--version", action="version", version=f"defocus {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for add in PARSERS:
         add(sub)
     return parser

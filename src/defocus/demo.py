@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from torch import nn
 
+from defocus.progress import progress_bar
 from defocus.data.folders import write_stack
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, TEST_SEED_START, make_scene
 from defocus.data.stack import FocalStack
@@ -49,7 +49,7 @@ def run_demo(
     groups = [(p, q) for p in ("nyuv2", "defocusnet") for q in protocol_names()]
     results, rows = [], []
     jobs = [(p, q, i) for p, q in groups for i in range(stacks_per_group)]
-    for preset_name, protocol, i in tqdm(jobs, desc="demo"):
+    for preset_name, protocol, i in progress_bar(jobs, desc="demo"):
         stack = make_test_stack(preset_name, protocol, i)
         write_stack(stack, out_dir / "stacks" / stack.name)
         res = evaluate_stack(model, stack, options, keep_predictions=True)

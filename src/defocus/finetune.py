@@ -97,12 +97,12 @@ def prepare_stacks(
     Returns (the prepared stacks, one line per folder that cannot be used: ``"<folder>: <reason>"``). Nothing is
     written; every folder is read even after a failure, so that all problems are reported at once.
     """
-    from tqdm import tqdm
+    from defocus.progress import progress_bar
 
     from defocus.predict import PredictOptions, working_stack
 
     prepared, problems = [], []
-    for folder in tqdm(folders, desc="reading stacks", disable=not progress, leave=False):
+    for folder in progress_bar(folders, desc="reading stacks", enabled=progress, leave=False):
         try:
             st = read(folder)
         except DefocusError as exc:
@@ -169,7 +169,7 @@ def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: 
                      progress: bool = True) -> None:
     """Sets every stack's ``physics``: the forward model self-calibrated on it (``family="auto"``, module docstring
     step 3), or the named family (:data:`defocus.optics.forward.FAMILIES`)."""
-    from tqdm import tqdm
+    from defocus.progress import progress_bar
 
     from defocus.calibrate import calibrate_forward_model
     from defocus.optics.forward import ForwardModel
@@ -180,7 +180,7 @@ def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: 
             st.physics = spec
         return
     model.eval()
-    for st in tqdm(stacks, desc="calibrating forward models", disable=not progress, leave=False):
+    for st in progress_bar(stacks, desc="calibrating forward models", enabled=progress, leave=False):
         x, k = _small_copy(st, CALIBRATION_SIZE)
         fd = st.focus_m[None]
         dr = torch.tensor([st.depth_range], dtype=torch.float64)
@@ -278,9 +278,9 @@ def finetune(
     train_stacks, held_out = split_holdout(stacks, holdout)
     start_error = rerendering_error(start, held_out)
     if progress:
-        from tqdm import tqdm
+        from defocus.progress import progress_write
 
-        tqdm.write(f"held-out re-rendering error of the starting weights: {start_error:.5f} "
+        progress_write(f"held-out re-rendering error of the starting weights: {start_error:.5f} "
                    f"({len(held_out)} held-out part(s): {', '.join(s.name for s in held_out)})")
     run_dir = train(cfg, progress=progress, groups=sweep_groups(train_stacks, cfg.data.stack_protocol),
                     validator=lambda m: {"val_rerender": rerendering_error(m, held_out)})

@@ -124,6 +124,24 @@ def prediction_info(result: StackPrediction | RelativePrediction, extra: dict | 
     return info
 
 
+#: The largest depth depth.png (uint16 millimetres) can hold, metres.
+DEPTH_PNG_MAX_M = 65.535
+
+
+def output_intrinsics(result: StackPrediction) -> dict[str, Any]:
+    """The pinhole intrinsics of the output pixels (after the alignment's crop; the outputs are not resized): fx,
+    fy = focal length / pixel pitch, and the principal point at the centre of the input image, moved by the crop.
+    Pixel centres at integer coordinates (the OpenCV / Open3D convention): ``open3d.camera.PinholeCameraIntrinsic(
+    width, height, fx, fy, cx, cy)`` takes them as they are. The thin-lens camera has no distortion model."""
+    cam = result.camera
+    x0, y0, x1, y1 = result.crop_box
+    h0, w0 = result.stack.images.shape[-2:]
+    f_px = cam.focal_length_m / cam.pixel_size_m
+    return {"width": int(x1 - x0), "height": int(y1 - y0), "fx": f_px, "fy": f_px,
+            "cx": w0 / 2.0 - 0.5 - x0, "cy": h0 / 2.0 - 0.5 - y0,
+            "convention": "pixel centres at integer coordinates (OpenCV / Open3D)"}
+
+
 def write_prediction(
     out_dir: str | os.PathLike,
     result: StackPrediction | RelativePrediction,
@@ -164,12 +182,18 @@ def write_prediction(
         depth[~keep] = 0.0
         depth_np = depth.numpy().astype("float32")
         conf = conf_t.numpy().astype("float32")
-        cam = result.camera
-        x0, y0, _, _ = result.crop_box
-        h0, w0 = stack.images.shape[-2:]
-        xyz, rgb = point_cloud(depth, full.aif[0], cam.focal_length_m / cam.pixel_size_m,
-                               (w0 / 2.0 - x0, h0 / 2.0 - y0), keep, max_points)
-        info.update({"output_size": [int(depth.shape[1]), int(depth.shape[0])], "min_confidence": min_confidence,
+        k = output_intrinsics(result)
+        # point_cloud measures pixels from their corners: its principal point is half a pixel further.
+        xyz, rgb = point_cloud(depth, full.aif[0], k["fx"], (k["cx"] + 0.5, k["cy"] + 0.5), keep, max_points)
+        clipped = float((depth > DEPTH_PNG_MAX_M).float().mean())
+        if clipped > 0:  # the float TIFF is exact; say so rather than let the 16-bit file saturate silently
+            note = (f"depth.png (uint16 millimetres) clips {100 * clipped:.3g} % of the pixels at "
+                    f"{DEPTH_PNG_MAX_M:g} m (depth reaches {float(depth.max()):.4g} m): depth.tiff holds the values")
+            result.warnings.append(note)
+            if info.get("warnings") is not result.warnings:
+                info.setdefault("warnings", []).append(note)
+        info.update({"output_size": [int(depth.shape[1]), int(depth.shape[0])], "intrinsics": k,
+                     "min_confidence": min_confidence,
                      "masked_fraction": float((~keep).float().mean()), "points": int(len(xyz))})
         report = report_page(result, ("depth (m)", depth_preview(result.working.depth[0, 0].numpy())))
 

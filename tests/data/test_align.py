@@ -15,7 +15,9 @@ from defocus.data.align import (
     Alignment,
     _grid,
     _similarity,
+    breathing_correlation,
     check_focus_order,
+    focus_order_votes,
     estimate_alignment,
     thin_lens_magnification_ratio,
     warp_to_reference,
@@ -23,7 +25,7 @@ from defocus.data.align import (
 from defocus.data.procedural import make_scene
 from defocus.data.stack import FocalStack
 from defocus.data.synthesis import synthesize_stack
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 from defocus.metrics import depth_metrics
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
@@ -144,6 +146,32 @@ def test_focus_order_check(scene):
     assert check_focus_order(al, FOCUS) is None
     warning = check_focus_order(al, FOCUS.flip(0))  # the distances given in the opposite order
     assert warning is not None and "opposite" in warning and "\n" not in warning
+    # Through the pipeline: every measurable pair contradicts the reversed order, so it is refused (one line naming
+    # the option), unless the order is trusted — then it is the warning.
+    agree, disagree = focus_order_votes(al, FOCUS.flip(0))
+    assert disagree >= 3 and agree == 0
+    assert breathing_correlation(al, FOCUS, NYU.camera.focal_length_m) > 0.9
+    assert breathing_correlation(al, FOCUS.flip(0), NYU.camera.focal_length_m) < -0.9
+    reversed_stack = FocalStack(images=frames, focus_distances_m=FOCUS.flip(0), camera=NYU.camera, name="rev")
+    model = create_model("classical")
+    with pytest.raises(InputError, match="refusing") as info:
+        predict_stack(model, reversed_stack, max_size=160, solve=False)
+    assert info.value.field == "trust_focus_order" and "\n" not in str(info.value)
+    res = predict_stack(model, reversed_stack, max_size=160, solve=False, trust_focus_order=True)
+    assert any("opposite" in w for w in res.warnings)
+    assert predict_stack(model, FocalStack(images=frames, focus_distances_m=FOCUS, camera=NYU.camera), max_size=160,
+                         solve=False).warnings == []  # the right order: no word
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 4, 7])
+def test_hand_held_jitter_is_never_refused_as_a_reversed_order(scene, seed):
+    """Random scale jitter (3 %, above this lens's breathing) can make most frame pairs look reversed; the pipeline
+    then warns at most, it never refuses a stack in the right order."""
+    stack, _ = scene
+    frames, _ = _hand_held(stack, seed=seed)
+    res = predict_stack(create_model("classical"), FocalStack(images=frames, focus_distances_m=FOCUS,
+                                                              camera=NYU.camera), max_size=160, solve=False)
+    assert res.alignment.applied
 
 
 def test_aligned_depth_is_as_good_as_a_tripod_stack(scene):

@@ -600,16 +600,12 @@ def warp_to_reference(
     return out, coverage
 
 
-def check_focus_order(alignment: Alignment, focus_m: torch.Tensor) -> str | None:
-    """A warning when the magnification found disagrees with the given focus distances, else None.
-
-    Magnification grows as focus comes nearer. Frames whose scales differ by more than the alignment's
-    ``scale_noise`` are compared pairwise; if most such pairs are ordered against their focus distances, the focus
-    distances are probably assigned to the wrong files (e.g. ``*_far`` and ``*_near`` swapped). An alignment that was
-    not applied measured no magnification: no warning.
-    """
+def focus_order_votes(alignment: Alignment, focus_m: torch.Tensor) -> tuple[int, int]:
+    """(agree, disagree): the frame pairs whose measured magnification (scales differing by more than the
+    alignment's ``scale_noise``) follows, or contradicts, their focus distances (magnification grows as focus comes
+    nearer). An alignment that was not applied measured nothing: (0, 0)."""
     if not alignment.applied:
-        return None
+        return 0, 0
     fd = torch.as_tensor(focus_m, dtype=torch.float64).flatten()
     sc = alignment.scales.double()
     noise = max(SCALE_NOISE, float(getattr(alignment, "scale_noise", SCALE_NOISE)))
@@ -619,13 +615,43 @@ def check_focus_order(alignment: Alignment, focus_m: torch.Tensor) -> str | None
             ds = float(torch.log(sc[i] / sc[j]))
             if abs(ds) < noise or float(fd[i]) == float(fd[j]):
                 continue
-            nearer_i = float(fd[i]) < float(fd[j])
-            if (ds > 0) == nearer_i:
+            if (ds > 0) == (float(fd[i]) < float(fd[j])):
                 agree += 1
             else:
                 disagree += 1
+    return agree, disagree
+
+
+def breathing_correlation(alignment: Alignment, focus_m: torch.Tensor, focal_length_m: float) -> float:
+    """Pearson correlation, over the frames, of the measured log image scale with the log magnification the thin
+    lens predicts for the given focus distances (:func:`thin_lens_magnification_ratio`): near +1 when the frames
+    breathe as their focus distances say, near −1 when the distances are in the reverse order of the files, anywhere
+    between for hand-held scale jitter. 0 where nothing was measured (alignment not applied, equal scales or
+    focus)."""
+    if not alignment.applied:
+        return 0.0
+    fd = torch.as_tensor(focus_m, dtype=torch.float64).flatten()
+    try:
+        predicted = torch.log(thin_lens_magnification_ratio(focal_length_m, fd, int(alignment.reference)))
+    except DefocusError:
+        return 0.0
+    measured = torch.log(alignment.scales.double())
+    a, b = predicted - predicted.mean(), measured - measured.mean()
+    den = float(a.norm() * b.norm())
+    return float((a * b).sum()) / den if den > 0 else 0.0
+
+
+def check_focus_order(alignment: Alignment, focus_m: torch.Tensor) -> str | None:
+    """A warning when the magnification found disagrees with the given focus distances, else None.
+
+    Magnification grows as focus comes nearer. Frames whose scales differ by more than the alignment's
+    ``scale_noise`` are compared pairwise; if most such pairs are ordered against their focus distances, the focus
+    distances are probably assigned to the wrong files (e.g. ``*_far`` and ``*_near`` swapped). An alignment that was
+    not applied measured no magnification: no warning.
+    """
+    agree, disagree = focus_order_votes(alignment, focus_m)
     if disagree > agree:
-        order = ", ".join(f"{float(v):.3g} m" for v in fd)
+        order = ", ".join(f"{float(v):.3g} m" for v in torch.as_tensor(focus_m).flatten())
         return (f"the frames' magnification says the focus order is the opposite of the given focus distances "
                 f"({order}; {disagree} of {agree + disagree} frame pairs disagree): check that each distance "
                 "belongs to its file")

@@ -56,6 +56,36 @@ def _list_stack_images(folder: Path) -> list[str]:
     return sorted(names, key=_natural_key)
 
 
+#: Picture formats that are not read, and how to convert them into one that is (EXIF kept).
+UNREAD_FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
+    "HEIC/HEIF/AVIF": ((".heic", ".heif", ".hif", ".avif"),
+                       "convert them to JPEG keeping their EXIF, e.g. with libheif's `heif-convert IN.heic OUT.jpg` "
+                       "or ImageMagick's `magick mogrify -format jpg *.heic` (on a phone: set the camera to "
+                       "'most compatible')"),
+    "camera raw": ((".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"),
+                   "develop them to 16-bit TIFF or PNG with the same settings for every frame and no lens "
+                   "correction that resamples, e.g. `dcraw -T -4 *.dng`, darktable or RawTherapee"),
+}
+
+
+def no_images_message(root: Path) -> str:
+    """Why a folder without stack.json gave no images: which files it holds instead and, for formats that are not
+    read (HEIC, camera raw), how to convert them."""
+    files = sorted((e for e in root.iterdir() if e.is_file() and not e.name.startswith(".")), key=lambda e: e.name)
+    head = f"no images in {root}: expected stack.json or *.png / *.jpg / *.tif files"
+    if not files:
+        return head + " (the folder is empty)"
+    for label, (suffixes, advice) in UNREAD_FORMATS.items():
+        found = [e.name for e in files if e.suffix.lower() in suffixes]
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            return f"{head}; found {len(found)} {label} file(s) ({shown}), which are not read: {advice}"
+    counts: dict[str, int] = {}
+    for e in files:
+        counts[e.suffix.lower() or "(no extension)"] = counts.get(e.suffix.lower() or "(no extension)", 0) + 1
+    return head + "; found " + ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items()))
+
+
 def _read_stack_json(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
@@ -133,7 +163,7 @@ def read_stack(
     else:
         image_names = _list_stack_images(root)
         if not image_names:
-            raise DefocusError(f"no images in {root}: expected stack.json or *.png / *.jpg / *.tif files")
+            raise DefocusError(no_images_message(root))
     n = len(image_names)
     paths = [root / s for s in image_names]
 

@@ -36,8 +36,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from defocus.progress import progress_bar
 from defocus.color import to_uint8
 from defocus.data.codecs import load_image, read_depth
 from defocus.data.folders import read_stack
@@ -153,7 +153,7 @@ def render_sweep_group(
     h, w = int(size[0]), int(size[1])
     ids = _owned(len(seeds), shards)
     stacks, focus, ks = [], [], []
-    for seed in tqdm([seeds[i] for i in ids], desc=f"render {preset_name}/{label}", disable=not progress,
+    for seed in progress_bar([seeds[i] for i in ids], desc=f"render {preset_name}/{label}", enabled=progress,
                      leave=False):
         if seed >= VALIDATION_SEED_START:
             raise InputError(f"procedural seed {seed} is reserved for validation and testing")
@@ -199,8 +199,8 @@ def _render_frames(frames, ids: Sequence[int], preset_name: str, protocol: str |
     h, w = preset.image_size
     label, variant, physics = _variant(protocol)
     stacks, focus, ks = [], [], []
-    for i, (rgb, depth_m, fds) in zip(ids, tqdm(frames, total=len(ids), desc=f"{desc}/{label}",
-                                                disable=not progress, leave=False)):
+    for i, (rgb, depth_m, fds) in zip(ids, progress_bar(frames, total=len(ids), desc=f"{desc}/{label}",
+                                                        enabled=progress, leave=False)):
         rng = np.random.default_rng([i, seed_tag])
         filled, _ = fill_depth_holes(depth_m)
         rgb = F.interpolate(rgb[None], size=(h, w), mode="area")
@@ -274,7 +274,7 @@ def dataset_groups(cfg: DataConfig, progress: bool = True, shards: DataShards | 
             continue
         by_key: dict[tuple, list] = {}
         ids = _owned(n, shards)
-        for i in tqdm(ids, desc=f"read {ds.key}", disable=not progress, leave=False):
+        for i in progress_bar(ids, desc=f"read {ds.key}", enabled=progress, leave=False):
             st = ds.stack(i, load_ground_truth=False)
             if st.provenance.get("relative") or st.camera is None:
                 raise InputError(f"{spec}: stack {st.name} has no camera or no focus distances; training needs "

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from defocus.progress import progress_bar
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.sweeps import DataShards, FocalSweepSampler, SweepGroup, build_training_groups
 from defocus.data.synthesis import protocol_names, synthesize_stack
@@ -290,8 +291,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     while step < cfg.optim.epochs * spe:
         epoch = step // spe
         t0 = time.time()
-        bar = tqdm(total=spe, initial=step % spe, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(total=spe, initial=step % spe, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                           enabled=progress, leave=False)
         while True:
             streams = sampler.sample_streams(per_stream)
             optimizer.zero_grad(set_to_none=True)
