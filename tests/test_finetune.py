@@ -192,3 +192,31 @@ def test_rerendering_error_prefers_the_true_scene():
     right = rerendering_error(_Fixed(rgb[None], 1.0 / depth[None]), [st])
     wrong = rerendering_error(_Fixed(rgb[None], torch.full_like(depth[None], 1.0)), [st])
     assert right < 0.5 * wrong
+
+
+def test_auto_calibration_is_pooled_over_a_few_stacks(monkeypatch):
+    """One forward model for all the run's stacks: the (PSF, light) pair most stacks chose, the median of its
+    effective apertures; only max_stacks stacks are calibrated."""
+    import defocus.calibrate as calibrate
+    from defocus.calibrate import Calibration
+    from defocus.finetune import calibrate_stacks
+    from defocus.optics.forward import ForwardModel
+
+    answers = iter([("ring", "linear", 1.2, 0.10), ("disk", "linear", 1.0, 0.05), ("ring", "linear", 0.8, 0.12)])
+    calls = []
+
+    def fake(stack, focus, k, depth_range, init, **kwargs):
+        psf, light, bs, score = next(answers)
+        calls.append(stack.shape)
+        return Calibration(physics=ForwardModel(psf=psf, light=light, blur_scale=bs),
+                           scores=[{"psf": psf, "light": light, "blur_scale": bs, "reconstruction": score}])
+
+    monkeypatch.setattr(calibrate, "calibrate_forward_model", fake)
+    stacks = [_prepared(c) for c in "abcde"]
+    torch.manual_seed(0)
+    calibrate_stacks(create_model("daifnet_tiny"), stacks, "auto", progress=False, max_stacks=3)
+    assert len(calls) == 3
+    specs = {s.physics for s in stacks}
+    assert len(specs) == 1
+    (spec,) = specs
+    assert (spec.psf, spec.light) == ("ring", "linear") and spec.blur_scale == pytest.approx(1.2)

@@ -12,9 +12,10 @@ prior-consistency and sharpness terms), a small learning rate and a schedule of 
 2. **Prepare them as predict does** (:func:`defocus.predict.working_stack`): alignment, exposure normalisation and
    the automatic working size, so that the network is tuned on what it will be given. The frames are sorted by
    focus distance (the sampler draws one frame per focus bin).
-3. **The loss's forward model of each stack** is self-calibrated on it, as ``predict --refine-psf auto`` does
+3. **The loss's forward model** is self-calibrated on the stacks, as ``predict --refine-psf auto`` does on one
    (:func:`defocus.calibrate.calibrate_forward_model`: the PSF shape, light model and effective aperture that best
-   re-render the stack from the starting network's estimate), or one named family for all.
+   re-render a stack from the starting network's estimate), pooled over up to three of them into one model for
+   all (:func:`calibrate_stacks`); or one named family.
 4. **Held-out part**: about ``holdout`` of the stacks (at least one, when there are two or more) never reach the
    loss; with a single stack, its right-hand strip is held out instead. After every epoch, and once for the starting
    weights, the re-rendering error (the loss's photometric term, SSIM + L1) of the held-out part under its own forward
@@ -46,8 +47,10 @@ from defocus.errors import DefocusError, InputError
 FINETUNE_CONFIG = "finetune"
 #: Longest side (working pixels) of the held-out crops the re-rendering error is computed on (bounded time per epoch).
 VALIDATION_CROP = 192
-#: Longest side of the copy the forward model is self-calibrated on (calibrate_forward_model's own default).
+#: Longest side of the copy the forward model is self-calibrated on (calibrate_forward_model's own default), and how
+#: many stacks it is calibrated on at most.
 CALIBRATION_SIZE = 128
+CALIBRATION_STACKS = 3
 
 
 @dataclass
@@ -166,13 +169,15 @@ def _small_copy(st: PreparedStack, size: int) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: str = "auto",
-                     progress: bool = True) -> None:
-    """Sets every stack's ``physics``: the forward model self-calibrated on it (``family="auto"``, module docstring
-    step 3), or the named family (:data:`defocus.optics.forward.FAMILIES`)."""
-    from defocus.progress import progress_bar
-
+                     progress: bool = True, max_stacks: int = CALIBRATION_STACKS) -> None:
+    """Sets every stack's ``physics`` to one forward model: self-calibrated (``family="auto"``, module docstring
+    step 3) on up to ``max_stacks`` of them spread over the list — the (PSF, light) pair chosen most often (ties:
+    the lower mean re-rendering error), with the median of its chosen effective apertures — or the named family
+    (:data:`defocus.optics.forward.FAMILIES`). One model for all: the stacks of one fine-tuning run are one camera's,
+    and a choice pooled over several stacks is steadier than each stack's own (seconds per stack besides)."""
     from defocus.calibrate import calibrate_forward_model
     from defocus.optics.forward import ForwardModel
+    from defocus.progress import progress_bar
 
     if family != "auto":
         spec = ForwardModel.from_family(family).spec
@@ -180,12 +185,25 @@ def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: 
             st.physics = spec
         return
     model.eval()
-    for st in progress_bar(stacks, desc="calibrating forward models", enabled=progress, leave=False):
+    count = min(len(stacks), max_stacks)
+    chosen = sorted({round(i * (len(stacks) - 1) / max(1, count - 1)) for i in range(count)})
+    picks = []
+    for j in progress_bar(chosen, desc="calibrating the forward model", enabled=progress, leave=False):
+        st = stacks[j]
         x, k = _small_copy(st, CALIBRATION_SIZE)
         fd = st.focus_m[None]
         dr = torch.tensor([st.depth_range], dtype=torch.float64)
-        init = model(x, fd, k, dr)
-        st.physics = calibrate_forward_model(x, fd, k, st.depth_range, init).physics.spec
+        cal = calibrate_forward_model(x, fd, k, st.depth_range, model(x, fd, k, dr))
+        best = min(c["reconstruction"] for c in cal.scores)
+        picks.append((cal.physics.spec, best))
+    by_pair: dict[tuple[str, str], list] = {}
+    for spec, score in picks:
+        by_pair.setdefault((spec.psf, spec.light), []).append((spec, score))
+    pair = max(by_pair, key=lambda p: (len(by_pair[p]), -sum(s for _, s in by_pair[p]) / len(by_pair[p])))
+    scales = sorted(spec.blur_scale for spec, _ in by_pair[pair])
+    spec = by_pair[pair][0][0].replace(blur_scale=scales[len(scales) // 2])
+    for st in stacks:
+        st.physics = spec
 
 
 @torch.no_grad()
