@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import tifffile
 from PIL import Image
 
+import defocus.visualize as viz
 from defocus.data.codecs import read_depth, read_ply_points
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, make_scene
-from defocus.data.synthesis import stack_from_scene
+from defocus.data.synthesis import stack_from_scene, synthesize_stack
 from defocus.errors import DefocusError
 from defocus.metrics import depth_metrics
 from defocus.models.factory import create_model
@@ -200,3 +202,32 @@ def test_the_solve_is_on_by_default_and_can_be_turned_off(big_stack):
     alone = predict_stack(net, big_stack, max_size=160, solve_classical=False)
     assert not torch.equal(both.working.inv_depth, alone.working.inv_depth)
     assert both.options.describe()["solve_classical"] is True
+
+
+def test_relative_preview_paints_frame_0_red_like_near_and_keeps_its_title(tmp_path):
+    """The relative focus-index preview follows the metric convention (frame 0, usually the nearest focus, red) and
+    its label is the sheet's title, whole."""
+    from defocus.data.folders import read_stack
+
+    rgb, depth = make_scene(5, 96, 128, SCENE_DEPTH_RANGE_M["nyuv2"])
+    fd = torch.tensor(NYU.focus_distances_m)
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for i, img in enumerate(synthesize_stack(rgb, depth, fd, NYU.camera, "paper")):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / f"f{i}.png")
+    stack = read_stack(folder, require_focus=False)
+    result = predict_stack(None, stack, align=False)
+    out = write_prediction(tmp_path / "out", result)
+    index = tifffile.imread(out / "focus_index.tiff")
+    with Image.open(out / "focus_index_preview.png") as im:
+        sheet = np.asarray(im.convert("RGB")).astype(int)
+    # Locate the picture: the sheet's rows that are not white background, from the bottom.
+    h, w = index.shape
+    top = sheet.shape[0] - viz.SHEET_PAD - h
+    pic = sheet[top : top + h, viz.SHEET_PAD : viz.SHEET_PAD + w]
+    near = index < 0.5
+    far = index > len(fd) - 1.5
+    assert near.any() and far.any()
+    assert pic[near][:, 0].mean() > pic[near][:, 2].mean() + 40  # frame 0: red
+    assert pic[far][:, 0].mean() < pic[near][:, 0].mean() - 80  # last frame: turbo's cold (dark blue) end
+    assert sheet.shape[1] > w  # widened for its title if needed, never cut

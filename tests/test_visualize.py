@@ -66,12 +66,12 @@ def test_depth_preview_size_bar_and_near_is_warm():
     depth[-5:, :5] = np.nan
     im = viz.depth_preview(depth)
     assert isinstance(im, Image.Image) and im.mode == "RGB"
-    assert im.height == h and im.width > w + 30
+    assert h + 10 < im.height < h + 120 and im.width > w + 30  # the caption band below
     a = np.asarray(im).astype(int)
     assert a[2, w // 2, 0] > a[2, w // 2, 2]  # near: red dominates
     far = int(np.argmin(np.abs(depth[:, w // 2] - 2.5)))  # inverse depth near the low end, above turbo's dark tail
     assert a[far, w // 2, 2] > a[far, w // 2, 0] + 50  # far: blue dominates
-    assert a[-2, 1].tolist() == [0, 0, 0]  # invalid
+    assert a[h - 2, 1].tolist() == [0, 0, 0]  # invalid
     # A colour bar: a column right of the image with many distinct saturated colours.
     bar = a[:, w:, :]
     spread = bar.max(axis=2) - bar.min(axis=2)
@@ -85,11 +85,24 @@ def test_depth_preview_title_and_explicit_range():
     im = viz.depth_preview(depth, vmin=1.0, vmax=4.0, title="scene")
     assert im.height > 50 and im.width > 60
     im2 = viz.depth_preview(np.full((50, 60), 2.0))  # constant depth: widened range, no error
-    assert im2.height == 50
+    assert 50 < im2.height < 150
     with pytest.raises(DefocusError):
         viz.depth_preview(np.ones((2, 3, 4)))
     with pytest.raises(DefocusError):
         viz.depth_preview(depth, vmin=3.0, vmax=2.0)
+
+
+def test_depth_preview_text_scales_with_the_image_and_the_clip_is_said():
+    small = viz.depth_preview(np.linspace(0.5, 5.0, 120)[:, None].repeat(160, axis=1))
+    big = viz.depth_preview(np.linspace(0.5, 5.0, 2400)[:, None].repeat(3200, axis=1))
+    # Labels 1/40 of the height: the bar area and caption band grow with the image (12 px labels on 4000 px did not).
+    assert (big.width - 3200) > 4 * (small.width - 160) and (big.height - 2400) > 2 * (small.height - 120)
+    depth = np.concatenate([np.full(90, 0.31), np.linspace(0.4, 1.98, 900), np.full(10, 8.84)])[:, None]
+    caption, below, above = viz.depth_colour_caption(depth, 0.40, 1.98)
+    assert below == pytest.approx(0.09) and above == pytest.approx(0.01)
+    assert "0.4 m (red) to 1.98 m (blue)" in caption and "0.31 m to 8.84 m" in caption and "10 % of it clipped" in caption
+    caption, below, above = viz.depth_colour_caption(depth, 0.3, 9.0)
+    assert below == above == 0 and "clipped" not in caption
 
 
 def test_error_map():

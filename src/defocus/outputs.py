@@ -73,6 +73,17 @@ def _alignment_label(result: StackPrediction | RelativePrediction) -> str:
             f"{float(alignment.residual_after.mean()):.3f}")
 
 
+#: Height in pixels of the report's picture cells.
+REPORT_CELL_HEIGHT = 220
+
+
+def _for_cell(depth: np.ndarray, height: int = REPORT_CELL_HEIGHT) -> np.ndarray:
+    """A depth map subsampled (nearest: unknown pixels stay unknown) to about ``height`` rows, so that its preview's
+    colour bar and labels are drawn at the size the report shows them, not shrunk from a large picture."""
+    step = max(1, int(np.ceil(depth.shape[0] / height)))
+    return depth[::step, ::step]
+
+
 def report_page(result: StackPrediction | RelativePrediction, depth_cell: tuple[str, Any]) -> Image.Image:
     """One page per stack: input thumbnails labelled with their focus, the AIF, ``depth_cell`` (caption, picture),
     the confidence, and the mean of the (aligned) frames (doubled edges show there)."""
@@ -88,7 +99,7 @@ def report_page(result: StackPrediction | RelativePrediction, depth_cell: tuple[
                      (_alignment_label(result), mean)]]
     title = (f"{stack.name}: relative result from {stack.num_images} frames (no focus distances)" if result.relative
              else f"{stack.name}: depth from {stack.num_images} frames")
-    return contact_sheet(rows, cell_height=220, title=title)
+    return contact_sheet(rows, cell_height=REPORT_CELL_HEIGHT, title=title)
 
 
 def prediction_info(result: StackPrediction | RelativePrediction, extra: dict | None = None) -> dict[str, Any]:
@@ -165,11 +176,13 @@ def write_prediction(
         n = stack.num_images
         index = result.focus_index[0, 0].numpy().astype("float32")
         conf = result.confidence[0, 0].numpy().astype("float32")
-        preview = colorize(index, 0.0, max(n - 1, 1), "turbo")
-        label = f"RELATIVE focus index (frame 0 blue ... frame {n - 1} red), NOT metric depth"
-        preview_sheet = contact_sheet([[(label, preview)]], cell_height=min(index.shape[0], 720))
+        # Frame 0 red, as the metric preview paints near red: stacks are usually listed from near focus to far.
+        preview = colorize(max(n - 1, 1) - index, 0.0, max(n - 1, 1), "turbo")
+        label = f"RELATIVE focus index (frame 0 red ... frame {n - 1} blue), NOT metric depth"
+        # The label as the sheet's title: a cell label is cut to its image's width.
+        preview_sheet = contact_sheet([[("", preview)]], cell_height=min(index.shape[0], 720), title=label)
         info["output_size"] = [index.shape[1], index.shape[0]]
-        report = report_page(result, (label, preview))
+        report = report_page(result, ("relative focus index (frame 0 red), not metric", preview))
 
         def files(tmp: Path) -> None:
             write_depth_tiff(tmp / "focus_index.tiff", index)
@@ -195,7 +208,7 @@ def write_prediction(
         info.update({"output_size": [int(depth.shape[1]), int(depth.shape[0])], "intrinsics": k,
                      "min_confidence": min_confidence,
                      "masked_fraction": float((~keep).float().mean()), "points": int(len(xyz))})
-        report = report_page(result, ("depth (m)", depth_preview(result.working.depth[0, 0].numpy())))
+        report = report_page(result, ("depth (m)", depth_preview(_for_cell(result.working.depth[0, 0].numpy()))))
 
         def files(tmp: Path) -> None:
             write_depth_tiff(tmp / "depth.tiff", depth_np)

@@ -258,18 +258,47 @@ def _default_depth_range(depth: np.ndarray, valid: np.ndarray, vmin, vmax) -> tu
     return vmin, vmax
 
 
+def _wrap(text: str, font, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` px (a single long word stays whole)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and _text_size(lines[-1] + " " + word, font)[0] <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def depth_colour_caption(depth_m: np.ndarray, vmin: float, vmax: float) -> tuple[str, float, float]:
+    """(caption, fraction of valid pixels nearer than ``vmin``, fraction farther than ``vmax``) of a depth preview
+    coloured over [vmin, vmax] metres: the colour range, and where depth leaves it, its own range and how much of it
+    the colours clip."""
+    d = np.asarray(depth_m, dtype=np.float64)
+    vals = d[np.isfinite(d) & (d > 0)]
+    below, above = (float((vals < vmin).mean()), float((vals > vmax).mean())) if vals.size else (0.0, 0.0)
+    caption = f"colours {_fmt_metres(vmin)} (red) to {_fmt_metres(vmax)} (blue)"
+    if below > 0 or above > 0:
+        caption += (f"; depth spans {_fmt_metres(float(vals.min()))} to {_fmt_metres(float(vals.max()))}, "
+                    f"{100 * (below + above):.2g} % of it clipped to the colour range")
+    return caption, below, above
+
+
 def depth_preview(
     depth_m: np.ndarray,
     vmin: float | None = None,
     vmax: float | None = None,
     title: str | None = None,
+    font_px: int | None = None,
 ) -> Image.Image:
-    """RGB picture of a metric depth map with a colour bar in metres on its right and an optional title above.
+    """RGB picture of a metric depth map with a colour bar in metres on its right, an optional title above and a
+    caption below that states the colour range and the depth's own range.
 
     Inverse depth is mapped through turbo: ``vmin`` (near) is red, ``vmax`` (far) is blue, and values outside are
-    clipped. ``vmin``/``vmax`` default to the 2nd/98th percentiles of valid depths (finite and > 0); an empty range
-    (constant depth) is widened by ±5 %, and with no valid pixel at all the range is 1–10 m. Invalid pixels are
-    black. The picture is ``W`` plus the bar area wide and ``H`` plus the title band (if any) high.
+    clipped (the end labels then read "<= vmin" / ">= vmax" and the caption says how much is clipped). ``vmin``/``vmax``
+    default to the 2nd/98th percentiles of valid depths (finite and > 0); an empty range (constant depth) is widened
+    by ±5 %, and with no valid pixel at all the range is 1–10 m. Invalid pixels are black. Text is ``font_px`` high,
+    by default 1/40 of the image height (at least 13 px), so that it stays legible when a large preview is fitted to a
+    screen. The picture is ``W`` plus the bar area wide and ``H`` plus the title and caption bands high.
     """
     d = _as_hw_array(depth_m, "depth_m")
     valid = np.isfinite(d) & (d > 0)
@@ -277,31 +306,43 @@ def depth_preview(
     inv = np.where(valid, 1.0 / np.where(valid, d, 1.0), np.nan)
     rgb = colorize(inv, 1.0 / vmax, 1.0 / vmin, "turbo", invalid=~valid)
     h, w = d.shape
+    size = int(font_px) if font_px else max(13, round(h / 40))
 
-    font = _font(13)
+    font = _font(size)
     _, line_h = _text_size("0", font)
-    margin, bar_w, tick_len = 10, 16, 4
+    margin, bar_w, tick_len = max(10, size * 3 // 4), max(16, size * 5 // 4), max(4, size // 3)
     half = line_h // 2 + 1  # bar inset so the end labels are not cut off
     bar_h = max(h - 2 * half, 2)
     n_ticks = int(np.clip(bar_h // int(line_h * 1.8) + 1, 2, 5))
     ticks = _depth_ticks(vmin, vmax, n_ticks)
+    caption, below, above = depth_colour_caption(d, vmin, vmax)
     labels = [_fmt_metres(t) for t in ticks]
+    if below > 0:
+        labels[0] = "<= " + labels[0]
+    if above > 0:
+        labels[-1] = ">= " + labels[-1]
     label_w = max(_text_size(s, font)[0] for s in labels)
     bar_area = margin + bar_w + tick_len + 3 + label_w + margin
+    caption_font = _font(max(11, size * 4 // 5))
 
     title_h = 0
     if title:
-        title_font = _font(15)
+        title_font = _font(max(15, size * 6 // 5))
         tw, th = _text_size(title, title_font)
         title_h = th + 10
     canvas_w = w + bar_area
     if title:
         canvas_w = max(canvas_w, tw + 2 * margin)
-    canvas = Image.new("RGB", (canvas_w, h + title_h), _WHITE)
+    lines = _wrap(caption, caption_font, canvas_w - margin)
+    ch = _text_size("Ag", caption_font)[1]
+    caption_h = ch * len(lines) + margin
+    canvas = Image.new("RGB", (canvas_w, h + title_h + caption_h), _WHITE)
     canvas.paste(Image.fromarray(rgb, "RGB"), (0, title_h))
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text(((canvas_w - tw) // 2, 5), title, fill=_TEXT, font=title_font)
+    for i, line in enumerate(lines):
+        draw.text((margin // 2, title_h + h + margin // 2 + i * ch), line, fill=_TEXT, font=caption_font)
 
     # Colour bar: top row = near (vmin, high end of turbo), bottom row = far (vmax).
     x0, y0 = w + margin, title_h + (h - bar_h) // 2
