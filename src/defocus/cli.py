@@ -295,7 +295,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     folders = expand_stack_folders(args.stacks)
     prepared, problems = prepare_stacks(lambda f: read_stack(f, **read_kwargs), folders, cfg.data.size,
                                         getattr(start, "working_blur_per_dioptre", TARGET_BLUR_PER_DIOPTRE),
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, flags=True)
     if problems:
         for line in problems:
             print(f"defocus finetune: error: cannot use {line}", file=sys.stderr)
@@ -686,7 +686,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         st = read_stack(folder, **read_kwargs)
         relative = bool(st.provenance.get("relative"))
         if st.camera is None and not relative:
-            raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name))
+            raise DefocusError(missing_camera_message(st.provenance.get("camera", {}), st.name, flags=True))
         source = st.provenance.get("focus", {}).get("source")
         for image_name, fd in zip(st.image_names, st.focus_distances_m.tolist()):
             print(f"  {image_name}: " + ("focus unknown (relative result)" if relative else
@@ -742,7 +742,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     kwargs.pop("load_ground_truth")
     infos = []
     for folder in expand_stack_folders(args.stacks):
-        info = inspect_stack(folder, **kwargs)
+        info = inspect_stack(folder, flags=True, **kwargs)
         infos.append(info)
         print(format_inspection(info))
     if args.json:

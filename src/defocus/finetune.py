@@ -75,15 +75,16 @@ class PreparedStack:
         return self.frames.float() / 255.0
 
 
-def stack_problem(stack: FocalStack) -> str | None:
-    """Why ``stack`` cannot be fine-tuned on (one phrase), or None."""
+def stack_problem(stack: FocalStack, flags: bool = False) -> str | None:
+    """Why ``stack`` cannot be fine-tuned on (one phrase), or None; with ``flags``, naming the command-line flags
+    that would fix it."""
     if stack.provenance.get("relative"):
-        return ("no focus distances (give --focus or --focus-diopters, or focus_distances_m in stack.json): "
-                "fine-tuning needs metric focus")
+        given = "--focus or --focus-diopters" if flags else "focus distances in metres or dioptres"
+        return f"no focus distances (give {given}, or focus_distances_m in stack.json): fine-tuning needs metric focus"
     if stack.camera is None:
         from defocus.data.sources import missing_camera_message
 
-        return missing_camera_message(stack.provenance.get("camera", {}), stack.name)
+        return missing_camera_message(stack.provenance.get("camera", {}), stack.name, flags=flags)
     if stack.num_images < 2:
         return "a single image: the loss needs at least two focus settings"
     if len(set(stack.focus_distances_m.tolist())) < 2:
@@ -93,7 +94,7 @@ def stack_problem(stack: FocalStack) -> str | None:
 
 def prepare_stacks(
     read: Callable[[Path], FocalStack], folders: Sequence[Path], crop: Sequence[int], target_blur_per_dioptre: float,
-    progress: bool = True,
+    progress: bool = True, flags: bool = False,
 ) -> tuple[list[PreparedStack], list[str]]:
     """Reads every folder with ``read`` and prepares it (module docstring, steps 1-2).
 
@@ -111,7 +112,7 @@ def prepare_stacks(
         except DefocusError as exc:
             problems.append(f"{folder}: {exc}")
             continue
-        why = stack_problem(st)
+        why = stack_problem(st, flags)
         if why is None:
             warnings: list[str] = []
             try:

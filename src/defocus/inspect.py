@@ -13,7 +13,7 @@ from defocus.optics.camera import default_depth_range
 _UNITS = {"focal_length_mm": "mm", "f_number": "", "pixel_size_um": "µm"}
 
 
-def inspect_stack(folder: str | os.PathLike, **read_stack_kwargs: Any) -> dict:
+def inspect_stack(folder: str | os.PathLike, flags: bool = False, **read_stack_kwargs: Any) -> dict:
     """Reads ``folder`` as ``predict`` would (:func:`read_stack` with the same keyword arguments; ground truth is
     not loaded unless ``load_ground_truth=True`` is passed) and describes it.
 
@@ -28,6 +28,8 @@ def inspect_stack(folder: str | os.PathLike, **read_stack_kwargs: Any) -> dict:
          "depth_range_m": [near, far] | None  (defocus.optics.camera.default_depth_range),
          "max_blur_px": float | None  (largest CoC in pixels, K·|1/fd − 1/d| at the range ends, over the images),
          "warnings": [str, ...]}
+
+    With ``flags`` (the ``inspect`` command), the warnings name the command-line flags that would fix them.
 
     Raises:
         DefocusError: whatever :func:`read_stack` raises (with ``require_focus=True``, the default, a stack without
@@ -46,11 +48,12 @@ def inspect_stack(folder: str | os.PathLike, **read_stack_kwargs: Any) -> dict:
     depth_range = None
     max_blur = None
     if stack.camera is None:
-        warnings.append(missing_camera_message(cam_prov, stack.name))
+        warnings.append(missing_camera_message(cam_prov, stack.name, flags=flags))
     if relative:
         warnings.append(
-            f"no focus distances for {stack.name} (no --focus, --focus-diopters, stack.json focus_distances_m or "
-            "EXIF SubjectDistance): only a relative result is possible"
+            f"no focus distances for {stack.name} ("
+            + ("no --focus, --focus-diopters, " if flags else "none given, no ")
+            + "stack.json focus_distances_m or EXIF SubjectDistance): only a relative result is possible"
         )
     if stack.camera is not None and not relative:
         ks = [float(k) for k in stack.camera.blur_per_dioptre(stack.focus_distances_m).tolist()]

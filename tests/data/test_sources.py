@@ -195,23 +195,30 @@ def test_bad_camera_values_are_errors_or_missing():
 def test_missing_camera_message_names_the_flags_still_to_pass():
     exif = {"focal_length_mm": 6.81, "f_number": 1.85, "make": "Google", "model": "Pixel 9"}
     cam, s = resolve_camera({}, None, exif, 4080)
-    msg = missing_camera_message(s, "STACK")
+    msg = missing_camera_message(s, "STACK", flags=True)
     assert cam is None and _flags_named(msg) == {"--pixel-size-um", "--sensor-width-mm"}
     assert msg.startswith("no pixel pitch for STACK: pass --pixel-size-um or --sensor-width-mm")
     assert "FocalLength 6.81 mm and FNumber 1.85" in msg and "Google Pixel 9 is not in the sensor table" in msg
 
     _, s = resolve_camera({}, None, {**exif, "model": "Pixel 6 Pro", "focal_length_mm": 2.0}, 4080)
-    assert "only for its main camera (FocalLength 6.81 mm)" in missing_camera_message(s, "S")
+    assert "only for its main camera (FocalLength 6.81 mm)" in missing_camera_message(s, "S", flags=True)
     _, s = resolve_camera({}, None, {"focal_length_mm": 6.81, "f_number": 1.85}, 4080)
-    assert "no EXIF Make/Model" in missing_camera_message(s, "S")
+    assert "no EXIF Make/Model" in missing_camera_message(s, "S", flags=True)
 
     _, s = resolve_camera({}, None, {}, 4080)
-    assert _flags_named(missing_camera_message(s, "S")) == {
+    assert _flags_named(missing_camera_message(s, "S", flags=True)) == {
         "--focal-length-mm", "--f-number", "--pixel-size-um", "--sensor-width-mm"}
     _, s = resolve_camera({"pixel_size_um": 2.0}, None, {"focal_length_mm": 6.81}, 4080)
-    msg = missing_camera_message(s, "S")
+    msg = missing_camera_message(s, "S", flags=True)
     assert _flags_named(msg) == {"--f-number"} and msg.startswith("no f-number for S")
     assert "--pixel-size-um 2 given" in msg
+    # For API users (the default): the values by name, no command-line flag.
+    msg = missing_camera_message(s, "S")
+    assert "--" not in msg and msg.startswith("no f-number for S: give the f-number (f_number)")
+    assert "pixel pitch 2 µm given" in msg
+    _, s = resolve_camera({}, None, exif, 4080)
+    msg = missing_camera_message(s, "STACK")
+    assert msg.startswith("no pixel pitch for STACK: give the pixel pitch (pixel_size_um) or the sensor width") and "--" not in msg
 
 
 # ============================================================================================= focus sources
@@ -294,7 +301,7 @@ def test_read_stack_camera_from_sensor_table_flags_and_sensor_width(tmp_path):
         Image.fromarray(np.full((30, 40, 3), 60 * i, np.uint8)).save(plain / f"f{i}.png")
     st = read_stack(plain, focus=[1.0, 2.0])
     assert st.camera is None
-    assert _flags_named(missing_camera_message(st.provenance["camera"], st.name)) == {
+    assert _flags_named(missing_camera_message(st.provenance["camera"], st.name, flags=True)) == {
         "--focal-length-mm", "--f-number", "--pixel-size-um", "--sensor-width-mm"}
     st = read_stack(plain, focus=[1.0, 2.0], camera_flags={"focal_length_mm": 6.0, "f_number": 2.0},
                     sensor_width_mm=8.0)

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from defocus.checks import check_shape
 from defocus.color import to_grey
-from defocus.errors import DefocusError
+from defocus.errors import DefocusError, InputError
 
 #: Scale differences (relative) below this are within the estimation noise: the focus-order check ignores them ...
 SCALE_NOISE = 5e-4
@@ -558,7 +558,8 @@ def _compose(
     box = (int(math.ceil(x0 - 1e-6)), int(math.ceil(y0 - 1e-6)), int(math.floor(x1 + 1e-6)),
            int(math.floor(y1 + 1e-6)))
     if box[2] - box[0] < 8 or box[3] - box[1] < 8:
-        raise DefocusError("the frames do not overlap after alignment: are they one scene? (try --no-align)")
+        raise InputError("the frames do not overlap after alignment: are they one scene? (or turn the alignment off)",
+                         field="align")
     return Alignment(matrices, reference, sc, rotations, before, after, box, size, True, reason, disp, fitted,
                      tuple(applied), scale_noise)
 

@@ -141,39 +141,48 @@ def _join(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _describe(key: str, value: float, source: str) -> str:
+def _describe(key: str, value: float, source: str, flags: bool = True) -> str:
     unit = {"focal_length_mm": " mm", "f_number": "", "pixel_size_um": " µm"}[key]
     v = f"{value:g}{unit}"
     if source.startswith("exif:"):
         return f"{source[5:]} {v}"
     if source == "flag":
-        return f"{CAMERA_FLAGS[key]} {value:g}"
+        return f"{CAMERA_FLAGS[key]} {value:g}" if flags else f"{_FIELD_WORDS[key]} {v}"
     return f"{_FIELD_WORDS[key]} {v} from {source}"
 
 
-def missing_camera_message(sources: dict, name: str | None = None) -> str:
-    """Names exactly the flags still to pass when :func:`resolve_camera` found no camera, and why, e.g.::
+def missing_camera_message(sources: dict, name: str | None = None, flags: bool = False) -> str:
+    """Names exactly the camera values still to give when :func:`resolve_camera` found no camera, and why, e.g.::
 
-        no pixel pitch for STACK: pass --pixel-size-um or --sensor-width-mm (EXIF has FocalLength 6.81 mm and
-        FNumber 1.85 but no pixel pitch, and the camera model Google Pixel 9 is not in the sensor table)
+        no pixel pitch for STACK: give the pixel pitch (pixel_size_um) or the sensor width (EXIF has FocalLength
+        6.81 mm and FNumber 1.85 but no pixel pitch, and the camera model Google Pixel 9 is not in the sensor table)
+
+    With ``flags`` (the command line's callers), the command-line flags that give them instead::
+
+        no pixel pitch for STACK: pass --pixel-size-um or --sensor-width-mm (...)
     """
     missing = [k for k in CAMERA_FIELDS if (sources.get(k) or {}).get("source") is None]
     what = name or "the stack"
     if not missing:
         return f"{what} has a complete camera"
-    flags = [CAMERA_FLAGS[k] for k in missing]
+    if flags:
+        names = [CAMERA_FLAGS[k] for k in missing]
+        pitch, either = "--pixel-size-um or --sensor-width-mm", "one of --pixel-size-um / --sensor-width-mm"
+        verb = "pass"
+    else:  # the values' names as stack.json's camera and the API's camera_flags spell them
+        names = [f"the {_FIELD_WORDS[k]} ({k})" for k in missing]
+        pitch = either = "the pixel pitch (pixel_size_um) or the sensor width (sensor_width_mm)"
+        verb = "give"
     if "pixel_size_um" in missing:
-        if len(flags) == 1:
-            pass_text = "--pixel-size-um or --sensor-width-mm"
-        else:
-            pass_text = _join(flags[:-1] + ["one of --pixel-size-um / --sensor-width-mm"])
+        pass_text = pitch if len(names) == 1 else _join(names[:-1] + [either])
     else:
-        pass_text = _join(flags)
-    head = f"no {_join([_FIELD_WORDS[k] for k in missing])} for {what}: pass {pass_text}"
+        pass_text = _join(names)
+    head = f"no {_join([_FIELD_WORDS[k] for k in missing])} for {what}: {verb} {pass_text}"
 
     found = [(k, sources[k]) for k in CAMERA_FIELDS if k not in missing]
-    exif_found = [_describe(k, s["value"], s["source"]) for k, s in found if s["source"].startswith("exif:")]
-    other_found = [_describe(k, s["value"], s["source"]) for k, s in found if not s["source"].startswith("exif:")]
+    exif_found = [_describe(k, s["value"], s["source"], flags) for k, s in found if s["source"].startswith("exif:")]
+    other_found = [_describe(k, s["value"], s["source"], flags) for k, s in found
+                   if not s["source"].startswith("exif:")]
     lacks = f"no {_join([_FIELD_WORDS[k] for k in missing])}"
     parts = []
     if other_found:
