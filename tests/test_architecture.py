@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "defocus"
 
 #: The layers of the README's table, lowest first: a module may import its own layer and the ones before it.
 LAYERS: list[set[str]] = [
-    {"errors", "checks", "files", "color"},
+    {"errors", "checks", "files", "color", "progress"},
     {"optics"},
     {"metrics", "visualize", "filters", "solve", "confidence"},
     {"data"},
@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"losses"},
     {"refine", "calibrate", "predict", "outputs", "inspect", "evaluate", "demo", "export"},
     {"train"},
+    {"finetune"},
     {"cli", "__main__", "__init__"},
 ]
 

@@ -15,7 +15,7 @@ from defocus.data.folders import write_stack
 from defocus.data.procedural import make_scene
 from defocus.data.stack import FocalStack
 from defocus.data.synthesis import synthesize_stack
-from defocus.finetune import PreparedStack, rerendering_error, split_holdout
+from defocus.finetune import MIN_IMPROVEMENT, PreparedStack, rerendering_error, split_holdout
 from defocus.models.checkpoint import read_metadata, save_checkpoint
 from defocus.models.factory import create_model
 from defocus.models.prediction import Prediction
@@ -63,9 +63,11 @@ def test_finetune_end_to_end_and_predict_takes_the_weights(tmp_path: Path, tiny_
     assert [float(r["val_rerender"]) for r in rows] == pytest.approx(record["epoch_rerender"])
     summary = json.loads((tmp_path / "runs" / "finetune-tuned" / "finetune.json").read_text())
     assert summary["weights"] == str(out)
-    # The weights differ from the start (they were trained) and predict runs with them.
+    # The weights are the trained ones where the held-out error fell clearly, else the starting ones; predict runs.
     tuned, start = create_model(checkpoint=out), create_model(checkpoint=tiny_weights)
-    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))
+    changed = any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))
+    gained = min(record["epoch_rerender"]) < (1 - MIN_IMPROVEMENT) * record["start_rerender"]
+    assert record["kept_start"] == (not gained) and changed == gained
     assert main(["predict", str(stacks[0]), "-o", str(tmp_path / "pred"), "--checkpoint", str(out)]) == 0
     assert (tmp_path / "pred" / "s0" / "depth.tiff").is_file()
 
@@ -220,3 +222,17 @@ def test_auto_calibration_is_pooled_over_a_few_stacks(monkeypatch):
     assert len(specs) == 1
     (spec,) = specs
     assert (spec.psf, spec.light) == ("ring", "linear") and spec.blur_scale == pytest.approx(1.2)
+
+
+def test_no_clear_gain_keeps_the_starting_weights(tmp_path: Path, tiny_weights: Path, capsys, monkeypatch):
+    import defocus.finetune as ft
+
+    monkeypatch.setattr(ft, "MIN_IMPROVEMENT", 0.99)  # no run can lower the error that much
+    stacks = [_write(tmp_path / f"s{i}", 60 + i) for i in range(2)]
+    out = tmp_path / "w.safetensors"
+    rc = main(["finetune", *map(str, stacks), "-o", str(out), "--checkpoint", str(tiny_weights),
+               "--run-dir", str(tmp_path / "runs"), *FAST])
+    assert rc == 0 and "the starting weights were written" in capsys.readouterr().out
+    assert read_metadata(out)["extra"]["finetune"]["kept_start"] is True
+    tuned, start = create_model(checkpoint=out), create_model(checkpoint=tiny_weights)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))

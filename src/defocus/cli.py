@@ -313,6 +313,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"held-out re-rendering error: start {result.start_rerender:.5f}; epochs {errors}")
     print(f"trained on {len(result.train_stacks)} stack(s), held out {len(result.held_out_stacks)}; run in "
           f"{result.run_dir}")
+    if result.kept_start:
+        print("no clear gain on the held-out stacks: the starting weights were written")
     print(f"weights written to {out}: defocus predict STACK -o OUT --checkpoint {out}")
     return 0
 
