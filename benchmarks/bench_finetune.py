@@ -106,8 +106,10 @@ def main() -> None:
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise SystemExit(f"finetune failed: {proc.stderr.strip()[-2000:]}")
+                lines = proc.stdout.strip().splitlines()
+                said = [ln for ln in lines if ln.startswith(("held-out re-rendering error:", "no clear gain"))]
                 print(f"  half {h}: fine-tuned on {len(tune_groups)} groups in {time.time() - t:.0f} s; "
-                      + proc.stdout.strip().splitlines()[-3], flush=True)
+                      + "; ".join(said), flush=True)
             tuned = create_model(checkpoint=weights)
             for e, st in stacks.values():
                 if e.scene_group in tune_groups:
