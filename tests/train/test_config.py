@@ -292,3 +292,34 @@ def test_valid_configs_pass_validation_unchanged():
                                 "optim.weight_decay=0", "optim.warmup_steps=0", "val_scenes=0", "data.p_typical=1",
                                 "data.scenes_per_group=0", "data.stack_dirs=[a]", "model.config.prior_presmooth=auto"])
     assert edge.data.size == [6, 6] and edge.optim.grad_clip == 0.0
+
+
+def test_a_missing_data_path_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """The release config's RGB-D index exists only beside the repository: elsewhere the run stops at once, with the
+    key named and how to clear it, and leaves no run folder behind."""
+    from defocus.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["train", "--config", "tiny", "data.rgbd_index=no/such/INDEX.csv", f"out_dir={tmp_path / 'runs'}",
+               "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "data.rgbd_index" in err[0] and "data.rgbd_index=''" in err[0]
+    assert not (tmp_path / "runs").exists()
+    rc = main(["train", "--config", "tiny", "data.stack_dirs=[no_such_stack]", f"out_dir={tmp_path / 'runs'}",
+               "--quiet"])
+    assert rc == 2 and "no_such_stack" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_fails_while_building_its_data_leaves_no_folder(tmp_path, monkeypatch):
+    import defocus.train.trainer as trainer
+    from defocus.errors import InputError
+    from defocus.train.config import load_config
+
+    def broken(*args, **kwargs):
+        raise InputError("a data source failed")
+
+    monkeypatch.setattr(trainer, "build_training_groups", broken)
+    cfg = load_config("tiny", [f"out_dir={tmp_path / 'runs'}", "name=r"])
+    with pytest.raises(InputError, match="data source failed"):
+        trainer.train(cfg, progress=False)
+    assert not (tmp_path / "runs" / "r").exists()

@@ -165,6 +165,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, config_
         shutdown(ctx)
 
 
+def check_data_paths(data) -> None:
+    """An InputError, before any work, for a data path of the config that does not exist: ``data.rgbd_index`` (a
+    file), ``data.stack_dirs`` and ``data.rgbd_dirs`` (folders). Relative paths are read from the current folder."""
+    where = f"relative paths are read from {Path.cwd()}"
+    if data.rgbd_index and not Path(data.rgbd_index).is_file():
+        raise InputError(f"config key data.rgbd_index: {data.rgbd_index} does not exist ({where}); give the path of "
+                         "an INDEX.csv, or clear the key with data.rgbd_index=''", field="data.rgbd_index")
+    for key in ("stack_dirs", "rgbd_dirs"):
+        for folder in getattr(data, key):
+            if not Path(folder).is_dir():
+                raise InputError(f"config key data.{key}: folder {folder} does not exist ({where})",
+                                 field=f"data.{key}")
+
+
 def initial_weights(cfg: TrainConfig, model: torch.nn.Module) -> None:
     """Loads the starting weights ``cfg.init`` ("shipped" or a checkpoint) into ``model``: an InputError where they
     are another model or another model config than the run's."""
@@ -211,8 +225,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
     if resume:
         # Every rank reads the same file (a shared file system across nodes), so all agree on where they start.
         state, _ = load_latest(run_dir, warn=(lambda m: tqdm.write(m)) if ctx.is_main else (lambda m: None))
+    if groups is None:
+        check_data_paths(cfg.data)  # before anything is rendered or written
     barrier(ctx)  # no rank creates files before every rank has checked the folder
     resolved = config_dict or cfg.to_dict()
+    created = not run_dir.exists()
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)
@@ -220,7 +237,15 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: bool, progress: bool, con
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text), "config")
 
     if groups is None:
-        groups = build_training_groups(cfg.data, progress=progress, shards=shards)
+        try:
+            groups = build_training_groups(cfg.data, progress=progress, shards=shards)
+        except BaseException:
+            # A run that failed before its first step leaves no folder behind that a rerun would trip over.
+            if ctx.is_main and created and not (run_dir / "metrics.csv").exists():
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     sampler = FocalSweepSampler(groups, cfg.data, seed=cfg.seed, shards=shards)
     per_stream = cfg.optim.batch_size // shards.count
     model = create_model(cfg.model.name, **cfg.model.config)
