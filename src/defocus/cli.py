@@ -235,7 +235,8 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
         description="Fine-tune the shipped weights (or --checkpoint) on your own focal stacks, fully self-supervised: "
         "each stack is read as predict reads it (stack.json, EXIF, --focus and camera flags) and prepared as predict "
         "prepares it; part of the stacks is held out and its re-rendering error is reported after every epoch; the "
-        "weights of the best epoch are written to WEIGHTS, for `defocus predict --checkpoint WEIGHTS`. Every stack "
+        "weights of the best epoch are written to WEIGHTS (the starting ones where the held-out error did not fall "
+        "by 1 %), for `defocus predict --checkpoint WEIGHTS`. Every stack "
         "is checked before any training: a run with an unusable stack is refused and writes nothing.",
     )
     p.add_argument("stacks", nargs="+", type=Path, help="stack folders, or folders of stack folders")
@@ -251,8 +252,8 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
                    help="fraction of the stacks held out for the re-rendering error (default 0.2; at least one "
                    "stack; a single stack holds out its right-hand strip)")
     p.add_argument("--forward", default="auto", metavar="auto|FAMILY",
-                   help="the loss's forward model: auto (default: self-calibrated on each stack, as predict "
-                   "--refine-psf auto) or a named family (disk, gaussian, ...)")
+                   help="the loss's forward model: auto (default: self-calibrated as predict --refine-psf auto "
+                   "does, on up to three of the stacks, one model for all) or a named family (disk, gaussian, ...)")
     p.add_argument("--run-dir", type=Path, default=Path("runs"),
                    help="folder of the run (config.yaml, metrics.csv, checkpoints); default ./runs")
     p.add_argument("--name", help="run name (default: finetune-<WEIGHTS file stem>)")
