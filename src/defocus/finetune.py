@@ -107,9 +107,9 @@ def prepare_stacks(
     Returns (the prepared stacks, one line per folder that cannot be used: ``"<folder>: <reason>"``). Nothing is
     written; every folder is read even after a failure, so that all problems are reported at once.
     """
-    from defocus.progress import progress_bar
-
+    from defocus.color import to_uint8
     from defocus.predict import PredictOptions, working_stack
+    from defocus.progress import progress_bar
 
     prepared, problems = [], []
     for folder in progress_bar(folders, desc="reading stacks", enabled=progress, leave=False):
@@ -132,8 +132,6 @@ def prepare_stacks(
                        "(lower data.size)")
             else:
                 order = torch.argsort(st.focus_distances_m)
-                from defocus.color import to_uint8
-
                 prepared.append(PreparedStack(
                     name=st.name, frames=to_uint8(ws.small[order]), focus_m=st.focus_distances_m[order].float(),
                     blur_per_dioptre=ws.blur_per_dioptre[0, order].float(), depth_range=ws.depth_range,
