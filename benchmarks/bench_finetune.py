@@ -11,7 +11,7 @@ the fine-tuned weights, and scored against its ground truth: δ1 / AbsRel / RMSE
 and over all. Also the network alone (``--no-solve``), where the fine-tuning acts most directly.
 
 Usage: python benchmarks/bench_finetune.py [--cameras 2] [--out DIR] [--json out.json] [--threads 2]
-       [--finetune-flag=--epochs --finetune-flag=6 ...]
+       [--finetune-flag=--epochs --finetune-flag=6 ...] [--solve-network-weight ALPHA]
 """
 
 from __future__ import annotations
@@ -71,7 +71,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--finetune-flag", action="append", default=[], metavar="FLAG")
+    ap.add_argument("--solve-network-weight", type=float, default=None, metavar="ALPHA",
+                    help="diagnostic: the solve's network-term weight for this run (defocus.predict."
+                    "SOLVE_NETWORK_WEIGHT); weights already under --out are reused")
     args = ap.parse_args()
+    if args.solve_network_weight is not None:
+        import defocus.predict
+
+        defocus.predict.SOLVE_NETWORK_WEIGHT = args.solve_network_weight
     require_frames(args.threads)
     frames = _test_frames()
     groups = sorted({e.scene_group for e, _, _ in frames})
