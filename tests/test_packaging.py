@@ -27,6 +27,7 @@ def test_wheel_ships_weights_and_configs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "w").glob("defocus-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"defocus/configs/release.yaml", "defocus/configs/tiny.yaml",
+    assert {"defocus/configs/release.yaml", "defocus/configs/tiny.yaml", "defocus/configs/finetune.yaml",
+            "defocus/models/weights/confidence.json",
             "defocus/models/weights/daifnet_release.safetensors"} <= names
     assert "defocus/optics/forward.py" in names and "defocus/models/factory.py" in names
