@@ -265,7 +265,7 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from defocus.data.folders import expand_stack_folders, read_stack
-    from defocus.finetune import finetune, finetune_config, prepare_stacks
+    from defocus.finetune import check_holdout, finetune, finetune_config, prepare_stacks
     from defocus.models.factory import create_model
     from defocus.optics.forward import ForwardModel
     from defocus.predict import TARGET_BLUR_PER_DIOPTRE
@@ -289,8 +289,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     run_dir = args.run_dir / name
     if (run_dir / "metrics.csv").exists():
         raise DefocusError(f"run folder {run_dir} already has a run: choose another --name or --run-dir")
-    if not 0.0 < args.holdout < 1.0:
-        raise DefocusError(f"--holdout must lie strictly between 0 and 1, got {args.holdout}")
+    check_holdout(args.holdout)
     start = create_model(pretrained=True) if init == "shipped" else create_model(checkpoint=init)
     read_kwargs = _read_args(args)
     folders = expand_stack_folders(args.stacks)
@@ -309,7 +308,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
               + ", ".join(f"{v:.3g}" for v in st.focus_m.tolist()) + " m")
         for w in st.warnings:
             print(f"defocus finetune: warning: {st.name}: {w}", file=sys.stderr)
-    result = finetune(prepared, out, cfg, holdout=args.holdout, family=args.forward, progress=not args.quiet)
+    result = finetune(prepared, out, cfg, holdout=args.holdout, family=args.forward, progress=not args.quiet,
+                      start=start)
     errors = ", ".join(f"{e:.5f}" for e in result.epoch_rerender)
     print(f"held-out re-rendering error: start {result.start_rerender:.5f}; epochs {errors}")
     print(f"trained on {len(result.train_stacks)} stack(s), held out {len(result.held_out_stacks)}; run in "
@@ -825,6 +825,7 @@ FIELD_FLAGS: dict[str, tuple[str, str]] = {
     "align": ("no_align", "--no-align"),
     "confidence": ("confidence", "--confidence"),
     "trust_focus_order": ("trust_focus_order", "--trust-focus-order"),
+    "holdout": ("holdout", "--holdout"),
 }
 
 

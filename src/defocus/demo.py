@@ -11,10 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from torch import nn
 
-from defocus.progress import progress_bar
 from defocus.data.folders import write_stack
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, TEST_SEED_START, make_scene
 from defocus.data.stack import FocalStack
@@ -23,6 +21,7 @@ from defocus.evaluate import evaluate_stack, format_table, results_to_json, summ
 from defocus.files import atomic_write
 from defocus.optics.camera import get_preset
 from defocus.predict import PredictOptions
+from defocus.progress import progress_bar
 
 
 def make_test_stack(preset_name: str, protocol: str, index: int) -> FocalStack:

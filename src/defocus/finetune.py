@@ -142,12 +142,18 @@ def prepare_stacks(
     return prepared, problems
 
 
+def check_holdout(holdout: float) -> float:
+    """The held-out fraction, checked: an InputError unless 0 < ``holdout`` < 1."""
+    if not 0.0 < holdout < 1.0:
+        raise InputError(f"the held-out fraction must lie strictly between 0 and 1, got {holdout}", field="holdout")
+    return holdout
+
+
 def split_holdout(stacks: list[PreparedStack], holdout: float) -> tuple[list[PreparedStack], list[PreparedStack]]:
     """(training, held-out) stacks: every ⌈1/holdout⌉-th stack by name held out (at least one, at least one left
     for training); a single stack is split into its left (training) and right (held-out) parts, the right one
     ``holdout`` of its width (at least 32 px)."""
-    if not 0.0 < holdout < 1.0:
-        raise InputError(f"the held-out fraction must lie strictly between 0 and 1, got {holdout}", field="holdout")
+    check_holdout(holdout)
     if len(stacks) == 1:
         st = stacks[0]
         w = st.frames.shape[-1]
@@ -286,18 +292,20 @@ class FinetuneResult:
 
 def finetune(
     stacks: list[PreparedStack], output: str | os.PathLike, cfg, holdout: float = 0.2, family: str = "auto",
-    progress: bool = True,
+    progress: bool = True, start: nn.Module | None = None,
 ) -> FinetuneResult:
     """Fine-tunes ``cfg.init``'s network on the prepared ``stacks`` (module docstring steps 3-5) and writes the
-    weights to ``output`` (a ``.safetensors`` file); the run folder is ``cfg.out_dir / cfg.name``."""
+    weights to ``output`` (a ``.safetensors`` file); the run folder is ``cfg.out_dir / cfg.name``. ``start``: those
+    starting weights, already loaded (else they are loaded here)."""
     from defocus.files import atomic_write
     from defocus.models.checkpoint import read_checkpoint, save_checkpoint
     from defocus.models.factory import create_model
     from defocus.train.trainer import train
 
     output = Path(output)
-    split_holdout(stacks, holdout)  # checks the fraction before the calibration's minutes
-    start = create_model(pretrained=True) if cfg.init == "shipped" else create_model(checkpoint=cfg.init)
+    check_holdout(holdout)  # before the calibration's minutes
+    if start is None:
+        start = create_model(pretrained=True) if cfg.init == "shipped" else create_model(checkpoint=cfg.init)
     calibrate_stacks(start, stacks, family, progress)  # before the split: a single stack's two parts share it
     train_stacks, held_out = split_holdout(stacks, holdout)
     start_error = rerendering_error(start, held_out)
@@ -305,11 +313,15 @@ def finetune(
         from defocus.progress import progress_write
 
         progress_write(f"held-out re-rendering error of the starting weights: {start_error:.5f} "
-                   f"({len(held_out)} held-out part(s): {', '.join(s.name for s in held_out)})")
+                       f"({len(held_out)} held-out part(s): {', '.join(s.name for s in held_out)})")
+    epoch_errors: list[float] = []  # one per epoch, as metrics.csv's val_rerender
+
+    def validator(model: nn.Module) -> dict[str, float]:
+        epoch_errors.append(rerendering_error(model, held_out))
+        return {"val_rerender": epoch_errors[-1]}
+
     run_dir = train(cfg, progress=progress, groups=sweep_groups(train_stacks, cfg.data.stack_protocol),
-                    validator=lambda m: {"val_rerender": rerendering_error(m, held_out)})
-    rows = _read_rows(run_dir / "metrics.csv")
-    epoch_errors = [float(r["val_rerender"]) for r in rows]
+                    validator=validator)
     src = run_dir / ("best.safetensors" if cfg.export_weights == "best" else "last.safetensors")
     state, meta = read_checkpoint(src)
     model = create_model(meta["model_name"], **dict(meta["model_config"]))
@@ -338,9 +350,3 @@ def finetune(
     atomic_write(run_dir / "finetune.json", lambda tmp: tmp.write_text(text + "\n"), "summary")
     return summary
 
-
-def _read_rows(path: Path) -> list[dict]:
-    import csv
-
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))

@@ -202,9 +202,7 @@ def write_prediction(
         if clipped > 0:  # the float TIFF is exact; say so rather than let the 16-bit file saturate silently
             note = (f"depth.png (uint16 millimetres) clips {100 * clipped:.3g} % of the pixels at "
                     f"{DEPTH_PNG_MAX_M:g} m (depth reaches {float(depth.max()):.4g} m): depth.tiff holds the values")
-            result.warnings.append(note)
-            if info.get("warnings") is not result.warnings:
-                info.setdefault("warnings", []).append(note)
+            result.warnings.append(note)  # prediction.json's "warnings" is this list
         info.update({"output_size": [int(depth.shape[1]), int(depth.shape[0])], "intrinsics": k,
                      "min_confidence": min_confidence,
                      "masked_fraction": float((~keep).float().mean()), "points": int(len(xyz))})

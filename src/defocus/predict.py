@@ -567,7 +567,6 @@ def predict_stack(
     # The bar closes on an error too, so that its line is cleared before the error is printed.
     with progress_bar(total=3, desc=f"predict {stack.name}", enabled=progress, leave=False) as bar:
         camera = require_camera(stack)
-        dr = resolve_depth_range(stack, options.depth_range)  # checked before any work
         timings: dict[str, float] = {}
         warnings: list[str] = []
         refine_used = None
@@ -580,7 +579,7 @@ def predict_stack(
         t = time.perf_counter()
         ws = working_stack(stack, options, getattr(model, "working_blur_per_dioptre", TARGET_BLUR_PER_DIOPTRE),
                            in_place, warnings)
-        frames, alignment, box, gains = ws.frames, ws.alignment, ws.crop_box, ws.exposure_gains
+        frames, alignment, box, gains, dr = ws.frames, ws.alignment, ws.crop_box, ws.exposure_gains, ws.depth_range
         stage("align", t)
 
         t = time.perf_counter()
@@ -686,10 +685,9 @@ def solve_data_term(
 
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
            second: tuple[torch.Tensor, torch.Tensor] | None = None) -> Prediction:
-    """The prediction with its inverse depth replaced by the global edge-aware solve (confidence as the data weight,
-    the grey AIF as the guide), kept inside the depth range. With ``second`` = (inverse depth, confidence), a second
-    data term: Σ c₁ (x − t₁)² + c₂ (x − t₂)² is Σ (c₁ + c₂)(x − t)² with t the confidence-weighted mean of the two
-    targets, up to a constant."""
+    """The prediction with its inverse depth replaced by the global edge-aware solve (the data term of
+    :func:`solve_data_term`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF as the
+    guide), kept inside the depth range."""
     from defocus.color import to_grey
     from defocus.solve import edge_aware_solve
 

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defocus.progress import progress_bar
 from defocus.color import to_uint8
 from defocus.data.codecs import load_image, read_depth
 from defocus.data.folders import read_stack
@@ -49,6 +48,7 @@ from defocus.data.synthesis import SynthesisVariant, protocol_names, synthesize_
 from defocus.errors import InputError
 from defocus.optics.camera import depth_range_from_focus, get_preset
 from defocus.optics.forward import ForwardSpec
+from defocus.progress import progress_bar
 
 
 @dataclass

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from defocus.progress import progress_bar
 from defocus.data.procedural import SCENE_DEPTH_RANGE_M, VALIDATION_SEED_START, make_scene
 from defocus.data.sweeps import DataShards, FocalSweepSampler, SweepGroup, build_training_groups
 from defocus.data.synthesis import protocol_names, synthesize_stack
@@ -46,6 +45,7 @@ from defocus.models.daifnet import DAIFNet
 from defocus.models.factory import create_model
 from defocus.optics.camera import get_preset
 from defocus.optics.forward import ForwardModel, ForwardSpec
+from defocus.progress import progress_bar
 from defocus.train import faults
 from defocus.train.config import TrainConfig, dump_config, loss_spec_for
 from defocus.train.distributed import DistContext, all_reduce_sum, barrier, gather_to_all, init_distributed, shutdown
