@@ -40,8 +40,7 @@ from defocus.color import to_grey  # noqa: E402
 from defocus.metrics import depth_metrics  # noqa: E402
 from defocus.models.classical import ClassicalEstimator  # noqa: E402
 from defocus.models.factory import create_model  # noqa: E402
-from defocus.predict import PredictOptions, solve_data_term  # noqa: E402
-from defocus.solve import edge_aware_solve  # noqa: E402
+from defocus.predict import PredictOptions, solve_inverse_depth  # noqa: E402
 
 
 def main() -> None:
@@ -56,6 +55,8 @@ def main() -> None:
                     help="factors of the network's data term against the classical one")
     ap.add_argument("--min-confidence", type=float, nargs="+", default=[0.0],
                     help="calibrated confidence under which a data term has no weight")
+    ap.add_argument("--space", nargs="+", default=["log"], choices=("inverse", "log"),
+                    help="what the solve smooths: inverse depth or log depth (defocus.predict.SOLVE_SPACE)")
     ap.add_argument("--protocols", nargs="*", default=[],
                     help="also the fitting frames rendered as bench_rgbd_split.py renders them (the nyuv2 lens) with "
                     "these synthesis protocols, scored as separate sets")
@@ -83,27 +84,29 @@ def main() -> None:
                       to_grey(w.aif)[:, None], working_truth(pred, st)))
     print(f"{len(cache)} stacks predicted ({time.time() - t0:.0f} s)")
     robust = [None if r == "none" else float(r) for r in args.robust]
-    grid = [("network", None, None, None, False, 1.0, 0.0), ("classical", None, None, None, True, 0.0, 0.0)]
-    grid += [(f"classical λ={lam:g} τ={tau:g}", lam, None, 2.0, True, 0.0, tau)
-             for lam, tau in itertools.product(args.smoothness, args.min_confidence)]
-    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g} α={alpha:g} τ={tau:g}",
-              lam, rho, q, fuse, alpha, tau)
-             for fuse, lam, rho, q, alpha, tau in itertools.product((False, True), args.smoothness, robust, args.power,
-                                                                   args.network_weight, args.min_confidence)
+    grid = [("network", None, None, None, False, 1.0, 0.0, None), ("classical", None, None, None, True, 0.0, 0.0, None)]
+    grid += [(f"classical λ={lam:g} τ={tau:g} {space}", lam, None, 2.0, True, 0.0, tau, space)
+             for space, lam, tau in itertools.product(args.space, args.smoothness, args.min_confidence)]
+    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g} α={alpha:g} τ={tau:g} {space}",
+              lam, rho, q, fuse, alpha, tau, space)
+             for space, fuse, lam, rho, q, alpha, tau in itertools.product(
+                 args.space, (False, True), args.smoothness, robust, args.power, args.network_weight,
+                 args.min_confidence)
              if fuse or alpha == args.network_weight[0]]
     lo, hi = 1.0 / DEPTH_RANGE[1], 1.0 / DEPTH_RANGE[0]
     kinds = list(dict.fromkeys(kind for kind, *_ in cache))
     print("| setting | " + " | ".join(f"{k} δ1 | {k} AbsRel | {k} RMSE" for k in kinds) + " | s / stack |\n|---|"
           + "---:|" * (3 * len(kinds) + 1))
-    for name, lam, rho, q, fuse, alpha, tau in grid:
+    for name, lam, rho, q, fuse, alpha, tau, space in grid:
         per_group, secs = defaultdict(list), []
         for kind, group, inv, conf, cinv, cconf, guide, gt in cache:
             t = time.perf_counter()
             if lam is None:
                 out = cinv if fuse else inv
             else:  # as defocus.predict._solve
-                target, weight = solve_data_term(inv, conf, (cinv, cconf) if fuse else None, q, alpha, tau)
-                out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=rho).clamp(lo, hi)
+                out = solve_inverse_depth(inv, conf, (cinv, cconf) if fuse else None, guide, lam, (lo, hi),
+                                          power=q, network_weight=alpha, min_confidence=tau, robust_scale=rho,
+                                          space=space)
             secs.append(time.perf_counter() - t)
             per_group[kind, group].append(depth_metrics(1.0 / out[0, 0], gt, depth_range_m=DEPTH_RANGE))
         cells = []

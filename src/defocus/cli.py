@@ -588,8 +588,9 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    "weight, the AIF as guide; defocus.solve): the raw per-pixel estimate")
     g.add_argument("--solve", action="store_true", help=argparse.SUPPRESS)  # on by default since issue 17
     g.add_argument("--solve-smoothness", type=float, default=None, metavar="L",
-                   help="the solve's smoothness weight against its data term (default 3, chosen on "
-                   "the validation and training scene groups under random cameras)")
+                   help="the solve's smoothness weight against its data term at a 640-px working image, "
+                   "scaled by the working size squared (default 10, chosen on the validation and training scene "
+                   "groups under random cameras and both synthesis protocols)")
     g.add_argument("--no-solve-classical", action="store_true",
                    help="the solve's data term from the network's estimate alone (by default the adaptive classical "
                    "estimate is a second data term, each weighted by its calibrated confidence)")

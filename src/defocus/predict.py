@@ -82,7 +82,8 @@ class PredictOptions:
         solve: follow the estimate with the global edge-aware solve (:mod:`defocus.solve`) on inverse depth at the
             working size, the AIF as its guide; its data term is the model's estimate weighted by its (calibrated)
             confidence and, with ``solve_classical``, also the classical estimate weighted by its own.
-        solve_smoothness: its λ.
+        solve_smoothness: its λ at a working image of longer side :data:`SOLVE_REFERENCE_SIZE` px, scaled by
+            (size / that)² at others (:func:`defocus.solve.resolution_smoothness`).
         solve_classical: give the solve the adaptive classical estimate (:class:`~defocus.models.classical.
             ClassicalEstimator`, at the working size) as a second data term beside the model's — the stack's
             focus evidence from both, each weighted by its calibrated probability of being right. Only where both
@@ -100,7 +101,7 @@ class PredictOptions:
     device: str = "cpu"
     confidence: str = "calibrated"
     solve: bool = True
-    solve_smoothness: float = 3.0
+    solve_smoothness: float = 10.0
     solve_classical: bool = True
     trust_focus_order: bool = False
 
@@ -137,10 +138,10 @@ class PredictOptions:
 
 
 #: The solve's data weight is the (calibrated) confidence to this power, and its data term is robust (Cauchy) at
-#: this relative residual (None: least squares). Chosen with PredictOptions.solve_smoothness (λ = 3) and
-#: solve_classical by benchmarks/choose_solve.py on the validation and training scene groups and procedural
-#: validation scenes under random cameras (BENCHMARKS.md, "The global solve"): q = 2 beat 1 at λ ≤ 3, the robust
-#: term lowered δ1 at every λ, larger λ lowered δ1 on those frames.
+#: this relative residual (None: least squares). Chosen with PredictOptions.solve_smoothness and solve_classical by
+#: benchmarks/choose_solve.py on the validation and training scene groups and procedural validation scenes under
+#: random cameras (BENCHMARKS.md, "The global solve"): q = 2 beat 1 at λ ≤ 3, the robust term lowered δ1 at every λ
+#: (and on the real phone walls it locks onto the speckle, pulling the wall in front of the box).
 SOLVE_WEIGHT_POWER = 2.0
 SOLVE_ROBUST_SCALE: float | None = None
 #: The network's data term is weighted by this factor against the classical one (both calibrated confidence ** q),
@@ -150,6 +151,15 @@ SOLVE_ROBUST_SCALE: float | None = None
 #: cameras (the network is weak at low blur per dioptre) what it lost on the presets' within 0.002 δ1.
 SOLVE_NETWORK_WEIGHT = 0.5
 SOLVE_MIN_CONFIDENCE = 0.2
+#: PredictOptions.solve_smoothness is λ at a working image of this longer side (px); at other working sizes it is
+#: scaled by (size / this)² (:func:`defocus.solve.resolution_smoothness`), so that a 12-megapixel stack's
+#: 2000-pixel working image is smoothed as much, relative to its extent, as a 640-pixel RGB-D frame.
+SOLVE_REFERENCE_SIZE = 640
+#: What the solve smooths: "log" depth (a residual is a relative depth error, so a near outlier pulls as hard as a
+#: far one — in inverse depth a speckle at the nearest frame pulls a texture-less wall forward) or "inverse" depth.
+#: λ = 10 at 640 px in log depth was chosen by choose_solve.py ``--space inverse log --smoothness 3 10`` (BENCHMARKS.md,
+#: "Issue 17, third round"): better than inverse depth on random cameras and ``realistic``, equal on ``paper``.
+SOLVE_SPACE = "log"
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
 #: Smallest working size (longest side, pixels) the options accept.
@@ -683,19 +693,40 @@ def solve_data_term(
     return target, total
 
 
+def solve_inverse_depth(
+    inv_depth: torch.Tensor, confidence: torch.Tensor, second: tuple[torch.Tensor, torch.Tensor] | None,
+    guide: torch.Tensor, smoothness: float, inv_range: tuple[float, float], *,
+    power: float = SOLVE_WEIGHT_POWER, network_weight: float = SOLVE_NETWORK_WEIGHT,
+    min_confidence: float = SOLVE_MIN_CONFIDENCE, robust_scale: float | None = SOLVE_ROBUST_SCALE,
+    space: str | None = None,
+) -> torch.Tensor:
+    """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
+    ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
+    by ``guide`` (B, 1, h, w, the grey AIF), with λ = ``smoothness`` at :data:`SOLVE_REFERENCE_SIZE` scaled to the
+    map's size, in :data:`SOLVE_SPACE` (or ``space``), clamped to ``inv_range`` (low, high dioptres)."""
+    from defocus.solve import edge_aware_solve, resolution_smoothness
+
+    space = SOLVE_SPACE if space is None else space
+    if space not in ("inverse", "log"):
+        raise InputError(f"the solve's space is 'inverse' or 'log', got {space!r}")
+    to_space = (lambda v: v.clamp_min(1e-9).log()) if space == "log" else (lambda v: v)
+    if second is not None:
+        second = (to_space(second[0]), second[1])
+    target, weight = solve_data_term(to_space(inv_depth), confidence, second, power, network_weight, min_confidence)
+    lam = resolution_smoothness(smoothness, tuple(target.shape[-2:]), SOLVE_REFERENCE_SIZE)
+    out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale)
+    return (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
+
+
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
            second: tuple[torch.Tensor, torch.Tensor] | None = None) -> Prediction:
-    """The prediction with its inverse depth replaced by the global edge-aware solve (the data term of
-    :func:`solve_data_term`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF as the
-    guide), kept inside the depth range."""
+    """The prediction with its inverse depth replaced by the global edge-aware solve
+    (:func:`solve_inverse_depth`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF
+    as the guide), kept inside the depth range."""
     from defocus.color import to_grey
-    from defocus.solve import edge_aware_solve
 
-    target, weight = solve_data_term(pred.inv_depth, pred.confidence, second, SOLVE_WEIGHT_POWER, SOLVE_NETWORK_WEIGHT,
-                                     SOLVE_MIN_CONFIDENCE)
-    inv = edge_aware_solve(target, weight, to_grey(pred.aif)[:, None], smoothness=smoothness,
-                           robust_scale=SOLVE_ROBUST_SCALE)
-    inv = inv.clamp(1.0 / depth_range[1], 1.0 / depth_range[0])
+    inv = solve_inverse_depth(pred.inv_depth, pred.confidence, second, to_grey(pred.aif)[:, None], smoothness,
+                              (1.0 / depth_range[1], 1.0 / depth_range[0]))
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
                       attention=pred.attention)
 

@@ -17,6 +17,13 @@ for any c ≥ 0 once a tiny floor is added to c, and are solved matrix-free by J
 gradients on a coarse-to-fine pyramid (each level starts from the upsampled coarser solution), so that information
 travels across large texture-less regions in a few iterations; memory is a handful of maps of the image size. The
 solve is an inference step (no gradient is defined through it).
+
+The balance of the two terms depends on the resolution: for a surface x(u) sampled on an n-pixel-wide grid the data
+term grows as n² while Σ (x_p − x_q)² stays the same (the gradient per pixel shrinks as 1/n over n² pixels), so one λ
+smooths a 2000-pixel working image 40 times less, relative to its size, than a 320-pixel one — the same scene
+would come out speckled at one working size and smooth at another. :func:`resolution_smoothness` gives the λ at
+the solve's size from a λ defined at a reference size, scaled by (n / n_ref)², so that the result is a property
+of the scene rather than of the working size.
 """
 
 from __future__ import annotations
@@ -32,6 +39,15 @@ from defocus.errors import InputError
 CONFIDENCE_FLOOR = 1e-6
 #: A pyramid level is not made smaller than this (pixels, shorter side).
 MIN_LEVEL_SIZE = 16
+
+
+def resolution_smoothness(smoothness: float, size: tuple[int, int], reference_size: int) -> float:
+    """λ at an image of ``size`` (h, w) px for a ``smoothness`` λ defined at an image whose longer side is
+    ``reference_size`` px: λ · (max(h, w) / reference_size)² (module docstring: the same smoothing relative to the
+    image's extent at every resolution)."""
+    if not reference_size > 0:
+        raise InputError(f"reference_size must be > 0, got {reference_size}")
+    return float(smoothness) * (max(size) / reference_size) ** 2
 
 
 def edge_weights(guide: torch.Tensor, edge_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
