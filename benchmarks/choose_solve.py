@@ -57,6 +57,8 @@ def main() -> None:
                     help="calibrated confidence under which a data term has no weight")
     ap.add_argument("--space", nargs="+", default=["log"], choices=("inverse", "log"),
                     help="what the solve smooths: inverse depth or log depth (defocus.predict.SOLVE_SPACE)")
+    ap.add_argument("--network-full-k", type=float, nargs="+", default=[0.0],
+                    help="working-size K (px/D) under which the network term is weighted by (K / this)^2; 0 = off")
     ap.add_argument("--protocols", nargs="*", default=[],
                     help="also the fitting frames rendered as bench_rgbd_split.py renders them (the nyuv2 lens) with "
                     "these synthesis protocols, scored as separate sets")
@@ -80,33 +82,35 @@ def main() -> None:
         # The classical estimate at the network's working size, calibrated: the solve's optional second data term.
         cls, _ = run(classical, st, replace(options, max_size=max(pred.working_size)))
         assert cls.working_size == pred.working_size, (cls.working_size, pred.working_size)
-        cache.append((kind, group, w.inv_depth, w.confidence, cls.working.inv_depth, cls.working.confidence,
+        k_working = float(pred.camera.blur_per_dioptre(st.focus_distances_m).max()) * pred.scale
+        cache.append((kind, group, k_working, w.inv_depth, w.confidence, cls.working.inv_depth, cls.working.confidence,
                       to_grey(w.aif)[:, None], working_truth(pred, st)))
     print(f"{len(cache)} stacks predicted ({time.time() - t0:.0f} s)")
     robust = [None if r == "none" else float(r) for r in args.robust]
-    grid = [("network", None, None, None, False, 1.0, 0.0, None), ("classical", None, None, None, True, 0.0, 0.0, None)]
-    grid += [(f"classical λ={lam:g} τ={tau:g} {space}", lam, None, 2.0, True, 0.0, tau, space)
+    grid = [("network", None, None, None, False, 1.0, 0.0, None, 0.0),
+            ("classical", None, None, None, True, 0.0, 0.0, None, 0.0)]
+    grid += [(f"classical λ={lam:g} τ={tau:g} {space}", lam, None, 2.0, True, 0.0, tau, space, 0.0)
              for space, lam, tau in itertools.product(args.space, args.smoothness, args.min_confidence)]
-    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g} α={alpha:g} τ={tau:g} {space}",
-              lam, rho, q, fuse, alpha, tau, space)
-             for space, fuse, lam, rho, q, alpha, tau in itertools.product(
+    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g} α={alpha:g} τ={tau:g} {space}"
+              + (f" K0={k0:g}" if k0 else ""), lam, rho, q, fuse, alpha, tau, space, k0)
+             for space, fuse, lam, rho, q, alpha, tau, k0 in itertools.product(
                  args.space, (False, True), args.smoothness, robust, args.power, args.network_weight,
-                 args.min_confidence)
-             if fuse or alpha == args.network_weight[0]]
+                 args.min_confidence, args.network_full_k)
+             if fuse or (alpha == args.network_weight[0] and not k0)]
     lo, hi = 1.0 / DEPTH_RANGE[1], 1.0 / DEPTH_RANGE[0]
     kinds = list(dict.fromkeys(kind for kind, *_ in cache))
     print("| setting | " + " | ".join(f"{k} δ1 | {k} AbsRel | {k} RMSE" for k in kinds) + " | s / stack |\n|---|"
           + "---:|" * (3 * len(kinds) + 1))
-    for name, lam, rho, q, fuse, alpha, tau, space in grid:
+    for name, lam, rho, q, fuse, alpha, tau, space, k0 in grid:
         per_group, secs = defaultdict(list), []
-        for kind, group, inv, conf, cinv, cconf, guide, gt in cache:
+        for kind, group, k_working, inv, conf, cinv, cconf, guide, gt in cache:
             t = time.perf_counter()
             if lam is None:
                 out = cinv if fuse else inv
             else:  # as defocus.predict._solve
                 out = solve_inverse_depth(inv, conf, (cinv, cconf) if fuse else None, guide, lam, (lo, hi),
                                           power=q, network_weight=alpha, min_confidence=tau, robust_scale=rho,
-                                          space=space)
+                                          space=space, blur_per_dioptre=k_working, network_full_k=k0)
             secs.append(time.perf_counter() - t)
             per_group[kind, group].append(depth_metrics(1.0 / out[0, 0], gt, depth_range_m=DEPTH_RANGE))
         cells = []

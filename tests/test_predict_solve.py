@@ -53,3 +53,27 @@ def test_the_smoothness_is_scaled_to_the_working_size():
     # 4× the pixels average 2× less noise in the same area; without the scaling the larger image would be 4× less
     # smoothed, and its spread about the smaller one's.
     assert float(big.std()) < 0.75 * float(small.std())
+
+
+def test_the_network_term_is_weighted_down_below_the_blur_it_was_trained_at():
+    """Network says 2 D, classical says 1 D, equally confident: at K ≥ SOLVE_NETWORK_FULL_K the result sits between
+    them by the weight α; at a quarter of it the network's weight is 1/16 of that and the result near the
+    classical 1 D; without a K (or without the gate) nothing changes."""
+    from defocus.predict import SOLVE_NETWORK_FULL_K, SOLVE_NETWORK_WEIGHT
+
+    assert SOLVE_NETWORK_FULL_K > 0
+    net = torch.full((1, 1, 16, 16), 2.0)
+    second = (torch.ones_like(net), torch.full_like(net, 0.9))
+    conf = torch.full_like(net, 0.9)
+    kw = dict(guide=torch.zeros_like(net), smoothness=1.0, inv_range=(0.1, 10.0))
+
+    def log_mix(alpha: float) -> float:  # the weighted mean in log depth of 2 D (weight α) and 1 D (weight 1)
+        return float(torch.exp(torch.tensor(alpha * 0.6931471805599453 / (alpha + 1.0))))
+
+    full = solve_inverse_depth(net, conf, second, blur_per_dioptre=SOLVE_NETWORK_FULL_K * 2, **kw)
+    low = solve_inverse_depth(net, conf, second, blur_per_dioptre=SOLVE_NETWORK_FULL_K / 4, **kw)
+    unknown = solve_inverse_depth(net, conf, second, **kw)
+    off = solve_inverse_depth(net, conf, second, blur_per_dioptre=SOLVE_NETWORK_FULL_K / 4, network_full_k=0.0, **kw)
+    assert float(full.mean()) == pytest.approx(log_mix(SOLVE_NETWORK_WEIGHT), rel=1e-3)
+    assert float(low.mean()) == pytest.approx(log_mix(SOLVE_NETWORK_WEIGHT / 16), rel=1e-3)
+    assert torch.allclose(unknown, full) and torch.allclose(off, full)

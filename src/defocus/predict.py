@@ -160,6 +160,11 @@ SOLVE_REFERENCE_SIZE = 640
 #: λ = 10 at 640 px in log depth was chosen by choose_solve.py ``--space inverse log --smoothness 3 10`` (BENCHMARKS.md,
 #: "Issue 17, third round"): better than inverse depth on random cameras and ``realistic``, equal on ``paper``.
 SOLVE_SPACE = "log"
+#: Below this working-size blur per dioptre (px/D, the stack's largest) the network's term is weighted down by
+#: (K / this)²: its calibration has no K, and under K ≈ 10 the network is outside the blur it was trained at
+#: (TARGET_BLUR_PER_DIOPTRE) while the classical focus measure is not; 0 turns it off. Chosen by choose_solve.py
+#: ``--network-full-k 0 10 20``: 20 beat 10 and off under random cameras and left the presets' protocols unchanged.
+SOLVE_NETWORK_FULL_K = TARGET_BLUR_PER_DIOPTRE
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
 #: Smallest working size (longest side, pixels) the options accept.
@@ -617,7 +622,7 @@ def predict_stack(
             second = None
             if options.solve_classical and calibration is not None and not isinstance(model, ClassicalEstimator):
                 second = _classical_term(x, fd_d, k_d, dr, progress)
-            working = _solve(working, dr, options.solve_smoothness, second)
+            working = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()))
             timings["solve"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -698,12 +703,14 @@ def solve_inverse_depth(
     guide: torch.Tensor, smoothness: float, inv_range: tuple[float, float], *,
     power: float = SOLVE_WEIGHT_POWER, network_weight: float = SOLVE_NETWORK_WEIGHT,
     min_confidence: float = SOLVE_MIN_CONFIDENCE, robust_scale: float | None = SOLVE_ROBUST_SCALE,
-    space: str | None = None,
+    space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
 ) -> torch.Tensor:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
     ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
     by ``guide`` (B, 1, h, w, the grey AIF), with λ = ``smoothness`` at :data:`SOLVE_REFERENCE_SIZE` scaled to the
-    map's size, in :data:`SOLVE_SPACE` (or ``space``), clamped to ``inv_range`` (low, high dioptres)."""
+    map's size, in :data:`SOLVE_SPACE` (or ``space``), clamped to ``inv_range`` (low, high dioptres). With a
+    ``second`` term and the working size's ``blur_per_dioptre`` (px/D), the network's weight is scaled by
+    min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`)."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
     space = SOLVE_SPACE if space is None else space
@@ -712,6 +719,10 @@ def solve_inverse_depth(
     to_space = (lambda v: v.clamp_min(1e-9).log()) if space == "log" else (lambda v: v)
     if second is not None:
         second = (to_space(second[0]), second[1])
+    if network_full_k is None:
+        network_full_k = SOLVE_NETWORK_FULL_K
+    if network_full_k and blur_per_dioptre is not None and second is not None:
+        network_weight = network_weight * min(1.0, blur_per_dioptre / network_full_k) ** 2
     target, weight = solve_data_term(to_space(inv_depth), confidence, second, power, network_weight, min_confidence)
     lam = resolution_smoothness(smoothness, tuple(target.shape[-2:]), SOLVE_REFERENCE_SIZE)
     out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale)
@@ -719,14 +730,15 @@ def solve_inverse_depth(
 
 
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
-           second: tuple[torch.Tensor, torch.Tensor] | None = None) -> Prediction:
+           second: tuple[torch.Tensor, torch.Tensor] | None = None,
+           blur_per_dioptre: float | None = None) -> Prediction:
     """The prediction with its inverse depth replaced by the global edge-aware solve
     (:func:`solve_inverse_depth`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF
-    as the guide), kept inside the depth range."""
+    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D), kept inside the depth range."""
     from defocus.color import to_grey
 
     inv = solve_inverse_depth(pred.inv_depth, pred.confidence, second, to_grey(pred.aif)[:, None], smoothness,
-                              (1.0 / depth_range[1], 1.0 / depth_range[0]))
+                              (1.0 / depth_range[1], 1.0 / depth_range[0]), blur_per_dioptre=blur_per_dioptre)
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
                       attention=pred.attention)
 
