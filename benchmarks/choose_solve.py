@@ -59,6 +59,10 @@ def main() -> None:
                     help="what the solve smooths: inverse depth or log depth (defocus.predict.SOLVE_SPACE)")
     ap.add_argument("--network-full-k", type=float, nargs="+", default=[0.0],
                     help="working-size K (px/D) under which the network term is weighted by (K / this)^2; 0 = off")
+    ap.add_argument("--edge-sigma", type=float, nargs="+", default=[0.05],
+                    help="the solve's edge weight σ (grey levels of the AIF)")
+    ap.add_argument("--smooth-full-k", type=float, nargs="+", default=[0.0],
+                    help="working-size K (px/D) under which λ is multiplied by (this / K)^2; 0 = off")
     ap.add_argument("--protocols", nargs="*", default=[],
                     help="also the fitting frames rendered as bench_rgbd_split.py renders them (the nyuv2 lens) with "
                     "these synthesis protocols, scored as separate sets")
@@ -87,30 +91,42 @@ def main() -> None:
                       to_grey(w.aif)[:, None], working_truth(pred, st)))
     print(f"{len(cache)} stacks predicted ({time.time() - t0:.0f} s)")
     robust = [None if r == "none" else float(r) for r in args.robust]
-    grid = [("network", None, None, None, False, 1.0, 0.0, None, 0.0),
-            ("classical", None, None, None, True, 0.0, 0.0, None, 0.0)]
-    grid += [(f"classical λ={lam:g} τ={tau:g} {space}", lam, None, 2.0, True, 0.0, tau, space, 0.0)
-             for space, lam, tau in itertools.product(args.space, args.smoothness, args.min_confidence)]
-    grid += [(f"{'network+classical' if fuse else 'network'} λ={lam:g} ρ={rho} q={q:g} α={alpha:g} τ={tau:g} {space}"
-              + (f" K0={k0:g}" if k0 else ""), lam, rho, q, fuse, alpha, tau, space, k0)
-             for space, fuse, lam, rho, q, alpha, tau, k0 in itertools.product(
-                 args.space, (False, True), args.smoothness, robust, args.power, args.network_weight,
-                 args.min_confidence, args.network_full_k)
-             if fuse or (alpha == args.network_weight[0] and not k0)]
+    # Each setting: a name and the keyword arguments of solve_inverse_depth (None = no solve: the estimate itself).
+    grid: list[tuple[str, dict | None, bool]] = [("network", None, False), ("classical", None, True)]
+    common = list(itertools.product(args.space, args.smoothness, args.min_confidence, args.edge_sigma,
+                                    args.smooth_full_k))
+
+    def label(space, lam, tau, sigma, ks) -> str:
+        return (f"λ={lam:g} τ={tau:g} {space}" + (f" σ={sigma:g}" if sigma != 0.05 else "")
+                + (f" λ×(K/{ks:g})^-2" if ks else ""))
+
+    grid += [(f"classical {label(*c)}", dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3],
+                                              smooth_full_k=c[4], power=2.0, network_weight=0.0), True)
+             for c in common]
+    for fuse, rho, q, alpha, k0, c in itertools.product((False, True), robust, args.power, args.network_weight,
+                                                          args.network_full_k, common):
+        if not fuse and (alpha != args.network_weight[0] or k0):
+            continue
+        name = (f"{'network+classical' if fuse else 'network'} {label(*c)} ρ={rho} q={q:g} α={alpha:g}"
+                + (f" K0={k0:g}" if k0 else ""))
+        grid.append((name, dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3], smooth_full_k=c[4],
+                                robust_scale=rho, power=q, network_weight=alpha, network_full_k=k0), fuse))
     lo, hi = 1.0 / DEPTH_RANGE[1], 1.0 / DEPTH_RANGE[0]
     kinds = list(dict.fromkeys(kind for kind, *_ in cache))
     print("| setting | " + " | ".join(f"{k} δ1 | {k} AbsRel | {k} RMSE" for k in kinds) + " | s / stack |\n|---|"
           + "---:|" * (3 * len(kinds) + 1))
-    for name, lam, rho, q, fuse, alpha, tau, space, k0 in grid:
+    for name, kw, fuse in grid:
         per_group, secs = defaultdict(list), []
         for kind, group, k_working, inv, conf, cinv, cconf, guide, gt in cache:
             t = time.perf_counter()
-            if lam is None:
+            if kw is None:
                 out = cinv if fuse else inv
             else:  # as defocus.predict._solve
+                kw = dict(kw)
+                lam = kw.pop("smoothness")
                 out = solve_inverse_depth(inv, conf, (cinv, cconf) if fuse else None, guide, lam, (lo, hi),
-                                          power=q, network_weight=alpha, min_confidence=tau, robust_scale=rho,
-                                          space=space, blur_per_dioptre=k_working, network_full_k=k0)
+                                          blur_per_dioptre=k_working, **kw)
+                kw["smoothness"] = lam
             secs.append(time.perf_counter() - t)
             per_group[kind, group].append(depth_metrics(1.0 / out[0, 0], gt, depth_range_m=DEPTH_RANGE))
         cells = []

@@ -101,7 +101,7 @@ class PredictOptions:
     device: str = "cpu"
     confidence: str = "calibrated"
     solve: bool = True
-    solve_smoothness: float = 10.0
+    solve_smoothness: float = 30.0
     solve_classical: bool = True
     trust_focus_order: bool = False
 
@@ -157,14 +157,21 @@ SOLVE_MIN_CONFIDENCE = 0.2
 SOLVE_REFERENCE_SIZE = 640
 #: What the solve smooths: "log" depth (a residual is a relative depth error, so a near outlier pulls as hard as a
 #: far one — in inverse depth a speckle at the nearest frame pulls a texture-less wall forward) or "inverse" depth.
-#: λ = 10 at 640 px in log depth was chosen by choose_solve.py ``--space inverse log --smoothness 3 10`` (BENCHMARKS.md,
-#: "Issue 17, third round"): better than inverse depth on random cameras and ``realistic``, equal on ``paper``.
+#: Log depth was chosen by choose_solve.py ``--space inverse log --smoothness 3 10`` (BENCHMARKS.md, "Issue 17, third
+#: round"): better than inverse depth on random cameras and ``realistic``, equal on ``paper``.
 SOLVE_SPACE = "log"
 #: Below this working-size blur per dioptre (px/D, the stack's largest) the network's term is weighted down by
 #: (K / this)²: its calibration has no K, and under K ≈ 10 the network is outside the blur it was trained at
 #: (TARGET_BLUR_PER_DIOPTRE) while the classical focus measure is not; 0 turns it off. Chosen by choose_solve.py
 #: ``--network-full-k 0 10 20``: 20 beat 10 and off under random cameras and left the presets' protocols unchanged.
 SOLVE_NETWORK_FULL_K = TARGET_BLUR_PER_DIOPTRE
+#: Below this working-size K (px/D) the smoothness λ is multiplied by (this / K)²; 0 = off.
+SOLVE_SMOOTH_FULL_K = 0.0
+#: The solve's edge weight σ, in grey levels of the AIF (defocus.solve.edge_weights). With λ = 30 chosen by
+#: choose_solve.py ``--smoothness 20 30 50 --edge-sigma 0.015 0.02 0.03`` (BENCHMARKS.md, "Issue 17, third round"):
+#: sharper edges let the surfaces be smoother; better than λ = 10, σ = 0.05 on all three sets. K-scaled
+#: smoothing (λ × (K0 / K)² below K0) was worse under random cameras and is off (SOLVE_SMOOTH_FULL_K = 0).
+SOLVE_EDGE_SIGMA = 0.02
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
 #: Smallest working size (longest side, pixels) the options accept.
@@ -622,7 +629,7 @@ def predict_stack(
             second = None
             if options.solve_classical and calibration is not None and not isinstance(model, ClassicalEstimator):
                 second = _classical_term(x, fd_d, k_d, dr, progress)
-            working = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()))
+            working = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()), network_full_k(model))
             timings["solve"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -704,13 +711,16 @@ def solve_inverse_depth(
     power: float = SOLVE_WEIGHT_POWER, network_weight: float = SOLVE_NETWORK_WEIGHT,
     min_confidence: float = SOLVE_MIN_CONFIDENCE, robust_scale: float | None = SOLVE_ROBUST_SCALE,
     space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
+    smooth_full_k: float | None = None, edge_sigma: float | None = None,
 ) -> torch.Tensor:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
     ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
     by ``guide`` (B, 1, h, w, the grey AIF), with λ = ``smoothness`` at :data:`SOLVE_REFERENCE_SIZE` scaled to the
     map's size, in :data:`SOLVE_SPACE` (or ``space``), clamped to ``inv_range`` (low, high dioptres). With a
     ``second`` term and the working size's ``blur_per_dioptre`` (px/D), the network's weight is scaled by
-    min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`)."""
+    min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`), and with a ``blur_per_dioptre`` λ is
+    multiplied by max(1, ``smooth_full_k`` / K)² (default :data:`SOLVE_SMOOTH_FULL_K`; 0 = off): a depth cue
+    K times weaker is that much noisier. ``edge_sigma``: the edge weight's σ (default :data:`SOLVE_EDGE_SIGMA`)."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
     space = SOLVE_SPACE if space is None else space
@@ -725,20 +735,37 @@ def solve_inverse_depth(
         network_weight = network_weight * min(1.0, blur_per_dioptre / network_full_k) ** 2
     target, weight = solve_data_term(to_space(inv_depth), confidence, second, power, network_weight, min_confidence)
     lam = resolution_smoothness(smoothness, tuple(target.shape[-2:]), SOLVE_REFERENCE_SIZE)
-    out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale)
+    smooth_full_k = SOLVE_SMOOTH_FULL_K if smooth_full_k is None else smooth_full_k
+    if smooth_full_k and blur_per_dioptre is not None and blur_per_dioptre > 0:
+        lam *= max(1.0, smooth_full_k / blur_per_dioptre) ** 2
+    out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale,
+                           edge_sigma=SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma)
     return (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
+
+
+def network_full_k(model: nn.Module) -> float:
+    """The working-size K (px/D) from which the solve gives ``model``'s term its full weight:
+    :data:`SOLVE_NETWORK_FULL_K` (the blur the shipped network was trained at), or less for weights fine-tuned on a
+    camera of lower blur (``defocus finetune`` records it as ``trained_blur_per_dioptre``): they have seen it."""
+    meta = getattr(model, "checkpoint_metadata", None) or {}
+    trained = (meta.get("extra", {}).get("finetune") or {}).get("trained_blur_per_dioptre")
+    if isinstance(trained, (int, float)) and trained > 0:
+        return min(SOLVE_NETWORK_FULL_K, float(trained))
+    return SOLVE_NETWORK_FULL_K
 
 
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
            second: tuple[torch.Tensor, torch.Tensor] | None = None,
-           blur_per_dioptre: float | None = None) -> Prediction:
+           blur_per_dioptre: float | None = None, full_k: float | None = None) -> Prediction:
     """The prediction with its inverse depth replaced by the global edge-aware solve
     (:func:`solve_inverse_depth`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF
-    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D), kept inside the depth range."""
+    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D; ``full_k`` the model's
+    :func:`network_full_k`), kept inside the depth range."""
     from defocus.color import to_grey
 
     inv = solve_inverse_depth(pred.inv_depth, pred.confidence, second, to_grey(pred.aif)[:, None], smoothness,
-                              (1.0 / depth_range[1], 1.0 / depth_range[0]), blur_per_dioptre=blur_per_dioptre)
+                              (1.0 / depth_range[1], 1.0 / depth_range[0]), blur_per_dioptre=blur_per_dioptre,
+                              network_full_k=full_k)
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
                       attention=pred.attention)
 
