@@ -338,8 +338,9 @@ def finetune(
     calibration = getattr(start, "confidence_calibration", None)
     record = {"stacks": [s.name for s in train_stacks], "held_out": [s.name for s in held_out],
               "start_rerender": start_error, "epoch_rerender": epoch_errors, "kept_start": kept_start,
-              # The blur the weights were adapted to (px/D at the working size, the least of the stacks' largest):
-              # predict's solve trusts the network down to it (defocus.predict.network_full_k).
+              # The blur the weights were adapted to (px/D at the working size, the least of the stacks' largest).
+              # Recorded only: letting predict's solve trust the tuned network down to it (instead of
+              # SOLVE_NETWORK_FULL_K) lowered the default path on bench_finetune.py (BENCHMARKS.md).
               "trained_blur_per_dioptre": None if kept_start else
               min(float(s.blur_per_dioptre.max()) for s in train_stacks),
               "forward_models": {s.name: (s.physics.to_dict() if s.physics is not None else None)

@@ -629,7 +629,7 @@ def predict_stack(
             second = None
             if options.solve_classical and calibration is not None and not isinstance(model, ClassicalEstimator):
                 second = _classical_term(x, fd_d, k_d, dr, progress)
-            working = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()), network_full_k(model))
+            working = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()))
             timings["solve"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -743,29 +743,16 @@ def solve_inverse_depth(
     return (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
 
 
-def network_full_k(model: nn.Module) -> float:
-    """The working-size K (px/D) from which the solve gives ``model``'s term its full weight:
-    :data:`SOLVE_NETWORK_FULL_K` (the blur the shipped network was trained at), or less for weights fine-tuned on a
-    camera of lower blur (``defocus finetune`` records it as ``trained_blur_per_dioptre``): they have seen it."""
-    meta = getattr(model, "checkpoint_metadata", None) or {}
-    trained = (meta.get("extra", {}).get("finetune") or {}).get("trained_blur_per_dioptre")
-    if isinstance(trained, (int, float)) and trained > 0:
-        return min(SOLVE_NETWORK_FULL_K, float(trained))
-    return SOLVE_NETWORK_FULL_K
-
-
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
            second: tuple[torch.Tensor, torch.Tensor] | None = None,
-           blur_per_dioptre: float | None = None, full_k: float | None = None) -> Prediction:
+           blur_per_dioptre: float | None = None) -> Prediction:
     """The prediction with its inverse depth replaced by the global edge-aware solve
     (:func:`solve_inverse_depth`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF
-    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D; ``full_k`` the model's
-    :func:`network_full_k`), kept inside the depth range."""
+    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D), kept inside the depth range."""
     from defocus.color import to_grey
 
     inv = solve_inverse_depth(pred.inv_depth, pred.confidence, second, to_grey(pred.aif)[:, None], smoothness,
-                              (1.0 / depth_range[1], 1.0 / depth_range[0]), blur_per_dioptre=blur_per_dioptre,
-                              network_full_k=full_k)
+                              (1.0 / depth_range[1], 1.0 / depth_range[0]), blur_per_dioptre=blur_per_dioptre)
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
                       attention=pred.attention)
 
