@@ -77,3 +77,22 @@ def test_the_network_term_is_weighted_down_below_the_blur_it_was_trained_at():
     assert float(full.mean()) == pytest.approx(log_mix(SOLVE_NETWORK_WEIGHT), rel=1e-3)
     assert float(low.mean()) == pytest.approx(log_mix(SOLVE_NETWORK_WEIGHT / 16), rel=1e-3)
     assert torch.allclose(unknown, full) and torch.allclose(off, full)
+
+
+def test_the_relative_index_map_is_spanned_across_cueless_regions():
+    """A relative stack's focus-index map (a ramp over 0 … 4 across the image) whose middle third has no focus cue
+    and junk indices there: the solve spans the middle from both sides (close to the ramp), keeps the cued thirds,
+    and stays inside [0, n − 1]."""
+    from defocus.predict import _solve_relative
+
+    n, h, w = 5, 24, 96
+    ramp = torch.linspace(0.0, n - 1.0, w).expand(1, 1, h, w).clone()
+    middle = slice(w // 3, 2 * w // 3)
+    index = ramp.clone()
+    index[..., middle] = torch.rand(1, 1, h, w // 3, generator=torch.Generator().manual_seed(3)) * 8 - 2
+    raw_conf = torch.full_like(ramp, 0.6)  # the classical (fmax − mean)/fmax; normalised cue 0.75
+    raw_conf[..., middle] = 0.02
+    out = _solve_relative(index, raw_conf, torch.zeros_like(ramp), n, smoothness=30.0)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= n - 1.0
+    assert float((out[..., middle] - ramp[..., middle]).abs().max()) < 0.3
+    assert float((out - ramp)[..., : w // 3].abs().mean()) < 0.05

@@ -805,13 +805,30 @@ def estimate(
 RELATIVE_MAX_SIZE = 1024
 
 
+def _solve_relative(index: torch.Tensor, confidence: torch.Tensor, guide: torch.Tensor, n: int,
+                    smoothness: float) -> torch.Tensor:
+    """The global edge-aware solve (:mod:`defocus.solve`) of a relative stack's focus-index map (1, 1, h, w):
+    data weight = the normalised classical cue² (zero under :data:`RELATIVE_FILL_THRESHOLD`; there is no calibration
+    without a blur per dioptre), λ = ``smoothness`` at :data:`SOLVE_REFERENCE_SIZE` scaled to the map's size, the
+    metric solve's edge σ; the index is linear in the pseudo dioptres, so it is solved as it is. Clamped to
+    [0, n − 1]."""
+    from defocus.models.classical import normalised_cue
+    from defocus.solve import edge_aware_solve, resolution_smoothness
+
+    cue = normalised_cue(confidence, n)
+    weight = torch.where(cue >= RELATIVE_FILL_THRESHOLD, cue * cue, torch.zeros_like(cue))
+    lam = resolution_smoothness(smoothness, tuple(index.shape[-2:]), SOLVE_REFERENCE_SIZE)
+    return edge_aware_solve(index, weight, guide, smoothness=lam, edge_sigma=SOLVE_EDGE_SIGMA).clamp(0, n - 1)
+
+
 def _predict_relative(stack: FocalStack, options: PredictOptions, in_place: bool) -> RelativePrediction:
     """The relative result for a stack whose focus distances are unknown (refocused light fields, microscopes).
 
     The classical focus measure (SML, the package's baseline) runs at the working size on frames placed at
-    "dioptres" 1, 2, …, N, so its 3-point interpolation gives a fractional frame index; the index map is filled
-    edge-aware where the focus cue is weak, brought to full resolution by guided upsampling, and the AIF is
-    composed from the full-resolution frames around that index.
+    "dioptres" 1, 2, …, N, so its 3-point interpolation gives a fractional frame index; the index map goes through
+    the global edge-aware solve (:func:`_solve_relative`; with ``solve=False`` it is only filled where the focus
+    cue is weak), is brought to full resolution by guided upsampling, and the AIF is composed from the
+    full-resolution frames around that index.
     """
     from defocus.color import to_grey
     from defocus.filters import confidence_fill, guided_upsample
@@ -832,7 +849,10 @@ def _predict_relative(stack: FocalStack, options: PredictOptions, in_place: bool
     depth, aif_w, conf = classical_depth_from_focus(small[None], pseudo_focus)
     index_w = (1.0 / depth.double() - 1.0).float()
     guide_w = to_grey(aif_w)[:, None]
-    index_w = confidence_fill(index_w, conf, guide_w, threshold=RELATIVE_FILL_THRESHOLD).clamp(0, n - 1)
+    if options.solve:
+        index_w = _solve_relative(index_w, conf, guide_w, n, options.solve_smoothness)
+    else:
+        index_w = confidence_fill(index_w, conf, guide_w, threshold=RELATIVE_FILL_THRESHOLD).clamp(0, n - 1)
     timings["estimate"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     if scale < 1.0:
