@@ -79,9 +79,10 @@ class PredictOptions:
         confidence: ``"calibrated"`` (the model's confidence calibration, :mod:`defocus.confidence`: the probability
             that a pixel's depth is within 10 % — what the solve weighs and ``--min-confidence`` thresholds) or
             ``"raw"`` (the model's own score). A model without a calibration gives its raw confidence either way.
-        solve: follow the estimate with the global edge-aware solve (:mod:`defocus.solve`) on inverse depth at the
-            working size, the AIF as its guide; its data term is the model's estimate weighted by its (calibrated)
-            confidence and, with ``solve_classical``, also the classical estimate weighted by its own.
+        solve: follow the estimate with the global edge-aware solve (:mod:`defocus.solve`,
+            :func:`solve_inverse_depth`) on log depth at the working size, the AIF as its guide (a relative stack's
+            focus-index map likewise); its data term is the model's estimate weighted by its (calibrated) confidence
+            and, with ``solve_classical``, also the classical estimate weighted by its own.
         solve_smoothness: its λ at a working image of longer side :data:`SOLVE_REFERENCE_SIZE` px, scaled by
             (size / that)² at others (:func:`defocus.solve.resolution_smoothness`).
         solve_classical: give the solve the adaptive classical estimate (:class:`~defocus.models.classical.
