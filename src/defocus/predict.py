@@ -712,7 +712,8 @@ def solve_inverse_depth(
     power: float = SOLVE_WEIGHT_POWER, network_weight: float = SOLVE_NETWORK_WEIGHT,
     min_confidence: float = SOLVE_MIN_CONFIDENCE, robust_scale: float | None = SOLVE_ROBUST_SCALE,
     space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
-    smooth_full_k: float | None = None, edge_sigma: float | None = None,
+    smooth_full_k: float | None = None, edge_sigma: float | None = None, iterations: int = 60,
+    fine_iterations: int = 15,
 ) -> torch.Tensor:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
     ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
@@ -721,7 +722,8 @@ def solve_inverse_depth(
     ``second`` term and the working size's ``blur_per_dioptre`` (px/D), the network's weight is scaled by
     min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`), and with a ``blur_per_dioptre`` λ is
     multiplied by max(1, ``smooth_full_k`` / K)² (default :data:`SOLVE_SMOOTH_FULL_K`; 0 = off): a depth cue
-    K times weaker is that much noisier. ``edge_sigma``: the edge weight's σ (default :data:`SOLVE_EDGE_SIGMA`)."""
+    K times weaker is that much noisier. ``edge_sigma``: the edge weight's σ (default :data:`SOLVE_EDGE_SIGMA`);
+    ``iterations``, ``fine_iterations``: as :func:`defocus.solve.edge_aware_solve`'s."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
     space = SOLVE_SPACE if space is None else space
@@ -740,7 +742,8 @@ def solve_inverse_depth(
     if smooth_full_k and blur_per_dioptre is not None and blur_per_dioptre > 0:
         lam *= max(1.0, smooth_full_k / blur_per_dioptre) ** 2
     out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale,
-                           edge_sigma=SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma)
+                           edge_sigma=SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma, iterations=iterations,
+                           fine_iterations=fine_iterations)
     return (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
 
 
