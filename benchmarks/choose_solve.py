@@ -100,6 +100,8 @@ def main() -> None:
         return (f"λ={lam:g} τ={tau:g} {space}" + (f" σ={sigma:g}" if sigma != 0.05 else "")
                 + (f" λ×(K/{ks:g})^-2" if ks else ""))
 
+    # Each setting's kw holds smooth_full_k too: an experiment of this script only (λ × max(1, it / K)², K the
+    # working size's blur per dioptre), not a knob of the pipeline.
     grid += [(f"classical {label(*c)}", dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3],
                                               smooth_full_k=c[4], power=2.0, network_weight=0.0), True)
              for c in common]
@@ -122,11 +124,11 @@ def main() -> None:
             if kw is None:
                 out = cinv if fuse else inv
             else:  # as defocus.predict._solve
-                kw = dict(kw)
-                lam = kw.pop("smoothness")
-                out = solve_inverse_depth(inv, conf, (cinv, cconf) if fuse else None, guide, lam, (lo, hi),
-                                          blur_per_dioptre=k_working, **kw)
-                kw["smoothness"] = lam
+                args_k = {k: v for k, v in kw.items() if k != "smooth_full_k"}
+                if kw["smooth_full_k"]:
+                    args_k["smoothness"] = kw["smoothness"] * max(1.0, kw["smooth_full_k"] / k_working) ** 2
+                out = solve_inverse_depth(inv, conf, (cinv, cconf) if fuse else None, guide, inv_range=(lo, hi),
+                                          blur_per_dioptre=k_working, **args_k)
             secs.append(time.perf_counter() - t)
             per_group[kind, group].append(depth_metrics(1.0 / out[0, 0], gt, depth_range_m=DEPTH_RANGE))
         cells = []

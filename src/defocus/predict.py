@@ -166,12 +166,10 @@ SOLVE_SPACE = "log"
 #: (TARGET_BLUR_PER_DIOPTRE) while the classical focus measure is not; 0 turns it off. Chosen by choose_solve.py
 #: ``--network-full-k 0 10 20``: 20 beat 10 and off under random cameras and left the presets' protocols unchanged.
 SOLVE_NETWORK_FULL_K = TARGET_BLUR_PER_DIOPTRE
-#: Below this working-size K (px/D) the smoothness λ is multiplied by (this / K)²; 0 = off.
-SOLVE_SMOOTH_FULL_K = 0.0
 #: The solve's edge weight σ, in grey levels of the AIF (defocus.solve.edge_weights). With λ = 30 chosen by
 #: choose_solve.py ``--smoothness 20 30 50 --edge-sigma 0.015 0.02 0.03`` (BENCHMARKS.md, "Issue 17, third round"):
-#: sharper edges let the surfaces be smoother; better than λ = 10, σ = 0.05 on all three sets. K-scaled
-#: smoothing (λ × (K0 / K)² below K0) was worse under random cameras and is off (SOLVE_SMOOTH_FULL_K = 0).
+#: sharper edges let the surfaces be smoother; better than λ = 10, σ = 0.05 on all three sets. Scaling λ up at low K
+#: (choose_solve.py ``--smooth-full-k``) was worse under random cameras.
 SOLVE_EDGE_SIGMA = 0.02
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
@@ -712,7 +710,7 @@ def solve_inverse_depth(
     power: float = SOLVE_WEIGHT_POWER, network_weight: float = SOLVE_NETWORK_WEIGHT,
     min_confidence: float = SOLVE_MIN_CONFIDENCE, robust_scale: float | None = SOLVE_ROBUST_SCALE,
     space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
-    smooth_full_k: float | None = None, edge_sigma: float | None = None, iterations: int = 60,
+    edge_sigma: float | None = None, iterations: int = 60,
     fine_iterations: int = 15,
 ) -> torch.Tensor:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
@@ -720,9 +718,8 @@ def solve_inverse_depth(
     by ``guide`` (B, 1, h, w, the grey AIF), with λ = ``smoothness`` at :data:`SOLVE_REFERENCE_SIZE` scaled to the
     map's size, in :data:`SOLVE_SPACE` (or ``space``), clamped to ``inv_range`` (low, high dioptres). With a
     ``second`` term and the working size's ``blur_per_dioptre`` (px/D), the network's weight is scaled by
-    min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`), and with a ``blur_per_dioptre`` λ is
-    multiplied by max(1, ``smooth_full_k`` / K)² (default :data:`SOLVE_SMOOTH_FULL_K`; 0 = off): a depth cue
-    K times weaker is that much noisier. ``edge_sigma``: the edge weight's σ (default :data:`SOLVE_EDGE_SIGMA`);
+    min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`). ``edge_sigma``: the edge weight's σ
+    (default :data:`SOLVE_EDGE_SIGMA`);
     ``iterations``, ``fine_iterations``: as :func:`defocus.solve.edge_aware_solve`'s."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
@@ -738,9 +735,6 @@ def solve_inverse_depth(
         network_weight = network_weight * min(1.0, blur_per_dioptre / network_full_k) ** 2
     target, weight = solve_data_term(to_space(inv_depth), confidence, second, power, network_weight, min_confidence)
     lam = resolution_smoothness(smoothness, tuple(target.shape[-2:]), SOLVE_REFERENCE_SIZE)
-    smooth_full_k = SOLVE_SMOOTH_FULL_K if smooth_full_k is None else smooth_full_k
-    if smooth_full_k and blur_per_dioptre is not None and blur_per_dioptre > 0:
-        lam *= max(1.0, smooth_full_k / blur_per_dioptre) ** 2
     out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale,
                            edge_sigma=SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma, iterations=iterations,
                            fine_iterations=fine_iterations)
