@@ -1,11 +1,15 @@
-"""Is the global solve converged at predict's iteration counts? (issue 17)
+"""Is the global solve converged, and is its result independent of the working size? (issue 17)
 
-``defocus.solve.edge_aware_solve`` runs a fixed number of conjugate-gradient iterations per pyramid level. This
-script predicts the real phone stacks of ../shared/data/focal_stacks (flags as benchmarks/planes.json) through
+``defocus.solve.edge_aware_solve`` runs conjugate gradients coarse to fine with fixed iteration counts, and predict
+solves at most at ``SOLVE_MAX_SIZE`` px (a larger working image is reduced, solved, guided-upsampled). This script
+predicts the real phone stacks of ../shared/data/focal_stacks (flags as benchmarks/planes.json) through
 ``predict_stack`` with the default options, keeps the solve's inputs at the working size (by wrapping
-``defocus.predict._solve``), and re-solves them with 4× and 16× the iterations. It prints, per stack, the median and
-99th-percentile relative depth change against the 16× solve, the seconds, and each annotated plane's fraction of
-pixels more than 10 % off a robust plane fit (bench_planes.py's measure, at the working size) and median depth.
+``defocus.predict._solve``), and re-solves them: the earlier schedule (60 / 15 iterations at the working size), the
+default, the default with 4x the iterations, and 960 / 240 iterations at the full working size (the reference: the
+minimiser of the energy at the working size). It prints, per stack and schedule, the seconds, the median and
+99th-percentile relative depth change against the reference and against the 4x default, and each annotated
+plane's fraction of pixels more than 10 % off a robust plane fit (bench_planes.py's measure, at the working size)
+and median depth.
 
 Usage: python benchmarks/bench_solve_convergence.py [--data ../shared/data]
 """
@@ -28,8 +32,13 @@ from defocus import predict as P  # noqa: E402
 from defocus.color import to_grey  # noqa: E402
 from defocus.data.folders import read_stack  # noqa: E402
 
-#: (coarsest-level iterations, finest-level minimum): predict's, then 4× and 16×.
-SCHEDULES = ((60, 15), (240, 60), (960, 240))
+#: (label, coarsest-level iterations, finest-level minimum, max_size).
+SCHEDULES = (
+    ("60/15 at working size", 60, 15, None),
+    ("default", P.SOLVE_ITERATIONS, P.SOLVE_FINE_ITERATIONS, P.SOLVE_MAX_SIZE),
+    ("4x default", 4 * P.SOLVE_ITERATIONS, 4 * P.SOLVE_FINE_ITERATIONS, P.SOLVE_MAX_SIZE),
+    ("960/240 at working size", 960, 240, None),
+)
 
 
 def _camera_flags(flags: list[str]) -> tuple[list[float], dict]:
@@ -82,19 +91,23 @@ def main() -> None:
         pred, second = captured["pred"], captured["second"]
         guide = to_grey(pred.aif)[:, None]
         results = {}
-        for its, fine in SCHEDULES:
+        for label, its, fine, cap in SCHEDULES:
             t = time.perf_counter()
             inv = P.solve_inverse_depth(pred.inv_depth, pred.confidence, second, guide, captured["smoothness"],
                                         (1e-3, 1e3), blur_per_dioptre=captured["k"], iterations=its,
-                                        fine_iterations=fine)
-            results[its] = (inv, time.perf_counter() - t)
-        ref = results[SCHEDULES[-1][0]][0]
+                                        fine_iterations=fine, max_size=cap)
+            results[label] = (inv, time.perf_counter() - t)
+        ref, ref_4x = results[SCHEDULES[-1][0]][0], results["4x default"][0]
         print(f"{entry['name']} (working {tuple(ref.shape[-2:])})")
-        for its, (inv, secs) in results.items():
-            rel = ((inv - ref).abs() / ref).flatten()
+
+        def change(a: torch.Tensor, b: torch.Tensor) -> str:
+            rel = ((a - b).abs() / b).flatten()
+            return f"{float(rel.median()) * 100:.2f} / {float(torch.quantile(rel[::7], 0.99)) * 100:.1f} %"
+
+        for label, (inv, secs) in results.items():
             planes = plane_figures(entry["planes"], inv[0, 0].double().numpy())
-            print(f"  {its:4d} iterations, {secs:5.1f} s: vs 16x median {float(rel.median()):.4f}, p99 "
-                  f"{float(torch.quantile(rel[::7], 0.99)):.4f}; "
+            print(f"  {label:>24}, {secs:5.1f} s: vs reference {change(inv, ref)}, vs 4x default "
+                  f"{change(inv, ref_4x)}; "
                   + ", ".join(f"{k} {v[0] * 100:.1f} % / {v[1]:.2f} m" for k, v in planes.items()), flush=True)
 
 

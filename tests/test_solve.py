@@ -45,6 +45,8 @@ def test_errors():
         edge_aware_solve(t, t, t, smoothness=-1.0)
     with pytest.raises(InputError, match="edge_sigma"):
         edge_aware_solve(t, t, t, edge_sigma=0.0)
+    with pytest.raises(InputError, match="max_size"):
+        edge_aware_solve(t, t, t, max_size=4)
 
 
 def test_matches_a_dense_solve_of_the_normal_equations():
@@ -157,3 +159,44 @@ def test_the_scaled_smoothness_gives_the_same_surface_at_every_resolution():
     fine_unscaled = solve_at(128, 2.0)
     assert float((coarse - fine).abs().max()) < 0.05 * float(coarse.max())
     assert float((coarse - fine_unscaled).abs().max()) > 0.2 * float(coarse.max())
+
+
+def _step_scene(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A noisy near half (left) and a far half whose right part has no cue, the guide's edge at the step."""
+    gen = torch.Generator().manual_seed(3)
+    u = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+    truth = torch.where(u < 0.4, 2.0, 0.5).expand(h, w)[None, None].clone()
+    target = truth + 0.2 * torch.randn(truth.shape, generator=gen, dtype=torch.float64)
+    conf = torch.where(u < 0.7, 1.0, 0.0).expand(h, w)[None, None].clone()
+    guide = torch.where(u < 0.4, 0.2, 0.8).expand(h, w)[None, None].clone()
+    return target, conf, guide
+
+
+def test_a_capped_solve_matches_the_full_size_minimiser():
+    """max_size solves a 4x smaller system (λ scaled to it) and upsamples on the guide: the result is the full-size
+    minimiser within a few per cent, keeps the step at the guide edge, and its shape and dtype are the input's."""
+    target, conf, guide = _step_scene(96, 160)
+    kwargs = dict(smoothness=40.0, edge_sigma=0.05, iterations=1500, fine_iterations=600, tolerance=1e-10)
+    full = edge_aware_solve(target, conf, guide, **kwargs)
+    capped = edge_aware_solve(target, conf, guide, max_size=40, **kwargs)
+    assert capped.shape == target.shape and capped.dtype == target.dtype
+    rel = (capped - full).abs() / full.abs()
+    away_from_edge = torch.cat([rel[..., :60], rel[..., 68:]], dim=-1)  # the step is at column 64
+    assert float(rel.median()) < 0.02 and float(away_from_edge.max()) < 0.05
+    # the step stays at the edge: columns just left / right of u = 0.4 keep near and far
+    assert float(capped[..., 60].mean()) > 1.8 and float(capped[..., 68].mean()) < 0.6
+    # an input no larger than max_size is solved as it is
+    assert torch.equal(edge_aware_solve(target, conf, guide, max_size=160, **kwargs), full)
+
+
+def test_a_capped_solve_costs_the_same_at_every_input_size():
+    """With a cap the same iteration counts converge at any input size: a 4x larger input solved at the cap agrees
+    with a converged capped solve (the uncapped fixed count would leave it far from its minimiser)."""
+    target, conf, guide = _step_scene(256, 512)
+    few = dict(smoothness=40.0 * 16, edge_sigma=0.05, iterations=60, fine_iterations=15)
+    many = dict(few, iterations=2000, fine_iterations=800, tolerance=1e-12)
+    converged = edge_aware_solve(target, conf, guide, max_size=128, **many)
+    capped = edge_aware_solve(target, conf, guide, max_size=128, **few)
+    uncapped = edge_aware_solve(target, conf, guide, **few)
+    assert float(((capped - converged).abs() / converged).median()) < 0.01
+    assert float(((uncapped - converged).abs() / converged).max()) > 0.05

@@ -171,6 +171,15 @@ SOLVE_NETWORK_FULL_K = TARGET_BLUR_PER_DIOPTRE
 #: sharper edges let the surfaces be smoother; better than λ = 10, σ = 0.05 on all three sets. Scaling λ up at low K
 #: (choose_solve.py ``--smooth-full-k``) was worse under random cameras.
 SOLVE_EDGE_SIGMA = 0.02
+#: The solve runs at most at this longer side (px; a larger working image is reduced, solved with the λ that is the
+#: same energy there, and guided-upsampled back: defocus.solve.edge_aware_solve's max_size), with these
+#: conjugate-gradient iterations at the coarsest pyramid level and at least these at each finer one. The counts
+#: converge the solve at this size (benchmarks/bench_solve_convergence.py: median 0.01 %, 99th percentile 0.5 % from
+#: 4× as many on the phone stacks), so the result does not depend on the working size: a fixed count at the
+#: working size left a 2261-px image 9.6 % (median) from its minimiser and smoothed it more than a small one.
+SOLVE_MAX_SIZE = SOLVE_REFERENCE_SIZE
+SOLVE_ITERATIONS = 480
+SOLVE_FINE_ITERATIONS = 120
 #: What PredictOptions.confidence may be.
 CONFIDENCE_KINDS = ("calibrated", "raw")
 #: Smallest working size (longest side, pixels) the options accept.
@@ -710,8 +719,8 @@ def solve_inverse_depth(
     power: float = SOLVE_WEIGHT_POWER, network_weight: float = SOLVE_NETWORK_WEIGHT,
     min_confidence: float = SOLVE_MIN_CONFIDENCE, robust_scale: float | None = SOLVE_ROBUST_SCALE,
     space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
-    edge_sigma: float | None = None, iterations: int = 60,
-    fine_iterations: int = 15,
+    edge_sigma: float | None = None, iterations: int = SOLVE_ITERATIONS,
+    fine_iterations: int = SOLVE_FINE_ITERATIONS, max_size: int | None = SOLVE_MAX_SIZE,
 ) -> torch.Tensor:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
     ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
@@ -720,7 +729,8 @@ def solve_inverse_depth(
     ``second`` term and the working size's ``blur_per_dioptre`` (px/D), the network's weight is scaled by
     min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`). ``edge_sigma``: the edge weight's σ
     (default :data:`SOLVE_EDGE_SIGMA`);
-    ``iterations``, ``fine_iterations``: as :func:`defocus.solve.edge_aware_solve`'s."""
+    ``iterations``, ``fine_iterations``, ``max_size``: as :func:`defocus.solve.edge_aware_solve`'s (defaults
+    :data:`SOLVE_ITERATIONS`, :data:`SOLVE_FINE_ITERATIONS`, :data:`SOLVE_MAX_SIZE`)."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
     space = SOLVE_SPACE if space is None else space
@@ -737,7 +747,7 @@ def solve_inverse_depth(
     lam = resolution_smoothness(smoothness, tuple(target.shape[-2:]), SOLVE_REFERENCE_SIZE)
     out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=robust_scale,
                            edge_sigma=SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma, iterations=iterations,
-                           fine_iterations=fine_iterations)
+                           fine_iterations=fine_iterations, max_size=max_size)
     return (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
 
 
@@ -816,7 +826,9 @@ def _solve_relative(index: torch.Tensor, confidence: torch.Tensor, guide: torch.
     cue = normalised_cue(confidence, n)
     weight = torch.where(cue >= RELATIVE_FILL_THRESHOLD, cue * cue, torch.zeros_like(cue))
     lam = resolution_smoothness(smoothness, tuple(index.shape[-2:]), SOLVE_REFERENCE_SIZE)
-    return edge_aware_solve(index, weight, guide, smoothness=lam, edge_sigma=SOLVE_EDGE_SIGMA).clamp(0, n - 1)
+    return edge_aware_solve(index, weight, guide, smoothness=lam, edge_sigma=SOLVE_EDGE_SIGMA,
+                            iterations=SOLVE_ITERATIONS, fine_iterations=SOLVE_FINE_ITERATIONS,
+                            max_size=SOLVE_MAX_SIZE).clamp(0, n - 1)
 
 
 def _predict_relative(stack: FocalStack, options: PredictOptions, in_place: bool) -> RelativePrediction:

@@ -34,11 +34,16 @@ from torch import nn
 
 from defocus.checks import check_shape
 from defocus.errors import InputError
+from defocus.filters import guided_upsample
 
 #: Floor of the data weight: keeps the system positive definite where no pixel of a connected region has a cue.
 CONFIDENCE_FLOOR = 1e-6
 #: A pyramid level is not made smaller than this (pixels, shorter side).
 MIN_LEVEL_SIZE = 16
+#: The guided upsampling of a solve run below the input's size (``max_size``): window radius in solved pixels and
+#: ε in (guide units)².
+UPSAMPLE_RADIUS = 2
+UPSAMPLE_EPS = 1e-4
 
 
 def resolution_smoothness(smoothness: float, size: tuple[int, int], reference_size: int) -> float:
@@ -134,6 +139,7 @@ def edge_aware_solve(
     fine_iterations: int = 15,
     robust_scale: float | None = None,
     robust_iterations: int = 2,
+    max_size: int | None = None,
 ) -> torch.Tensor:
     """The minimiser of the module docstring's E(x), coarse to fine; optionally with a robust data term.
 
@@ -153,6 +159,11 @@ def edge_aware_solve(
             ``robust_iterations`` re-solves with the data weight c_p / (1 + (r_p / ρ)²) (iteratively reweighted
             least squares). A confident target that disagrees with the smooth surface its neighbours span (an
             isolated speckle) then loses its pull instead of denting the surface.
+        max_size: None to solve at the input's size; else the longest side (px) the system is solved at: a larger
+            input is reduced by a factor s (area: the targets as a confidence-weighted mean, the confidences and the
+            guide as means), solved with λ s² (the same energy on the coarser grid, :func:`resolution_smoothness`),
+            and brought back to the input's size by a guided upsampling on the guide, so that the iteration counts
+            that converge at ``max_size`` converge at every input size and the cost stays bounded.
     Returns:
         (B, 1, H, W) in the dtype of ``target``.
     Raises:
@@ -167,12 +178,26 @@ def edge_aware_solve(
         raise InputError(f"edge_sigma must be > 0, got {edge_sigma}")
     if robust_scale is not None and not robust_scale > 0:
         raise InputError(f"robust_scale must be > 0 (or None), got {robust_scale}")
+    if max_size is not None and not max_size >= MIN_LEVEL_SIZE:
+        raise InputError(f"max_size must be >= {MIN_LEVEL_SIZE} px (or None), got {max_size}")
     if smoothness == 0:
         return target.clone()
     dtype = target.dtype
     t = target.to(torch.float64 if dtype == torch.float64 else torch.float32)
     c = confidence.to(t.dtype).clamp_min(0.0) + CONFIDENCE_FLOOR
     g = guide.to(t.dtype)
+    h, w = t.shape[-2:]
+    if max_size is not None and max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        c_small = F.interpolate(c, size=size, mode="area")
+        t_small = F.interpolate(c * t, size=size, mode="area") / c_small
+        g_small = F.interpolate(g, size=size, mode="area")
+        x = edge_aware_solve(t_small, c_small - CONFIDENCE_FLOOR, g_small, smoothness * scale * scale, edge_sigma,
+                             iterations, tolerance, levels, fine_iterations, robust_scale, robust_iterations)
+        # Window of 2 solved pixels, ε at the grey levels of an edge the solve stops at (σ ≈ 0.01–0.05).
+        return guided_upsample(x, g_small.mean(1, keepdim=True), g.mean(1, keepdim=True),
+                               radius=UPSAMPLE_RADIUS, eps=UPSAMPLE_EPS).to(dtype)
     x = _solve_pyramid(t, c, g, smoothness, edge_sigma, iterations, tolerance, levels, fine_iterations)
     if robust_scale is not None:
         scale = t.abs().clamp_min(1e-12) * robust_scale
@@ -215,15 +240,15 @@ class EdgeAwareSolve(nn.Module):
     """:func:`edge_aware_solve` as a module: ``EdgeAwareSolve(smoothness, edge_sigma)(target, confidence, guide)``."""
 
     def __init__(self, smoothness: float = 1.0, edge_sigma: float = 0.05, iterations: int = 60,
-                 robust_scale: float | None = None) -> None:
+                 robust_scale: float | None = None, max_size: int | None = None) -> None:
         super().__init__()
         self.smoothness, self.edge_sigma, self.iterations = smoothness, edge_sigma, iterations
-        self.robust_scale = robust_scale
+        self.robust_scale, self.max_size = robust_scale, max_size
 
     def forward(self, target: torch.Tensor, confidence: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         return edge_aware_solve(target, confidence, guide, self.smoothness, self.edge_sigma, self.iterations,
-                                robust_scale=self.robust_scale)
+                                robust_scale=self.robust_scale, max_size=self.max_size)
 
     def extra_repr(self) -> str:
         return (f"smoothness={self.smoothness}, edge_sigma={self.edge_sigma}, iterations={self.iterations}, "
-                f"robust_scale={self.robust_scale}")
+                f"robust_scale={self.robust_scale}, max_size={self.max_size}")
