@@ -14,7 +14,7 @@ bench_randomised.py's, through the whole pipeline.
 
 Usage: python benchmarks/choose_solve.py [--splits validation train] [--per-frame 2] [--procedural 24] [--smoothness 1 3 10 30 100]
        [--robust none 0.05 0.1] [--power 1 2] [--network-weight 0.25 1] [--min-confidence 0 0.2]
-       [--protocols paper realistic] [--checkpoint FILE]
+       [--protocols paper realistic] [--fused-only] [--checkpoint FILE]
 
 With --protocols the same fitting frames are also rendered with the presets' protocols: the weights serve the
 presets' cameras as well as random ones, so a choice is read off all sets together.
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="*", default=[],
                     help="also the fitting frames rendered as bench_rgbd_split.py renders them (the nyuv2 lens) with "
                     "these synthesis protocols, scored as separate sets")
+    ap.add_argument("--fused-only", action="store_true",
+                    help="only the network + classical settings (and the two estimates themselves)")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -102,10 +104,11 @@ def main() -> None:
 
     # Each setting's kw holds smooth_full_k too: an experiment of this script only (λ × max(1, it / K)², K the
     # working size's blur per dioptre), not a knob of the pipeline.
-    grid += [(f"classical {label(*c)}", dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3],
-                                              smooth_full_k=c[4], power=2.0, network_weight=0.0), True)
-             for c in common]
-    for fuse, rho, q, alpha, k0, c in itertools.product((False, True), robust, args.power, args.network_weight,
+    grid += [(f"classical {label(*c)} ρ={rho}", dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3],
+                                                      smooth_full_k=c[4], robust_scale=rho, power=2.0,
+                                                      network_weight=0.0), True)
+             for rho in robust for c in common]
+    for fuse, rho, q, alpha, k0, c in itertools.product((True,) if args.fused_only else (False, True), robust, args.power, args.network_weight,
                                                           args.network_full_k, common):
         if not fuse and (alpha != args.network_weight[0] or k0):
             continue

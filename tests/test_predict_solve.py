@@ -24,7 +24,8 @@ def test_the_default_space_is_log_depth_and_near_speckle_does_not_pull_the_wall_
     inv, conf = _speckled_wall()
     guide = torch.zeros_like(inv)
     lam = 30.0 * (SOLVE_REFERENCE_SIZE / inv.shape[-1]) ** 2  # λ = 30 at the 64-px map itself
-    kw = dict(second=None, guide=guide, smoothness=lam, inv_range=(0.1, 10.0), min_confidence=0.0)
+    # Least squares (the robust term, on by default, would drop the speckle in either space).
+    kw = dict(second=None, guide=guide, smoothness=lam, inv_range=(0.1, 10.0), min_confidence=0.0, robust_scale=None)
     in_log = solve_inverse_depth(inv, conf, space="log", **kw)
     in_inverse = solve_inverse_depth(inv, conf, space="inverse", **kw)
     # The wall's median depth: symmetric speckle in log depth averages out; in inverse depth the near speckle

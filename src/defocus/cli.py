@@ -589,7 +589,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--solve", action="store_true", help=argparse.SUPPRESS)  # on by default since issue 17
     g.add_argument("--solve-smoothness", type=float, default=None, metavar="L",
                    help="the solve's smoothness weight against its data term at a 640-px working image, "
-                   "scaled by the working size squared (default 30, chosen on the validation and training scene "
+                   "scaled by the working size squared (default 50, chosen on the validation and training scene "
                    "groups under random cameras and both synthesis protocols)")
     g.add_argument("--no-solve-classical", action="store_true",
                    help="the solve's data term from the network's estimate alone (by default the adaptive classical "

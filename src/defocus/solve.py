@@ -137,7 +137,7 @@ def edge_aware_solve(
     tolerance: float = 1e-5,
     levels: int | None = None,
     fine_iterations: int = 15,
-    robust_scale: float | None = None,
+    robust_scale: float | torch.Tensor | None = None,
     robust_iterations: int = 2,
     max_size: int | None = None,
 ) -> torch.Tensor:
@@ -154,11 +154,13 @@ def edge_aware_solve(
             ``fine_iterations`` (the finest levels cost most: this bounds the time at a few full-size passes).
         tolerance: relative residual at which a level stops early.
         levels: pyramid levels below full size (default: halvings while the shorter side stays ≥ 16 px).
-        robust_scale: None for the least-squares data term; else ρ > 0, and the data term becomes Cauchy's
-            c_p ρ² ln(1 + (r_p / ρ)²) of the relative residual r_p = (x_p − t_p) / |t_p|, minimised by
-            ``robust_iterations`` re-solves with the data weight c_p / (1 + (r_p / ρ)²) (iteratively reweighted
-            least squares). A confident target that disagrees with the smooth surface its neighbours span (an
-            isolated speckle) then loses its pull instead of denting the surface.
+        robust_scale: None for the least-squares data term; else the residual scale ρ > 0 in the target's units
+            (a number, or a (B, 1, H, W) map of them: e.g. ρ·|t| for a relative scale on inverse depth; on log
+            depth a number is already relative), and the data term becomes Cauchy's c_p ρ_p² ln(1 + (r_p / ρ_p)²)
+            of the residual r_p = x_p − t_p, minimised by ``robust_iterations`` re-solves with the data weight
+            c_p / (1 + (r_p / ρ_p)²) (iteratively reweighted least squares). A confident target that disagrees
+            with the smooth surface its neighbours span (an isolated speckle) then loses its pull instead of
+            denting the surface.
         max_size: None to solve at the input's size; else the longest side (px) the system is solved at: a larger
             input is reduced by a factor s (area: the targets as a confidence-weighted mean, the confidences and the
             guide as means), solved with λ s² (the same energy on the coarser grid, :func:`resolution_smoothness`),
@@ -176,7 +178,11 @@ def edge_aware_solve(
         raise InputError(f"smoothness must be >= 0, got {smoothness}")
     if not edge_sigma > 0:
         raise InputError(f"edge_sigma must be > 0, got {edge_sigma}")
-    if robust_scale is not None and not robust_scale > 0:
+    if isinstance(robust_scale, torch.Tensor):
+        check_shape(robust_scale, "B 1 H W", "robust_scale", sizes)
+        if not bool((robust_scale > 0).all()):
+            raise InputError("robust_scale must be > 0 everywhere (or None)")
+    elif robust_scale is not None and not robust_scale > 0:
         raise InputError(f"robust_scale must be > 0 (or None), got {robust_scale}")
     if max_size is not None and not max_size >= MIN_LEVEL_SIZE:
         raise InputError(f"max_size must be >= {MIN_LEVEL_SIZE} px (or None), got {max_size}")
@@ -193,14 +199,17 @@ def edge_aware_solve(
         c_small = F.interpolate(c, size=size, mode="area")
         t_small = F.interpolate(c * t, size=size, mode="area") / c_small
         g_small = F.interpolate(g, size=size, mode="area")
+        rho = robust_scale
+        if isinstance(rho, torch.Tensor):
+            rho = F.interpolate(rho.to(t.dtype), size=size, mode="area")
         x = edge_aware_solve(t_small, c_small - CONFIDENCE_FLOOR, g_small, smoothness * scale * scale, edge_sigma,
-                             iterations, tolerance, levels, fine_iterations, robust_scale, robust_iterations)
+                             iterations, tolerance, levels, fine_iterations, rho, robust_iterations)
         # Window of 2 solved pixels, ε at the grey levels of an edge the solve stops at (σ ≈ 0.01–0.05).
         return guided_upsample(x, g_small.mean(1, keepdim=True), g.mean(1, keepdim=True),
                                radius=UPSAMPLE_RADIUS, eps=UPSAMPLE_EPS).to(dtype)
     x = _solve_pyramid(t, c, g, smoothness, edge_sigma, iterations, tolerance, levels, fine_iterations)
     if robust_scale is not None:
-        scale = t.abs().clamp_min(1e-12) * robust_scale
+        scale = robust_scale.to(t.dtype) if isinstance(robust_scale, torch.Tensor) else robust_scale
         for _ in range(robust_iterations):
             weight = 1.0 / (1.0 + ((x - t) / scale).pow(2))
             x = _solve_pyramid(t, c * weight + CONFIDENCE_FLOOR, g, smoothness, edge_sigma, iterations, tolerance,
@@ -240,7 +249,7 @@ class EdgeAwareSolve(nn.Module):
     """:func:`edge_aware_solve` as a module: ``EdgeAwareSolve(smoothness, edge_sigma)(target, confidence, guide)``."""
 
     def __init__(self, smoothness: float = 1.0, edge_sigma: float = 0.05, iterations: int = 60,
-                 robust_scale: float | None = None, max_size: int | None = None) -> None:
+                 robust_scale: float | torch.Tensor | None = None, max_size: int | None = None) -> None:
         super().__init__()
         self.smoothness, self.edge_sigma, self.iterations = smoothness, edge_sigma, iterations
         self.robust_scale, self.max_size = robust_scale, max_size
