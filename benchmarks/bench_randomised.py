@@ -9,8 +9,9 @@ the default smoothness and each other --solve-smoothness, and the network refine
 forward model self-calibrated with auto); the classical baseline alone and through the same solve (the strongest
 honest baseline; --no-classical-solve skips it). Reports
 δ1 / AbsRel / RMSE as the mean over scene groups, the same split by frame count and by blur per dioptre, and the
-reliability of the network's calibrated confidence (mean predicted probability of being within 10 % against the
-observed fraction, per confidence bin).
+reliability of the network's calibrated confidence and of the default path's written confidence (the solved depth's,
+defocus.predict.SOLVED_CALIBRATION): mean predicted probability of being within 10 % against the observed fraction,
+per confidence bin.
 
 Usage: python benchmarks/bench_randomised.py [--split test] [--per-frame 2] [--solve-smoothness 3 10]
        [--refine-steps 30] [--checkpoint FILE] [--json out.json] [--threads 2]
@@ -67,7 +68,7 @@ def main() -> None:
         if getattr(other, "confidence_calibration", None) is None:
             other.confidence_calibration = getattr(net, "confidence_calibration", None)
         runs["baseline network"] = (other, replace(base, solve=False))
-    runs[f"network+solve (default, λ={base.solve_smoothness:g})"] = (net, replace(base, solve=True))
+    runs[f"network+solve (default, λ={base.solve_smoothness:g})"] = (net, replace(base, solve=True))  # default_name
     if base.solve_classical:  # the ablation: the solve with the network's data term alone
         runs["network+solve, network term only"] = (net, replace(base, solve=True, solve_classical=False))
     for lam in args.solve_smoothness:
@@ -81,6 +82,8 @@ def main() -> None:
     by_k: dict[str, list[dict]] = defaultdict(list)
     seconds: dict[str, list[float]] = defaultdict(list)
     probs, rights, chosen = [], [], []
+    default_name = f"network+solve (default, λ={base.solve_smoothness:g})"
+    solved_probs, solved_rights = [], []
     t0 = time.time()
     count = 0
     for group, cap, st in rgbd_captures(args.split, args.per_frame):
@@ -89,12 +92,12 @@ def main() -> None:
             pred, secs = run(model, st, opts)
             row[name] = score(pred, st)
             seconds[name].append(secs)
-            if name == "network":
+            if name in ("network", default_name):
                 gt = working_truth(pred, st)
                 valid = gt > 0
                 inv = pred.working.inv_depth[0, 0]
-                probs.append(pred.working.confidence[0, 0][valid])
-                rights.append(((1.0 / inv - gt).abs() <= 0.1 * gt)[valid])
+                (probs if name == "network" else solved_probs).append(pred.working.confidence[0, 0][valid])
+                (rights if name == "network" else solved_rights).append(((1.0 / inv - gt).abs() <= 0.1 * gt)[valid])
             if pred.refine_model:
                 chosen.append(pred.refine_model["psf"])
         per_group[group].append(row)
@@ -121,17 +124,23 @@ def main() -> None:
             cells = [_fmt({k: float(np.mean([r[m][k] for r in rows])) for k in KEYS}) for m in methods]
             print(f"| {key} | {len(rows)} | " + " | ".join(cells) + " |")
     curve = reliability(torch.cat(probs), torch.cat(rights))
-    print("\nnetwork's calibrated confidence against its error (working size, pixels with ground truth):\n")
-    print("| confidence | mean predicted P(within 10 %) | observed fraction within 10 % | pixels |")
-    print("|---|---:|---:|---:|")
-    for r in curve:
-        print(f"| {r['bin']} | {r['predicted']:.3f} | {r['observed']:.3f} | {r['pixels']} |")
+    solved_curve = reliability(torch.cat(solved_probs), torch.cat(solved_rights)) if solved_probs else []
+    for title, rows in (("network's calibrated confidence (no solve)", curve),
+                        ("the default path's written confidence (the solved depth's)", solved_curve)):
+        if not rows:
+            continue
+        print(f"\n{title} against its error (working size, pixels with ground truth):\n")
+        print("| confidence | mean predicted P(within 10 %) | observed fraction within 10 % | pixels |")
+        print("|---|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['bin']} | {r['predicted']:.3f} | {r['observed']:.3f} | {r['pixels']} |")
     if chosen:
         print(f"\nself-calibrated PSFs: { {c: chosen.count(c) for c in sorted(set(chosen))} }")
     print(f"\n({time.time() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "per_frame": args.per_frame, "mean_over_groups": means,
-                                         "reliability": curve, "per_group": per_group}, indent=1, default=float))
+                                         "reliability": curve, "reliability_default": solved_curve,
+                                         "per_group": per_group}, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -192,10 +192,15 @@ def test_prediction_json_says_which_confidence(tmp_path):
     assert main(["predict", str(folder), "-o", str(tmp_path / "out"), "--no-solve"]) == 0
     info = json.loads((tmp_path / "out" / "stack" / "prediction.json").read_text())
     assert info["confidence"] == "calibrated" and info["options"]["solve"] is False
+    assert info["confidence_of"] == "estimate"
     assert main(["predict", str(folder), "-o", str(tmp_path / "raw"),
                  "--confidence", "raw"]) == 0
     info = json.loads((tmp_path / "raw" / "stack" / "prediction.json").read_text())
     assert info["confidence"] == "raw" and info["options"]["solve"] is True
+    assert info["confidence_of"] == "estimate"  # a raw confidence is the model's own score, before the solve
+    assert main(["predict", str(folder), "-o", str(tmp_path / "default")]) == 0
+    info = json.loads((tmp_path / "default" / "stack" / "prediction.json").read_text())
+    assert info["confidence"] == "calibrated" and info["confidence_of"] == "solved depth"
 
 
 def test_the_command_line_states_the_solve_default():

@@ -97,3 +97,60 @@ def test_the_relative_index_map_is_spanned_across_cueless_regions():
     assert float(out.min()) >= 0.0 and float(out.max()) <= n - 1.0
     assert float((out[..., middle] - ramp[..., middle]).abs().max()) < 0.3
     assert float((out - ramp)[..., : w // 3].abs().mean()) < 0.05
+
+
+# ------------------------------------------------------------------------------------- the solve's support
+def test_the_support_is_one_where_all_pixels_are_confident_and_in_unit_range():
+    from defocus.predict import solve_support
+
+    weight = torch.full((2, 1, 20, 24), 1.3)  # two terms' weights may sum above 1: clamped
+    out = solve_support(weight, torch.zeros_like(weight), smoothness=30.0)
+    assert out.shape == weight.shape
+    assert torch.allclose(out, torch.ones_like(out), atol=1e-3)
+    out = solve_support(torch.zeros_like(weight), torch.zeros_like(weight), smoothness=30.0)
+    assert float(out.abs().max()) < 1e-6
+
+
+def test_the_support_decays_away_from_the_evidence_and_stops_at_an_image_edge():
+    """Evidence only in the left eighth of a 96-px strip: the support falls with the distance from it on a flat
+    guide, and beyond a strong guide edge right next to the evidence it stays near zero."""
+    from defocus.predict import solve_support
+
+    h, w = 16, 96
+    weight = torch.zeros(1, 1, h, w)
+    weight[..., : w // 8] = 1.0
+    flat = solve_support(weight, torch.zeros_like(weight), smoothness=30.0)
+    profile = flat[0, 0].mean(0)
+    assert float(profile[w // 8 + 2]) > float(profile[w // 8 + 10]) > float(profile[-1]) >= 0.0
+    assert float(profile[:4].min()) > 0.8  # deep inside the evidence it stays high
+    guide = torch.zeros(1, 1, h, w)
+    guide[..., w // 8 :] = 1.0  # an image edge where the evidence ends
+    edged = solve_support(weight, guide, smoothness=30.0)
+    assert float(edged[0, 0, :, w // 8 + 2].mean()) < 0.1 * float(profile[w // 8 + 2])
+
+
+def test_predict_writes_the_solved_depths_confidence_and_its_support():
+    """With the packaged "solve" calibration the written confidence is the solved depth's (a function of the
+    support, not the per-pixel estimate's confidence); --no-solve keeps the per-pixel one and has no support."""
+    from defocus.data.procedural import SCENE_DEPTH_RANGE_M, make_scene
+    from defocus.data.stack import FocalStack
+    from defocus.data.synthesis import synthesize_stack
+    from defocus.models.checkpoint import packaged_calibration
+    from defocus.optics.camera import get_preset
+    from defocus.predict import SOLVED_CALIBRATION, aif_texture, predict_stack
+
+    cal = packaged_calibration(SOLVED_CALIBRATION)
+    assert cal is not None, "the solved depth's calibration is packaged (benchmarks/fit_confidence.py --solved)"
+    nyu = get_preset("nyuv2")
+    aif, depth = make_scene(5, 64, 64, SCENE_DEPTH_RANGE_M["nyuv2"])
+    fd = torch.tensor(nyu.focus_distances_m)
+    images = synthesize_stack(aif[None], depth[None], fd, nyu.camera, "paper")[0]
+    stack = FocalStack(images=images, focus_distances_m=fd, camera=nyu.camera, name="p")
+    pred = predict_stack(None, stack)
+    assert pred.solve_support is not None and pred.solve_support.shape == pred.working.confidence.shape
+    expected = cal(pred.solve_support, pred.working.inv_depth, aif_texture(pred.working.aif))
+    assert torch.allclose(pred.working.confidence, expected)
+    assert pred.confidence_of == "solved depth"
+    plain = predict_stack(None, stack, solve=False)
+    assert plain.solve_support is None and plain.confidence_of == "estimate"
+    assert not torch.allclose(plain.working.confidence, pred.working.confidence)

@@ -595,8 +595,8 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                    help="the solve's data term from the network's estimate alone (by default the adaptive classical "
                    "estimate is a second data term, each weighted by its calibrated confidence)")
     g.add_argument("--confidence", choices=("calibrated", "raw"), default="calibrated",
-                   help="calibrated (default): the probability that a pixel's depth is within 10 %%, fitted on "
-                   "held-out data; raw: the model's own score")
+                   help="calibrated (default): the probability that a pixel's (written, solved) depth is within "
+                   "10 %%, fitted on held-out data; raw: the model's own score, before the solve")
     g.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
                    help="write depth 0 (unknown) and no points where the confidence is below C (0-1; with the "
                    "calibrated confidence, 0.8 keeps the pixels that were within 10 %% 80 %% of the time)")

@@ -18,6 +18,10 @@ is made monotone in the raw confidence and the texture (more of either never low
 (:mod:`defocus.solve`) takes it as its data weight and ``--min-confidence`` thresholds it, so ``--min-confidence 0.8``
 keeps the pixels that were right 80 % of the time on the fitting data. :func:`reliability` is the
 confidence-vs-error curve (BENCHMARKS.md).
+
+The same table type, fitted on the default path's solved depth with the solve's evidence support
+(:func:`defocus.predict.solve_support`) in the place of ``c``, is the written confidence after the solve (the
+packaged entry ``"solve"``, :data:`defocus.predict.SOLVED_CALIBRATION`).
 """
 
 from __future__ import annotations

@@ -130,6 +130,7 @@ def prediction_info(result: StackPrediction | RelativePrediction, extra: dict | 
         info["depth_range_m"] = list(result.depth_range)
         info["refine_forward_model"] = result.refine_model
         info["confidence"] = result.confidence_kind
+        info["confidence_of"] = result.confidence_of
         gains = result.exposure_gains
         info["exposure_gains"] = None if gains is None else [round(float(g), 4) for g in gains]
     return info

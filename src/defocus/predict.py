@@ -32,6 +32,7 @@ from torch import nn
 from defocus.checks import check_depth_range
 from defocus.data.stack import FocalStack, require_camera
 from defocus.errors import DefocusError, InputError
+from defocus.models.checkpoint import packaged_calibration
 from defocus.models.classical import ClassicalEstimator
 from defocus.models.prediction import Prediction
 from defocus.optics.camera import ThinLensCamera, default_depth_range
@@ -182,6 +183,11 @@ SOLVE_EDGE_SIGMA = 0.02
 #: 4× as many on the phone stacks), so the result does not depend on the working size: a fixed count at the
 #: working size left a 2261-px image 9.6 % (median) from its minimiser and smoothed it more than a small one.
 SOLVE_MAX_SIZE = SOLVE_REFERENCE_SIZE
+#: The packaged confidence calibration (defocus.models.checkpoint.packaged_calibration key) of the solved depth: a
+#: table over (the solve's support, the solved depth's spread, the AIF's texture), fitted by
+#: benchmarks/fit_confidence.py on the default path's output. Without it the written confidence stays the per-pixel
+#: estimate's.
+SOLVED_CALIBRATION = "solve"
 SOLVE_ITERATIONS = 480
 SOLVE_FINE_ITERATIONS = 120
 #: What PredictOptions.confidence may be.
@@ -224,6 +230,10 @@ class StackPrediction:
             ``"raw"`` (the model's own score).
         exposure_gains: (N,) linear-light gain measured for every frame (:mod:`defocus.data.exposure`; applied
             where it says so in ``warnings``), None when not measured.
+        solve_support: (1, 1, h, w) the global solve's evidence support at the working size (:func:`solve_support`,
+            the feature the solved depth's confidence is calibrated on), None without a solve.
+        confidence_of: what the confidence is about: ``"solved depth"`` (the written depth, after the solve) or
+            ``"estimate"`` (the per-pixel estimate before any solve).
     """
 
     stack: FocalStack
@@ -242,6 +252,8 @@ class StackPrediction:
     frames_mean: torch.Tensor | None = None
     exposure_gains: torch.Tensor | None = None
     confidence_kind: str = "raw"
+    solve_support: torch.Tensor | None = None
+    confidence_of: str = "estimate"
 
     relative = False
 
@@ -636,12 +648,19 @@ def predict_stack(
         if stack.num_images == 1:  # no focus cue: nothing is measured (plausibility_warnings says so)
             working = replace(working, confidence=torch.zeros_like(working.confidence))
         stage("estimate", t)
+        support, confidence_of = None, "estimate"
         if options.solve:
             t = time.perf_counter()
             second = None
             if options.solve_classical and calibration is not None and not isinstance(model, ClassicalEstimator):
                 second = _classical_term(x, fd_d, k_d, dr, progress)
-            working = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()))
+            working, support = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()))
+            # The written confidence is about the written (solved) depth: calibrated on the solve's support where
+            # that calibration is packaged (defocus.confidence, "solve"), not the per-pixel estimate's.
+            solved_cal = packaged_calibration(SOLVED_CALIBRATION) if calibration is not None else None
+            if solved_cal is not None and stack.num_images > 1:
+                working = replace(working, confidence=solved_cal(support, working.inv_depth, aif_texture(working.aif)))
+                confidence_of = "solved depth"
             timings["solve"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -653,7 +672,8 @@ def predict_stack(
     return StackPrediction(stack=stack, full=full, working=working, working_size=(hw, ww), scale=scale, crop_box=box,
                            alignment=alignment, camera=camera, depth_range=dr, options=options,
                            refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0),
-                           exposure_gains=gains, confidence_kind="raw" if calibration is None else "calibrated")
+                           exposure_gains=gains, confidence_kind="raw" if calibration is None else "calibrated",
+                           solve_support=support, confidence_of=confidence_of)
 
 
 def aif_texture(aif: torch.Tensor) -> torch.Tensor:
@@ -725,7 +745,8 @@ def solve_inverse_depth(
     space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
     edge_sigma: float | None = None, iterations: int = SOLVE_ITERATIONS,
     fine_iterations: int = SOLVE_FINE_ITERATIONS, max_size: int | None = SOLVE_MAX_SIZE,
-) -> torch.Tensor:
+    return_support: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
     ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
     by ``guide`` (B, 1, h, w, the grey AIF), with λ = ``smoothness`` at :data:`SOLVE_REFERENCE_SIZE` scaled to the
@@ -734,7 +755,8 @@ def solve_inverse_depth(
     min(1, K / ``network_full_k``)² (default :data:`SOLVE_NETWORK_FULL_K`). ``edge_sigma``: the edge weight's σ
     (default :data:`SOLVE_EDGE_SIGMA`);
     ``iterations``, ``fine_iterations``, ``max_size``: as :func:`defocus.solve.edge_aware_solve`'s (defaults
-    :data:`SOLVE_ITERATIONS`, :data:`SOLVE_FINE_ITERATIONS`, :data:`SOLVE_MAX_SIZE`)."""
+    :data:`SOLVE_ITERATIONS`, :data:`SOLVE_FINE_ITERATIONS`, :data:`SOLVE_MAX_SIZE`). With ``return_support``
+    also the solve's evidence support (:func:`solve_support`), the feature of the solved depth's confidence."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
     space = SOLVE_SPACE if space is None else space
@@ -753,24 +775,45 @@ def solve_inverse_depth(
     rho = robust_scale
     if rho is not None and space == "inverse":
         rho = target.abs().clamp_min(1e-6) * rho
-    out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=rho,
-                           edge_sigma=SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma, iterations=iterations,
-                           fine_iterations=fine_iterations, max_size=max_size)
-    return (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
+    sigma = SOLVE_EDGE_SIGMA if edge_sigma is None else edge_sigma
+    out = edge_aware_solve(target, weight, guide, smoothness=lam, robust_scale=rho, edge_sigma=sigma,
+                           iterations=iterations, fine_iterations=fine_iterations, max_size=max_size)
+    inv = (out.exp() if space == "log" else out).clamp(inv_range[0], inv_range[1])
+    if not return_support:
+        return inv
+    return inv, solve_support(weight, guide, lam, sigma, iterations, fine_iterations, max_size)
+
+
+def solve_support(weight: torch.Tensor, guide: torch.Tensor, smoothness: float, edge_sigma: float = SOLVE_EDGE_SIGMA,
+                  iterations: int = SOLVE_ITERATIONS, fine_iterations: int = SOLVE_FINE_ITERATIONS,
+                  max_size: int | None = SOLVE_MAX_SIZE) -> torch.Tensor:
+    """How much focus evidence the solved depth at each pixel rests on: the solve's data weight (B, 1, h, w,
+    clamped to [0, 1]) spread by the same edge-aware smoothness (λ = ``smoothness`` at this size, guide and σ as
+    the solve's) with a uniform data weight, so it decays away from confident pixels within a surface and stops at
+    image edges. (B, 1, h, w) in [0, 1]; the raw feature of the solved confidence's calibration (the per-pixel
+    confidence before the solve says nothing about a pixel the solve spanned from its surroundings)."""
+    from defocus.solve import edge_aware_solve
+
+    target = weight.clamp(0.0, 1.0)
+    out = edge_aware_solve(target, torch.ones_like(target), guide, smoothness=smoothness, edge_sigma=edge_sigma,
+                           iterations=iterations, fine_iterations=fine_iterations, max_size=max_size)
+    return out.clamp(0.0, 1.0)
 
 
 def _solve(pred: Prediction, depth_range: tuple[float, float], smoothness: float,
            second: tuple[torch.Tensor, torch.Tensor] | None = None,
-           blur_per_dioptre: float | None = None) -> Prediction:
+           blur_per_dioptre: float | None = None) -> tuple[Prediction, torch.Tensor]:
     """The prediction with its inverse depth replaced by the global edge-aware solve
     (:func:`solve_inverse_depth`, with ``second`` = the classical (inverse depth, confidence) if given; the grey AIF
-    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D), kept inside the depth range."""
+    as the guide; ``blur_per_dioptre`` the working size's largest K, px/D), kept inside the depth range, and the
+    solve's evidence support (:func:`solve_support`, (1, 1, h, w))."""
     from defocus.color import to_grey
 
-    inv = solve_inverse_depth(pred.inv_depth, pred.confidence, second, to_grey(pred.aif)[:, None], smoothness,
-                              (1.0 / depth_range[1], 1.0 / depth_range[0]), blur_per_dioptre=blur_per_dioptre)
+    inv, support = solve_inverse_depth(pred.inv_depth, pred.confidence, second, to_grey(pred.aif)[:, None],
+                                       smoothness, (1.0 / depth_range[1], 1.0 / depth_range[0]),
+                                       blur_per_dioptre=blur_per_dioptre, return_support=True)
     return Prediction(depth=1.0 / inv, aif=pred.aif, confidence=pred.confidence, inv_depth=inv,
-                      attention=pred.attention)
+                      attention=pred.attention), support
 
 
 def _upsample(working: Prediction, frames: torch.Tensor, focus_m: torch.Tensor, blur_per_dioptre: torch.Tensor,
