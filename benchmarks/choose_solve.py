@@ -108,7 +108,8 @@ def main() -> None:
                                                       smooth_full_k=c[4], robust_scale=rho, power=2.0,
                                                       network_weight=0.0), True)
              for rho in robust for c in common]
-    for fuse, rho, q, alpha, k0, c in itertools.product((True,) if args.fused_only else (False, True), robust, args.power, args.network_weight,
+    fuses = (True,) if args.fused_only else (False, True)
+    for fuse, rho, q, alpha, k0, c in itertools.product(fuses, robust, args.power, args.network_weight,
                                                           args.network_full_k, common):
         if not fuse and (alpha != args.network_weight[0] or k0):
             continue

@@ -20,6 +20,7 @@ Writing the outputs is :mod:`defocus.outputs`.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -642,9 +643,9 @@ def predict_stack(
                 working = refine(x, fd_d, k_d, dr, working, options.refine_steps, physics)
         working = Prediction(**{k: (None if v is None else v.detach().cpu()) for k, v in vars(working).items()})
         calibration = getattr(model, "confidence_calibration", None) if options.confidence == "calibrated" else None
+        texture = aif_texture(working.aif) if calibration is not None else None  # the solve keeps the AIF: reused
         if calibration is not None:
-            working = replace(working, confidence=calibration(working.confidence, working.inv_depth,
-                                                              aif_texture(working.aif)))
+            working = replace(working, confidence=calibration(working.confidence, working.inv_depth, texture))
         if stack.num_images == 1:  # no focus cue: nothing is measured (plausibility_warnings says so)
             working = replace(working, confidence=torch.zeros_like(working.confidence))
         stage("estimate", t)
@@ -657,9 +658,9 @@ def predict_stack(
             working, support = _solve(working, dr, options.solve_smoothness, second, float(k_w.max()))
             # The written confidence is about the written (solved) depth: calibrated on the solve's support where
             # that calibration is packaged (defocus.confidence, "solve"), not the per-pixel estimate's.
-            solved_cal = packaged_calibration(SOLVED_CALIBRATION) if calibration is not None else None
+            solved_cal = _solved_calibration() if calibration is not None else None
             if solved_cal is not None and stack.num_images > 1:
-                working = replace(working, confidence=solved_cal(support, working.inv_depth, aif_texture(working.aif)))
+                working = replace(working, confidence=solved_cal(support, working.inv_depth, texture))
                 confidence_of = "solved depth"
             timings["solve"] = round(time.perf_counter() - t, 3)
 
@@ -674,6 +675,12 @@ def predict_stack(
                            refine_model=refine_used, timings=timings, warnings=warnings, frames_mean=small.mean(0),
                            exposure_gains=gains, confidence_kind="raw" if calibration is None else "calibrated",
                            solve_support=support, confidence_of=confidence_of)
+
+
+@functools.cache
+def _solved_calibration():
+    """The packaged :data:`SOLVED_CALIBRATION` (read once per process), or None."""
+    return packaged_calibration(SOLVED_CALIBRATION)
 
 
 def aif_texture(aif: torch.Tensor) -> torch.Tensor:
