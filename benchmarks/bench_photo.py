@@ -6,13 +6,18 @@
   that rendering stays cheap; focus and camera in stack.json).
 
 Each case runs `defocus predict` in a subprocess and reads its peak resident memory from the kernel (`ru_maxrss`
-of the child). Usage: python benchmarks/bench_photo.py [--cases phone synthetic20] [--out DIR]
+of the child). Usage: python benchmarks/bench_photo.py [--cases phone synthetic20] [--out DIR] [--allocator both]
+
+``--allocator both`` runs each case twice in the same run, with glibc's default malloc behaviour
+(``DEFOCUS_KEEP_FREED_MEMORY=0``) and with the command line's default (``defocus.allocator.keep_freed_memory``), so
+that the two wall times are compared on the same machine at the same hour.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,11 +49,14 @@ def make_synthetic(folder: Path) -> Path:
     return folder
 
 
-def run(args: list[str]) -> tuple[float, float, int]:
+def run(args: list[str], keep_freed_memory: bool = True) -> tuple[float, float, int]:
+    env = {k: v for k, v in os.environ.items() if k != "DEFOCUS_KEEP_FREED_MEMORY"}
+    if not keep_freed_memory:
+        env["DEFOCUS_KEEP_FREED_MEMORY"] = "0"
     t = time.perf_counter()
     code = ("import resource, sys; from defocus.cli import main; rc = main(sys.argv[1:]); "
             "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     peaks = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_KB")]
     peak_mb = peaks[-1] / 1024 if peaks else float("nan")
@@ -61,9 +69,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=["phone", "synthetic20"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "photo")
+    ap.add_argument("--allocator", choices=["default", "glibc", "both"], default="default",
+                    help="default: as the command line runs (freed memory kept); glibc: DEFOCUS_KEEP_FREED_MEMORY=0; "
+                    "both: each case both ways")
     args = ap.parse_args()
+    modes = {"default": [True], "glibc": [False], "both": [False, True]}[args.allocator]
     rows = []
-    for case in args.cases:
+    for case, keep in [(c, m) for c in args.cases for m in modes]:
         if case == "phone":
             if not PHONE.is_dir():
                 print(f"note: {PHONE} is absent: phone case skipped")
@@ -72,11 +84,12 @@ def main() -> None:
         else:
             folder = make_synthetic(args.out / "synthetic20_stack")
             cmd = ["predict", str(folder), "-o", str(args.out / "synthetic20")]
-        wall, peak, rc = run(cmd)
+        wall, peak, rc = run(cmd, keep)
         out_dir = args.out / ("phone" if case == "phone" else "synthetic20")
         info = {}
         for p in out_dir.glob("*/prediction.json"):
             info = json.loads(p.read_text())
+        case = f"{case} ({'kept' if keep else 'glibc'} freed memory)" if len(modes) > 1 else case
         rows.append((case, wall, peak, rc, info.get("output_size"), info.get("working_size"), info.get("timings_s")))
         print(f"{case}: {wall:.1f} s, peak {peak:.0f} MB, rc {rc}, output {info.get('output_size')}, "
               f"working {info.get('working_size')}, stages {info.get('timings_s')}", flush=True)

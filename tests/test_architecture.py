@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "defocus"
 
 #: The layers of the README's table, lowest first: a module may import its own layer and the ones before it.
 LAYERS: list[set[str]] = [
-    {"errors", "checks", "files", "color", "progress"},
+    {"errors", "checks", "files", "color", "progress", "allocator"},
     {"optics"},
     {"metrics", "visualize", "filters", "solve", "confidence"},
     {"data"},

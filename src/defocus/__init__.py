@@ -42,6 +42,7 @@ _PUBLIC: dict[str, str] = {
     "write_prediction": "defocus.outputs",
     "evaluate_stack": "defocus.evaluate",
     "depth_metrics": "defocus.metrics",
+    "keep_freed_memory": "defocus.allocator",
 }
 
 __all__ = ["__version__", *_PUBLIC]
