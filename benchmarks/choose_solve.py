@@ -15,6 +15,8 @@ bench_randomised.py's, through the whole pipeline.
 Usage: python benchmarks/choose_solve.py [--splits validation train] [--per-frame 2] [--procedural 24] [--smoothness 1 3 10 30 100]
        [--robust none 0.05 0.1] [--power 1 2] [--network-weight 0.25 1] [--min-confidence 0 0.2]
        [--protocols paper realistic] [--fused-only] [--checkpoint FILE]
+       [--min-texture 0 2] [--bleed none 16:0.25]   (data-weight experiments: zero weight on AIF texture under the
+       value; weight × the own-texture fraction of bleed_factor)
 
 With --protocols the same fitting frames are also rendered with the presets' protocols: the weights serve the
 presets' cameras as well as random ones, so a choice is read off all sets together.
@@ -40,7 +42,24 @@ from defocus.color import to_grey  # noqa: E402
 from defocus.metrics import depth_metrics  # noqa: E402
 from defocus.models.classical import ClassicalEstimator  # noqa: E402
 from defocus.models.factory import create_model  # noqa: E402
-from defocus.predict import PredictOptions, solve_inverse_depth  # noqa: E402
+from defocus.predict import PredictOptions, aif_texture, solve_inverse_depth  # noqa: E402
+
+
+def bleed_factor(aif, guide, radius: int, ratio: float):
+    """An experiment's data-weight factor (1, 1, h, w): min(1, (own + ε) / (max within ``radius`` px + ε) / ``ratio``)
+    of the grey AIF's local texture (Immerkær's response, 3 × 3 mean), ε twice the noise's response. It is low on the
+    plain side of a strong edge, where a focus measure's window sees the edge (edge bleeding) rather than the pixel."""
+    import torch
+    import torch.nn.functional as F
+
+    from defocus.filters import immerkaer_response
+    from defocus.models.classical import estimate_noise_sigma
+
+    resp = immerkaer_response(F.pad(guide.double(), (1, 1, 1, 1), mode="replicate"))
+    own = F.avg_pool2d(F.pad(resp, (1,) * 4, mode="replicate"), 3, stride=1)
+    ctx = F.max_pool2d(F.pad(own, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
+    eps = 2 * 6 * (2 / torch.pi) ** 0.5 * max(float(estimate_noise_sigma(aif)), 0.5 / 255)
+    return ((own + eps) / (ctx + eps) / ratio).clamp(max=1.0).float()
 
 
 def main() -> None:
@@ -63,6 +82,10 @@ def main() -> None:
                     help="the solve's edge weight σ (grey levels of the AIF)")
     ap.add_argument("--smooth-full-k", type=float, nargs="+", default=[0.0],
                     help="working-size K (px/D) under which λ is multiplied by (this / K)^2; 0 = off")
+    ap.add_argument("--min-texture", type=float, nargs="+", default=[0.0],
+                    help="AIF texture / noise (defocus.predict.aif_texture) under which the data weight is zero")
+    ap.add_argument("--bleed", nargs="+", default=["none"],
+                    help="RADIUS:RATIO pairs: data weight x min(1, own texture / (max texture within RADIUS) / RATIO)")
     ap.add_argument("--protocols", nargs="*", default=[],
                     help="also the fitting frames rendered as bench_rgbd_split.py renders them (the nyuv2 lens) with "
                     "these synthesis protocols, scored as separate sets")
@@ -90,23 +113,25 @@ def main() -> None:
         assert cls.working_size == pred.working_size, (cls.working_size, pred.working_size)
         k_working = float(pred.camera.blur_per_dioptre(st.focus_distances_m).max()) * pred.scale
         cache.append((kind, group, k_working, w.inv_depth, w.confidence, cls.working.inv_depth, cls.working.confidence,
-                      to_grey(w.aif)[:, None], working_truth(pred, st)))
+                      to_grey(w.aif)[:, None], working_truth(pred, st), aif_texture(w.aif), w.aif))
     print(f"{len(cache)} stacks predicted ({time.time() - t0:.0f} s)")
     robust = [None if r == "none" else float(r) for r in args.robust]
+    bleeds = [None if b == "none" else (int(b.split(":")[0]), float(b.split(":")[1])) for b in args.bleed]
     # Each setting: a name and the keyword arguments of solve_inverse_depth (None = no solve: the estimate itself).
     grid: list[tuple[str, dict | None, bool]] = [("network", None, False), ("classical", None, True)]
     common = list(itertools.product(args.space, args.smoothness, args.min_confidence, args.edge_sigma,
-                                    args.smooth_full_k))
+                                    args.smooth_full_k, args.min_texture, bleeds))
 
-    def label(space, lam, tau, sigma, ks) -> str:
+    def label(space, lam, tau, sigma, ks, mt, bl) -> str:
         return (f"λ={lam:g} τ={tau:g} {space}" + (f" σ={sigma:g}" if sigma != 0.05 else "")
-                + (f" λ×(K/{ks:g})^-2" if ks else ""))
+                + (f" λ×(K/{ks:g})^-2" if ks else "") + (f" texture≥{mt:g}" if mt else "")
+                + (f" bleed r={bl[0]} ratio={bl[1]:g}" if bl else ""))
 
-    # Each setting's kw holds smooth_full_k too: an experiment of this script only (λ × max(1, it / K)², K the
-    # working size's blur per dioptre), not a knob of the pipeline.
+    # Each setting's kw holds smooth_full_k, min_texture and bleed too: experiments of this script only (λ × max(1,
+    # it / K)², K the working size's blur per dioptre; the data-weight factors), not knobs of the pipeline.
     grid += [(f"classical {label(*c)} ρ={rho}", dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3],
-                                                      smooth_full_k=c[4], robust_scale=rho, power=2.0,
-                                                      network_weight=0.0), True)
+                                                      smooth_full_k=c[4], min_texture=c[5], bleed=c[6],
+                                                      robust_scale=rho, power=2.0, network_weight=0.0), True)
              for rho in robust for c in common]
     fuses = (True,) if args.fused_only else (False, True)
     for fuse, rho, q, alpha, k0, c in itertools.product(fuses, robust, args.power, args.network_weight,
@@ -116,19 +141,27 @@ def main() -> None:
         name = (f"{'network+classical' if fuse else 'network'} {label(*c)} ρ={rho} q={q:g} α={alpha:g}"
                 + (f" K0={k0:g}" if k0 else ""))
         grid.append((name, dict(space=c[0], smoothness=c[1], min_confidence=c[2], edge_sigma=c[3], smooth_full_k=c[4],
-                                robust_scale=rho, power=q, network_weight=alpha, network_full_k=k0), fuse))
+                                min_texture=c[5], bleed=c[6], robust_scale=rho, power=q, network_weight=alpha,
+                                network_full_k=k0), fuse))
     lo, hi = 1.0 / DEPTH_RANGE[1], 1.0 / DEPTH_RANGE[0]
     kinds = list(dict.fromkeys(kind for kind, *_ in cache))
     print("| setting | " + " | ".join(f"{k} δ1 | {k} AbsRel | {k} RMSE" for k in kinds) + " | s / stack |\n|---|"
           + "---:|" * (3 * len(kinds) + 1))
     for name, kw, fuse in grid:
         per_group, secs = defaultdict(list), []
-        for kind, group, k_working, inv, conf, cinv, cconf, guide, gt in cache:
+        for kind, group, k_working, inv, conf, cinv, cconf, guide, gt, texture, aif in cache:
             t = time.perf_counter()
             if kw is None:
                 out = cinv if fuse else inv
             else:  # as defocus.predict._solve
-                args_k = {k: v for k, v in kw.items() if k != "smooth_full_k"}
+                args_k = {k: v for k, v in kw.items() if k not in ("smooth_full_k", "min_texture", "bleed")}
+                factor = None  # the data-weight experiments (BENCHMARKS.md, "Issue 17, fifth round")
+                if kw["min_texture"]:
+                    factor = (texture >= kw["min_texture"]).float()
+                if kw["bleed"]:
+                    bleed = bleed_factor(aif, guide, *kw["bleed"])
+                    factor = bleed if factor is None else factor * bleed
+                args_k["weight_factor"] = factor
                 if kw["smooth_full_k"]:
                     args_k["smoothness"] = kw["smoothness"] * max(1.0, kw["smooth_full_k"] / k_working) ** 2
                 out = solve_inverse_depth(inv, conf, (cinv, cconf) if fuse else None, guide, inv_range=(lo, hi),

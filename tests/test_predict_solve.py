@@ -43,6 +43,29 @@ def test_the_solve_is_clamped_to_the_depth_range_and_checks_its_space():
         solve_inverse_depth(inv, conf, None, torch.zeros_like(inv), 3.0, (0.2, 5.0), space="depth")
 
 
+def test_a_weight_factor_removes_evidence_as_zero_confidence_does_and_checks_its_shape():
+    from defocus.errors import ShapeError
+
+    n = 48
+    inv = torch.ones(1, 1, n, n)
+    inv[..., :, n // 2:] = 2.0  # left half at 1 D, right half at 2 D, no image edge between them
+    conf = torch.full_like(inv, 0.9)
+    guide = torch.zeros_like(inv)
+    mask = torch.ones_like(inv)
+    mask[..., :, n // 2 - 8:n // 2 + 8] = 0.0  # no evidence in a band across the step
+    kw = dict(second=None, guide=guide, smoothness=3.0, inv_range=(0.1, 10.0), min_confidence=0.0)
+    factored = solve_inverse_depth(inv, conf, weight_factor=mask, **kw)
+    zeroed = solve_inverse_depth(inv, conf * mask, **kw)
+    plain = solve_inverse_depth(inv, conf, **kw)
+    assert torch.allclose(factored, zeroed, atol=1e-6)
+    # Inside the band the depth is spanned from both sides (a ramp), not the step the evidence had there.
+    band = factored[0, 0, n // 2, n // 2 - 6:n // 2 + 6]
+    assert float((band[1:] - band[:-1]).min()) > 0 and float(band[0]) > 1.05 and float(band[-1]) < 1.95
+    assert float((plain - factored).abs().max()) > 0.1
+    with pytest.raises(ShapeError, match="weight_factor"):
+        solve_inverse_depth(inv, conf, weight_factor=mask[..., 1:], **kw)
+
+
 def test_the_smoothness_is_scaled_to_the_working_size():
     """The speckled wall at the reference size and at twice it: with λ scaled by the size squared both come out
     as smooth (the spread of the result is set by the scene, not by the working size)."""

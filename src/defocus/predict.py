@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocus.checks import check_depth_range
+from defocus.checks import check_depth_range, check_shape
 from defocus.data.stack import FocalStack, require_camera
 from defocus.errors import DefocusError, InputError
 from defocus.models.checkpoint import packaged_calibration
@@ -752,7 +752,7 @@ def solve_inverse_depth(
     space: str | None = None, blur_per_dioptre: float | None = None, network_full_k: float | None = None,
     edge_sigma: float | None = None, iterations: int = SOLVE_ITERATIONS,
     fine_iterations: int = SOLVE_FINE_ITERATIONS, max_size: int | None = SOLVE_MAX_SIZE,
-    return_support: bool = False,
+    return_support: bool = False, weight_factor: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The global solve as the pipeline runs it: inverse depth (B, 1, h, w, dioptres) from the network's
     ``inv_depth`` and calibrated ``confidence`` and the optional ``second`` term (:func:`solve_data_term`), guided
@@ -763,7 +763,9 @@ def solve_inverse_depth(
     (default :data:`SOLVE_EDGE_SIGMA`);
     ``iterations``, ``fine_iterations``, ``max_size``: as :func:`defocus.solve.edge_aware_solve`'s (defaults
     :data:`SOLVE_ITERATIONS`, :data:`SOLVE_FINE_ITERATIONS`, :data:`SOLVE_MAX_SIZE`). With ``return_support``
-    also the solve's evidence support (:func:`solve_support`), the feature of the solved depth's confidence."""
+    also the solve's evidence support (:func:`solve_support`), the feature of the solved depth's confidence.
+    ``weight_factor`` (B, 1, h, w, ≥ 0) multiplies the data weight (a mask of pixels whose evidence is not to be
+    used; benchmarks/choose_solve.py's data-weight experiments); the pipeline passes none."""
     from defocus.solve import edge_aware_solve, resolution_smoothness
 
     space = SOLVE_SPACE if space is None else space
@@ -777,6 +779,10 @@ def solve_inverse_depth(
     if network_full_k and blur_per_dioptre is not None and second is not None:
         network_weight = network_weight * min(1.0, blur_per_dioptre / network_full_k) ** 2
     target, weight = solve_data_term(to_space(inv_depth), confidence, second, power, network_weight, min_confidence)
+    if weight_factor is not None:
+        check_shape(weight_factor, f"B 1 {target.shape[-2]} {target.shape[-1]}", "weight_factor",
+                    {"B": target.shape[0]})
+        weight = weight * weight_factor.to(weight.dtype).clamp_min(0.0)
     lam = resolution_smoothness(smoothness, tuple(target.shape[-2:]), SOLVE_REFERENCE_SIZE)
     # ρ is relative: a log-depth residual already is one; an inverse-depth residual is scaled by the target.
     rho = robust_scale
