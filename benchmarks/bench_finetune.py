@@ -10,7 +10,7 @@ shipped weights through the command line, with its defaults; then the *other* ha
 the fine-tuned weights, and scored against its ground truth: δ1 / AbsRel / RMSE, mean over scene groups, per camera
 and over all. Also the network alone (``--no-solve``), where the fine-tuning acts most directly.
 
-Usage: python benchmarks/bench_finetune.py [--cameras 2] [--out DIR] [--json out.json] [--threads 2]
+Usage: python benchmarks/bench_finetune.py [--cameras 2] [--only 2] [--out DIR] [--json out.json] [--threads 2]
        [--finetune-flag=--epochs --finetune-flag=6 ...] [--solve-network-weight ALPHA]
 """
 
@@ -67,6 +67,8 @@ def _fmt(m: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cameras", type=int, default=2)
+    ap.add_argument("--only", type=int, nargs="+", metavar="C",
+                    help="run only these of the --cameras cameras (1-based), e.g. --only 2")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_finetune"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--threads", type=int, default=2)
@@ -90,7 +92,7 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, list[dict]]]] = {}
     report = {"cameras": [], "halves": halves}
     t0 = time.time()
-    for c in range(1, args.cameras + 1):
+    for c in args.only or range(1, args.cameras + 1):
         cap = random_capture(CAMERA_SEED + c, BRACKET)
         report["cameras"].append(cap.describe())
         print(f"camera {c}: {len(cap.focus_m)} frames, K {cap.blur_per_dioptre:.1f} px/D, "

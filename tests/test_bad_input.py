@@ -499,10 +499,13 @@ def _flags_property(flags: list[str]) -> None:
 @given(predict_flags())
 # What hypothesis found (fixed): a near end of --depth-range whose inverse overflows float32; --max-size checked
 # only after the progress bar had started; an impossible aperture whose blur (20000 px) was rendered as a full
-# (2R + 1)² kernel by the refinement (13 GB and more).
+# (2R + 1)² kernel by the refinement (13 GB and more); an f-number or pixel pitch so small that the blur overflowed
+# (now refused below f/0.5 and 0.1 µm).
 @example(["--depth-range", "8.288419826392978e-109", "1.0"])
 @example(["--max-size=0"])
 @example(["--f-number=0.01", "--refine-steps=1", "--refine-psf=disk"])
+@example(["--device=cpu", "--f-number=6.865979678589313e-227"])  # an infinite blur: NaN texture, an index error
+@example(["--device=cpu", "--pixel-size-um=6.865979678589313e-227"])  # the same through the pixel pitch
 def test_any_predict_flags(flags):
     _flags_property(flags)
 

@@ -61,17 +61,24 @@ def test_blur_scale_is_an_effective_aperture():
 
 
 def test_calibration_searches_shape_and_light_then_aperture():
+    from defocus.calibrate import SIGNED_PAIRS
+
     stack, fd, k, init = _stack("paper")
     cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, steps=3, max_size=48)
-    tried = [(s["psf"], s["light"], s["blur_scale"]) for s in cal.scores]
-    shapes = len(psf_names(calibrate=True)) * 2  # every calibration family under both light models
+    tried = [(s["psf"], s["light"], s.get("near_psf"), s["blur_scale"]) for s in cal.scores]
+    symmetric = len(psf_names(calibrate=True)) * 2  # every calibration family under both light models
+    shapes = symmetric + len(SIGNED_PAIRS) * 2  # then each signed aberration under both
     assert len(tried) == shapes + 2 and len(set(tried)) == shapes + 2
-    assert {(p, li) for p, li, bs in tried[:shapes]} == {(p, li) for p in psf_names(calibrate=True)
-                                                           for li in ("srgb", "linear")}
-    assert all(bs == 1.0 for _, _, bs in tried[:shapes])
-    # the blur scales are tried with the best shape/light pair of the first stage
+    assert {(p, li) for p, li, near, bs in tried[:symmetric]} == {(p, li) for p in psf_names(calibrate=True)
+                                                                  for li in ("srgb", "linear")}
+    assert all(near is None for _, _, near, _ in tried[:symmetric])
+    assert {(p, li, near) for p, li, near, bs in tried[symmetric:shapes]} == {
+        (far, li, near) for far, near in SIGNED_PAIRS for li in ("srgb", "linear")}
+    assert all(bs == 1.0 for *_, bs in tried[:shapes])
+    # the blur scales are tried with the best shape/light (and near side) of the first stage
     first = min(cal.scores[:shapes], key=lambda s: s["reconstruction"])
-    assert all((s["psf"], s["light"]) == (first["psf"], first["light"]) for s in cal.scores[shapes:])
+    assert all((s["psf"], s["light"], s.get("near_psf")) == (first["psf"], first["light"], first.get("near_psf"))
+               for s in cal.scores[shapes:])
     assert {s["blur_scale"] for s in cal.scores[shapes:]} == {0.7, 1.4}
 
 
@@ -86,3 +93,22 @@ def test_calibration_recognises_the_generalised_gaussian():
     cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, blur_scales=(1.0,), steps=10,
                                   families=(("gaussian", "linear"), ("gennorm", "linear"), ("disk", "linear")))
     assert cal.physics.psf == "gennorm"
+
+
+@pytest.mark.parametrize("far, near", [("ring", "core"), ("core", "ring")])
+def test_calibration_recognises_a_signed_spherical_aberration(far, near):
+    from dataclasses import replace
+
+    from defocus.data.synthesis import SynthesisVariant, synthesize_variant
+
+    rgb, depth = make_scene(1_000_323, 96, 96, SCENE_DEPTH_RANGE_M["nyuv2"])
+    fd = torch.tensor([NYU.focus_distances_m])
+    variant = replace(SynthesisVariant.of(far, "linear"), near_psf=near)
+    stack = synthesize_variant(rgb[None], depth[None], fd, NYU.camera, variant)
+    assert variant.loss.near_psf == near  # the loss re-renders the signed lens it was made with
+    k = NYU.camera.blur_per_dioptre(fd)
+    init = ClassicalEstimator()(stack, fd, k, NYU.depth_range_m)
+    cal = calibrate_forward_model(stack, fd, k, NYU.depth_range_m, init, blur_scales=(1.0,), steps=10,
+                                  families=(("ring", "linear"), ("core", "linear"), ("ring", "linear", "core"),
+                                            ("core", "linear", "ring")))
+    assert (cal.physics.psf, cal.physics.near_psf) == (far, near), cal.scores

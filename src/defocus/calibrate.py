@@ -11,8 +11,10 @@ The blur scale is identifiable because one depth must explain every frame: scali
 the depth for all focus distances at once.
 
 The candidate shapes are the PSF families registered with ``calibrate=True``
-(:data:`defocus.optics.psf.PSF_REGISTRY`, in registry order), each under every light model: a new family enters the
-search by its registry entry alone.
+(:data:`defocus.optics.psf.PSF_REGISTRY`, in registry order), each under every light model: a new family enters
+the search by its registry entry alone. After them come the signed spherical aberrations of :data:`SIGNED_PAIRS` (a
+bright rim behind focus and a bright core in front, or the reverse; ``ForwardSpec.near_psf``), which no symmetric
+family re-renders on both sides of focus at once.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ from defocus.refine import refine
 
 #: Blur scales tried by default with the best (psf, light) pair.
 BLUR_SCALES = (0.7, 1.0, 1.4)
+#: Signed spherical aberrations tried by default (PSF behind focus, PSF in front of it), where both are calibration
+#: families.
+SIGNED_PAIRS: tuple[tuple[str, str], ...] = (("ring", "core"), ("core", "ring"))
 
 
-def calibration_families() -> tuple[tuple[str, str], ...]:
-    """The candidate (psf, light) pairs tried by default: every registered PSF family marked ``calibrate`` (in
-    registry order: gaussian, gennorm, disk), each on sRGB values and in linear light."""
-    return tuple((psf, light) for psf in psf_names(calibrate=True) for light in LIGHT_MODELS)
+def calibration_families() -> tuple[tuple[str, ...], ...]:
+    """The candidates tried by default: (psf, light) for every registered PSF family marked ``calibrate`` (in
+    registry order: gaussian, gennorm, disk, ring, core), each on sRGB values and in linear light; then
+    (psf, light, near_psf) for each signed aberration of :data:`SIGNED_PAIRS` under each light model."""
+    names = psf_names(calibrate=True)
+    symmetric = tuple((psf, light) for psf in names for light in LIGHT_MODELS)
+    signed = tuple((far, light, near) for far, near in SIGNED_PAIRS if far in names and near in names
+                   for light in LIGHT_MODELS)
+    return symmetric + signed
 
 
 def __getattr__(name: str) -> Any:
@@ -74,7 +84,8 @@ def calibrate_forward_model(
     Args:
         stack: (1, N, 3, H, W) observed stack; focus, blur_per_dioptre: (1, N) for these pixels.
         depth_range: (near, far) metres; init: the starting prediction (batch of one) at the stack's size.
-        families: (psf, light) pairs to try (at blur scale 1); default :func:`calibration_families` (``FAMILIES``);
+        families: (psf, light) pairs or (psf, light, near_psf) signed triples to try (at blur scale 1); default
+            :func:`calibration_families` (``FAMILIES``);
             blur_scales: effective-aperture factors then tried with the best pair.
         steps: refinement steps per candidate; max_size: longest side of the downscaled copy used.
     """
@@ -92,24 +103,27 @@ def calibrate_forward_model(
     best: tuple[float, ForwardModel] | None = None
     scores: list[dict] = []
 
-    def consider(psf: str, light: str, bs: float) -> None:
+    def consider(psf: str, light: str, bs: float, near_psf: str | None = None) -> None:
         nonlocal best
-        physics = ForwardModel(psf=psf, light=light, blur_scale=bs)
+        physics = ForwardModel(psf=psf, light=light, blur_scale=bs, near_psf=near_psf)
         with torch.enable_grad():
             # Per-pixel parameters (no correction pyramid): the candidates are compared as they were validated, and
             # at this small size the pyramid would have a level or none anyway.
             pred = refine(small, focus, k, depth_range, start, steps, physics, pyramid_levels=0)
         rendered = physics.rerender(pred.aif, pred.inv_depth, focus, k).stack
         score = float(photometric(rendered.reshape(-1, 3, *size), small.reshape(-1, 3, *size)))
-        scores.append({"psf": psf, "light": light, "blur_scale": bs, "reconstruction": round(score, 6)})
+        row = {"psf": psf, "light": light, "blur_scale": bs, "reconstruction": round(score, 6)}
+        if physics.near_psf is not None:
+            row["near_psf"] = physics.near_psf
+        scores.append(row)
         if best is None or score < best[0]:
             best = (score, physics)
 
-    for psf, light in calibration_families() if families is None else families:
-        consider(psf, light, 1.0)
+    for candidate in calibration_families() if families is None else families:
+        consider(candidate[0], candidate[1], 1.0, *candidate[2:3])
     assert best is not None and n >= 1
-    psf, light = best[1].spec.psf, best[1].spec.light
+    spec = best[1].spec
     for bs in blur_scales:
         if bs != 1.0:
-            consider(psf, light, bs)
+            consider(spec.psf, spec.light, bs, spec.near_psf)
     return Calibration(physics=best[1], scores=scores)

@@ -182,10 +182,11 @@ def _small_copy(st: PreparedStack, size: int) -> tuple[torch.Tensor, torch.Tenso
 def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: str = "auto",
                      progress: bool = True, max_stacks: int = CALIBRATION_STACKS) -> None:
     """Sets every stack's ``physics`` to one forward model: self-calibrated (``family="auto"``, module docstring
-    step 3) on up to ``max_stacks`` of them spread over the list — the (PSF, light) pair chosen most often (ties:
-    the lower mean re-rendering error), with the median of its chosen effective apertures — or the named family
-    (:data:`defocus.optics.forward.FAMILIES`). One model for all: the stacks of one fine-tuning run are one camera's,
-    and a choice pooled over several stacks is steadier than each stack's own (seconds per stack besides)."""
+    step 3) on up to ``max_stacks`` of them spread over the list — the (PSF, light, signed near-side PSF) chosen
+    most often (ties: the lower mean re-rendering error), with the median of its chosen effective apertures — or
+    the named family (:data:`defocus.optics.forward.FAMILIES`). One model for all: the stacks of one fine-tuning
+    run are one camera's, and a choice pooled over several stacks is steadier than each stack's own (seconds per
+    stack besides)."""
     from defocus.calibrate import calibrate_forward_model
     from defocus.optics.forward import ForwardModel
     from defocus.progress import progress_bar
@@ -207,9 +208,9 @@ def calibrate_stacks(model: nn.Module, stacks: Sequence[PreparedStack], family: 
         cal = calibrate_forward_model(x, fd, k, st.depth_range, model(x, fd, k, dr))
         best = min(c["reconstruction"] for c in cal.scores)
         picks.append((cal.physics.spec, best))
-    by_pair: dict[tuple[str, str], list] = {}
+    by_pair: dict[tuple[str, str, str | None], list] = {}  # (psf, light, near-side psf of a signed aberration)
     for spec, score in picks:
-        by_pair.setdefault((spec.psf, spec.light), []).append((spec, score))
+        by_pair.setdefault((spec.psf, spec.light, spec.near_psf), []).append((spec, score))
     pair = max(by_pair, key=lambda p: (len(by_pair[p]), -sum(s for _, s in by_pair[p]) / len(by_pair[p])))
     scales = sorted(spec.blur_scale for spec, _ in by_pair[pair])
     spec = by_pair[pair][0][0].replace(blur_scale=scales[len(scales) // 2])

@@ -65,8 +65,9 @@ def test_variant_checks_and_dictionaries():
     v = SynthesisVariant(ForwardSpec("ring"), SensorModel(vignetting=0.2), near_psf="core", chromatic_dioptres=0.1)
     d = v.to_dict()
     assert d["near_psf"] == "core" and d["chromatic_dioptres"] == 0.1 and d["sensor"]["vignetting"] == 0.2
-    # the loss re-renders with the far side's symmetric family on the default renderer
-    assert v.loss == ForwardSpec("ring")
+    # the loss re-renders the variant's lens, its signed aberration included, on the default renderer
+    assert v.loss == ForwardSpec("ring", near_psf="core") and v.loss.method == ForwardSpec().method
+    assert SynthesisVariant(ForwardSpec("disk", "linear", "occlusion")).loss == ForwardSpec("disk", "linear")
 
 
 def test_random_variants_cover_the_widened_pipeline_reproducibly():

@@ -263,3 +263,36 @@ def test_from_mm_um_units():
     assert cam.focal_length_m == pytest.approx(0.05)
     assert cam.pixel_size_m == pytest.approx(12e-6)
     assert cam.to_dict() == NYU.to_dict()
+
+
+def test_an_f_number_faster_than_any_lens_in_air_is_refused():
+    from defocus.errors import InputError
+    from defocus.optics.camera import MIN_F_NUMBER, ThinLensCamera
+
+    assert ThinLensCamera(0.05, MIN_F_NUMBER, 5e-6).f_number == 0.5  # the limit itself is a (theoretical) lens
+    for bad in (0.49, 0.01, 6.9e-227):
+        with pytest.raises(InputError, match="f-number .* impossible") as exc:
+            ThinLensCamera(0.05, bad, 5e-6)
+        assert exc.value.field == "camera.f_number" and "\n" not in str(exc.value)
+
+
+def test_a_pixel_pitch_under_a_tenth_of_a_micrometre_is_refused():
+    from defocus.errors import InputError
+    from defocus.optics.camera import MIN_PIXEL_SIZE_M, ThinLensCamera
+
+    assert ThinLensCamera(0.005, 1.8, MIN_PIXEL_SIZE_M).pixel_size_m == 1e-7
+    for bad in (0.9e-7, 6.9e-233):
+        with pytest.raises(InputError, match="pixel size .* impossible") as exc:
+            ThinLensCamera(0.005, 1.8, bad)
+        assert exc.value.field == "camera.pixel_size_um" and "\n" not in str(exc.value)
+
+
+def test_a_focal_length_under_a_tenth_of_a_millimetre_is_refused():
+    from defocus.errors import InputError
+    from defocus.optics.camera import MIN_FOCAL_LENGTH_M, ThinLensCamera
+
+    assert ThinLensCamera(MIN_FOCAL_LENGTH_M, 1.8, 1e-6).focal_length_m == 1e-4
+    for bad in (0.9e-4, 1e-33):
+        with pytest.raises(InputError, match="focal length .* impossible") as exc:
+            ThinLensCamera(bad, 1.8, 1e-6)
+        assert exc.value.field == "camera.focal_length_mm" and "\n" not in str(exc.value)

@@ -213,3 +213,63 @@ def test_blur_scale_has_one_effect_for_depth_and_k_rendering(psf, light):
     torch.testing.assert_close(by_k, plain.rerender(aif, 1.0 / depth, focus, k * scale).stack)
     torch.testing.assert_close(fm.blur_size(1.0 / depth, focus, k), scale * plain.blur_size(1.0 / depth, focus, k))
     assert float((by_depth - plain(aif, depth, focus)).abs().max()) > 1e-3  # it does blur more
+
+
+# ----------------------------------------------------------------------------------------- signed aberration
+def test_signed_spec_round_trips_normalises_and_checks_its_near_psf():
+    import json
+
+    signed = ForwardSpec("ring", "linear", near_psf="core", blur_scale=1.2)
+    assert signed.signed and signed.describe_lens() == "ring/core"
+    assert signed.to_dict()["near_psf"] == "core"
+    assert ForwardSpec.from_dict(json.loads(json.dumps(signed.to_dict()))) == signed
+    # one PSF on both sides has one spelling, and symmetric specs write no near_psf at all (old files unchanged)
+    assert ForwardSpec("ring", near_psf="ring") == ForwardSpec("ring") and not ForwardSpec("ring").signed
+    assert "near_psf" not in ForwardSpec().to_dict() and "near_psf" not in ForwardSpec().lens()
+    assert signed.lens() == {"psf": "ring", "light": "linear", "blur_scale": 1.2, "near_psf": "core"}
+    assert ForwardSpec().with_lens_of(signed) == ForwardSpec("ring", "linear", blur_scale=1.2, near_psf="core")
+    assert signed.with_lens_of(ForwardSpec("disk")).near_psf is None  # a symmetric lens clears the near side
+    for bad in ("airy", 3):
+        with pytest.raises(InputError) as exc:
+            ForwardSpec.from_dict({"psf": "ring", "near_psf": bad})
+        assert exc.value.field == "near_psf" and "\n" not in str(exc.value)
+    assert "near_psf='core'" in repr(ForwardModel(NYU, spec=signed))
+
+
+@pytest.mark.parametrize("method", RENDER_METHODS)
+def test_a_signed_model_renders_each_side_of_focus_with_its_own_psf(method):
+    aif, depth, focus = _inputs(h=12, w=13)
+    far_psf, near_psf = ("disk", "gaussian") if method == "exact" else ("ring", "core")  # what "exact" renders
+    signed = ForwardModel(NYU, psf=far_psf, near_psf=near_psf, method=method)
+    far, near = ForwardModel(NYU, psf=far_psf, method=method), ForwardModel(NYU, psf=near_psf, method=method)
+    out = signed(aif, depth, focus)
+    in_front = depth[:, None] < focus[:, :, None, None, None]
+    assert bool(in_front.any()) and bool((~in_front).any())  # both sides are present
+    torch.testing.assert_close(out, torch.where(in_front, near(aif, depth, focus), far(aif, depth, focus)))
+    # and it differs from either symmetric model where the other side is
+    assert float((out - far(aif, depth, focus)).abs().max()) > 1e-3
+    assert float((out - near(aif, depth, focus)).abs().max()) > 1e-3
+
+
+def test_signed_rerendering_matches_depth_rendering_and_its_blur_is_each_sides():
+    aif, depth, focus = _inputs(h=12, w=13)
+    fm = ForwardModel(NYU, psf="core", near_psf="gaussian")  # two size rules: σ = c/4 in front, radius c/2 behind
+    k = NYU.blur_per_dioptre(focus)
+    out = fm.rerender(aif, 1.0 / depth, focus, k)
+    torch.testing.assert_close(out.stack, fm(aif, depth, focus), rtol=1e-4, atol=1e-4)
+    in_front = depth[:, None] < focus[:, :, None, None, None]
+    sym = {p: ForwardModel(NYU, psf=p).blur_size(1.0 / depth, focus, k) for p in ("core", "gaussian")}
+    torch.testing.assert_close(out.blur, torch.where(in_front, sym["gaussian"], sym["core"]))
+    torch.testing.assert_close(fm.blur_size(1.0 / depth, focus, k), out.blur)
+
+
+def test_gradcheck_signed_rerender_float64():
+    g = torch.Generator().manual_seed(5)
+    aif = (0.2 + 0.6 * torch.rand(1, 3, 5, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    # inverse depths on both sides of both frames' focus (1/1.2 = 0.83 D and 1/2.5 = 0.4 D), none on a boundary
+    inv = torch.tensor([0.25, 0.6, 1.1], dtype=torch.float64).repeat(10)[:30].reshape(1, 1, 5, 6)
+    inv = (inv + 0.02 * torch.rand(1, 1, 5, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    focus = torch.tensor([[1.2, 2.5]], dtype=torch.float64)
+    k = NYU.blur_per_dioptre_px(focus)
+    fm = ForwardModel(psf="ring", near_psf="core", light="linear")
+    assert torch.autograd.gradcheck(lambda a, i: fm.rerender(a, i, focus, k).stack, (aif, inv), eps=1e-6, atol=1e-5)

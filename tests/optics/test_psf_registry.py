@@ -107,7 +107,9 @@ def test_registration_is_checked():
 def test_calibration_candidates_come_from_the_registry():
     assert calibrate.FAMILIES == calibrate.calibration_families() == (
         ("gaussian", "srgb"), ("gaussian", "linear"), ("gennorm", "srgb"), ("gennorm", "linear"), ("disk", "srgb"),
-        ("disk", "linear"), ("ring", "srgb"), ("ring", "linear"), ("core", "srgb"), ("core", "linear"))
+        ("disk", "linear"), ("ring", "srgb"), ("ring", "linear"), ("core", "srgb"), ("core", "linear"),
+        # then the signed spherical aberrations (far-side PSF, light, near-side PSF)
+        ("ring", "srgb", "core"), ("ring", "linear", "core"), ("core", "srgb", "ring"), ("core", "linear", "ring"))
 
 
 # ----------------------------------------------------------------------------------- a new family: the box
@@ -222,8 +224,9 @@ def test_a_registered_family_is_a_calibration_candidate(box):
                       confidence=torch.ones(1, 1, 32, 32))
     cal = calibrate.calibrate_forward_model(stack, focus.float(), NYU.blur_per_dioptre(focus), (0.5, 8.0), init,
                                             blur_scales=(1.0,), steps=1, max_size=32)
-    tried = [(c["psf"], c["light"]) for c in cal.scores]
-    assert tried == list(calibrate.FAMILIES) and tried[-2:] == [(box.name, "srgb"), (box.name, "linear")]
+    tried = [(c["psf"], c["light"], *([c["near_psf"]] if "near_psf" in c else [])) for c in cal.scores]
+    symmetric = [t for t in tried if len(t) == 2]  # the signed aberrations come after them
+    assert tried == list(calibrate.FAMILIES) and symmetric[-2:] == [(box.name, "srgb"), (box.name, "linear")]
     # Unmarked, it stays out of the search.
     register_psf(dataclasses.replace(box, calibrate=False), replace=True)
-    assert box.name not in {p for p, _ in calibrate.FAMILIES}
+    assert box.name not in {f[0] for f in calibrate.FAMILIES}

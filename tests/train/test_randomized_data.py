@@ -51,8 +51,10 @@ def test_random_variants_cover_the_family_and_are_repeatable():
     assert all(70 <= s.jpeg_quality <= 95 for s in sen if s.jpeg_quality is not None)
     assert any(s.noise_std == 0 for s in sen) and any(s.noise_std > 0.005 for s in sen)
     assert all(s.bits == 8 for s in sen)
-    # the loss's forward model of a variant: its lens on the default (layered) renderer
-    assert all(v.loss == ForwardSpec(v.forward.psf, v.forward.light, blur_scale=v.forward.blur_scale) for v in draws)
+    # the loss's forward model of a variant: its lens (a signed aberration included) on the default renderer
+    assert all(v.loss == ForwardSpec(v.forward.psf, v.forward.light, blur_scale=v.forward.blur_scale,
+                                     near_psf=v.near_psf) for v in draws)
+    assert any(v.loss.signed for v in draws) and any(not v.loss.signed for v in draws)
     assert len(set(draws)) == len(draws)  # hashable, and every draw differs
 
 

@@ -274,9 +274,9 @@ class SynthesisVariant:
 
     @property
     def loss(self) -> ForwardSpec:
-        """The forward model the loss re-renders this variant's data with: its lens on the default renderer (the
-        symmetric PSF of the far side; the loss knows no signed or chromatic aberration)."""
-        return ForwardSpec().with_lens_of(self.forward)
+        """The forward model the loss re-renders this variant's data with: its lens on the default renderer, a
+        signed spherical aberration included (``near_psf``); the loss knows no chromatic aberration."""
+        return ForwardSpec().with_lens_of(self.forward).replace(near_psf=self.near_psf)
 
     def to_dict(self) -> dict:
         return {"forward": self.forward.to_dict(), "sensor": self.sensor.to_dict(), "near_psf": self.near_psf,

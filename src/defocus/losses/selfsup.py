@@ -35,7 +35,8 @@ class LossConfig:
     forward: ForwardSpec = field(default_factory=ForwardSpec)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # The forward model as ForwardSpec writes it (no near_psf key for a symmetric lens).
+        return {**asdict(self), "forward": self.forward.to_dict()}
 
     def forward_model(self, **overrides) -> ForwardModel:
         """The forward model of :attr:`forward`; ``overrides`` (fields of :class:`ForwardSpec`, e.g. ``psf``,

@@ -53,6 +53,17 @@ def check_focus_distances(focus_m: Tensorish, focal_length_m: float | None = Non
                          f"got {fd.flatten().tolist()} m", field="focus")
 
 
+#: The smallest f-number a lens in air can have (N = 1 / (2 NA), NA ≤ 1). Below it the aperture, and with it every
+#: blur, grows without physical meaning until it overflows (hypothesis found f/7e-227: infinite blur, NaN depth).
+MIN_F_NUMBER = 0.5
+#: The smallest pixel pitch accepted (metres): 0.1 µm, a fifth of the smallest sensor pitch made (about 0.5 µm) and
+#: under the wavelength of light; below it the blur in pixels overflows the same way (hypothesis: 7e-227 µm).
+MIN_PIXEL_SIZE_M = 1e-7
+#: The shortest focal length accepted (metres): 0.1 mm, under the shortest camera lenses made (about 0.5 mm); below it
+#: the blur vanishes and a stack would be "measured" with no focus cue at all (1e-30 mm was accepted silently).
+MIN_FOCAL_LENGTH_M = 1e-4
+
+
 @dataclass(frozen=True)
 class ThinLensCamera:
     """An ideal thin lens in front of a pixel grid.
@@ -71,9 +82,19 @@ class ThinLensCamera:
         _check_positive_finite("focal length", self.focal_length_m, "camera.focal_length_mm")
         _check_positive_finite("f-number", self.f_number, "camera.f_number")
         _check_positive_finite("pixel size", self.pixel_size_m, "camera.pixel_size_um")
+        if self.f_number < MIN_F_NUMBER:
+            raise InputError(f"f-number {self.f_number:g} is impossible: no lens in air is faster than "
+                             f"f/{MIN_F_NUMBER:g}", field="camera.f_number")
+        if self.pixel_size_m < MIN_PIXEL_SIZE_M:
+            raise InputError(f"pixel size {self.pixel_size_m * 1e6:g} µm is impossible: no sensor's pitch is under "
+                             f"{MIN_PIXEL_SIZE_M * 1e6:g} µm (give it in micrometres)", field="camera.pixel_size_um")
         if self.pixel_size_m > 1e-3:
             raise InputError(f"pixel size {self.pixel_size_m * 1e6:g} µm is over 1 mm: give the pixel size in "
                              "micrometres", field="camera.pixel_size_um")
+        if self.focal_length_m < MIN_FOCAL_LENGTH_M:
+            raise InputError(f"focal length {self.focal_length_m * 1e3:g} mm is impossible: no camera lens is shorter "
+                             f"than {MIN_FOCAL_LENGTH_M * 1e3:g} mm (give it in millimetres)",
+                             field="camera.focal_length_mm")
         if self.focal_length_m > 10.0:
             raise InputError(f"focal length {self.focal_length_m:g} m is impossible: is it in mm?",
                              field="camera.focal_length_mm")

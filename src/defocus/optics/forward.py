@@ -15,6 +15,11 @@ hashable :class:`ForwardSpec`, so that "which blur, in which light, rendered how
   CoC and K = A·s/p; a camera-based rendering (:meth:`ForwardModel.forward`) uses the camera of aperture
   ``blur_scale``·A (:meth:`ForwardSpec.effective_camera`), a K-based one (:meth:`ForwardModel.rerender`,
   :meth:`ForwardModel.blur_size`) the K of that camera, ``blur_scale``·K (:meth:`ForwardSpec.effective_k`).
+* **Signed aberration** ``near_psf``: the PSF of points *nearer* than the focus distance, where it differs from
+  ``psf`` (which then applies behind focus only). Spherical aberration shows a bright-rimmed disk on one side of focus
+  and a bright-cored one on the other (``psf="ring", near_psf="core"`` or the reverse); a symmetric family cannot
+  re-render both sides at once. Each side is rendered with its own PSF and every pixel of every frame takes the
+  side its depth is on (as :func:`defocus.data.synthesis.synthesize` does); None = one PSF on both sides.
 
 The sensor behind the lens (noise, quantisation, JPEG, exposure) is :class:`defocus.optics.sensor.SensorModel`; the
 synthesis protocols that pair the two are :data:`defocus.data.synthesis.PROTOCOLS`.
@@ -86,10 +91,13 @@ class ForwardSpec:
     # Multiplies the aperture diameter, hence every blur (an effective aperture: real apertures are not exactly
     # their EXIF value). See the module docstring.
     blur_scale: float = 1.0
+    # The PSF of points nearer than the focus distance where it differs from ``psf`` (signed spherical aberration;
+    # module docstring); None, or the same name as ``psf``, is one PSF on both sides of focus.
+    near_psf: str | None = None
 
     #: What the camera does (PSF shape, light model, effective aperture), as opposed to how the stack is rendered
     #: (method, level_ratio, multires): the part that the data decide and the loss's forward model takes from them.
-    LENS_FIELDS: ClassVar[tuple[str, ...]] = ("psf", "light", "blur_scale")
+    LENS_FIELDS: ClassVar[tuple[str, ...]] = ("psf", "light", "blur_scale", "near_psf")
 
     def __post_init__(self) -> None:
         if not isinstance(self.psf, str):
@@ -114,6 +122,24 @@ class ForwardSpec:
                              field="blur_scale")
         for key in ("level_ratio", "blur_scale"):  # plain floats: 1 and 1.0 (or numpy's) are one key
             object.__setattr__(self, key, float(getattr(self, key)))
+        if self.near_psf is not None:
+            if not isinstance(self.near_psf, str):
+                raise InputError(f"near_psf must be a PSF name or null, got {self.near_psf!r}", field="near_psf")
+            try:
+                _psf.check_psf(self.near_psf)
+            except DefocusError as exc:
+                raise InputError(str(exc), field="near_psf") from None
+            if self.near_psf == self.psf:  # one PSF on both sides: the one spelling, so that equal specs are equal
+                object.__setattr__(self, "near_psf", None)
+
+    @property
+    def signed(self) -> bool:
+        """Whether points in front of focus have another PSF than those behind it."""
+        return self.near_psf is not None
+
+    def describe_lens(self) -> str:
+        """``psf`` or ``far/near`` for a signed aberration (``ring/core``: bright rim behind focus, core in front)."""
+        return f"{self.psf}/{self.near_psf}" if self.signed else self.psf
 
     # ---------------------------------------------------------------------------------------------- dictionaries
     @staticmethod
@@ -148,8 +174,12 @@ class ForwardSpec:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as plain values (``from_dict`` reads them back)."""
-        return asdict(self)
+        """The settings as plain values (``from_dict`` reads them back); ``near_psf`` only when it is set, so that
+        every symmetric model reads and writes as it did before signed aberration existed."""
+        out = asdict(self)
+        if out["near_psf"] is None:
+            del out["near_psf"]
+        return out
 
     def replace(self, **changes: Any) -> "ForwardSpec":
         """A copy with some settings changed (``linear_light`` is read as ``light``)."""
@@ -158,12 +188,13 @@ class ForwardSpec:
         return ForwardSpec.from_dict({**self.to_dict(), **self.upgrade_dict(changes)})
 
     def lens(self) -> dict[str, Any]:
-        """The settings that describe the camera, :attr:`LENS_FIELDS`, as a mapping."""
-        return {k: getattr(self, k) for k in self.LENS_FIELDS}
+        """The settings that describe the camera, :attr:`LENS_FIELDS`, as a mapping (``near_psf`` only when set)."""
+        return {k: getattr(self, k) for k in self.LENS_FIELDS if k != "near_psf" or self.signed}
 
     def with_lens_of(self, other: "ForwardSpec") -> "ForwardSpec":
-        """This renderer (method, level ratio, multires) with the camera of ``other`` (PSF, light, blur scale)."""
-        return self.replace(**other.lens())
+        """This renderer (method, level ratio, multires) with the camera of ``other`` (PSF, light, blur scale,
+        near-side PSF)."""
+        return self.replace(**{**other.lens(), "near_psf": other.near_psf})
 
     @property
     def linear_light(self) -> bool:
@@ -191,7 +222,8 @@ class ForwardModel(nn.Module):
     Args:
         camera: the thin-lens camera, for :meth:`forward` (depth in metres); optional for
             :meth:`rerender`, which takes the camera as K per image.
-        psf, light, method, level_ratio, multires, blur_scale: see :class:`ForwardSpec` and the module docstring.
+        psf, light, method, level_ratio, multires, blur_scale, near_psf: see :class:`ForwardSpec` and the module
+            docstring.
         spec: all of them at once.
     """
 
@@ -206,10 +238,11 @@ class ForwardModel(nn.Module):
         blur_scale: float | None = None,
         *,
         spec: ForwardSpec | None = None,
+        near_psf: str | None = None,
     ) -> None:
         super().__init__()
         given = {"psf": psf, "light": light, "method": method, "level_ratio": level_ratio, "multires": multires,
-                 "blur_scale": blur_scale}
+                 "blur_scale": blur_scale, "near_psf": near_psf}
         base = spec if spec is not None else ForwardSpec()
         if not isinstance(base, ForwardSpec):
             raise DefocusError(f"spec must be a ForwardSpec, got {type(base).__name__}")
@@ -278,8 +311,13 @@ class ForwardModel(nn.Module):
             out["camera"] = self.camera.to_dict()
         return out
 
+    @property
+    def near_psf(self) -> str | None:
+        return self.spec.near_psf
+
     def extra_repr(self) -> str:
-        return f"psf={self.psf!r}, light={self.light!r}, method={self.method!r}, camera={self.camera}"
+        near = f", near_psf={self.near_psf!r}" if self.near_psf is not None else ""
+        return f"psf={self.psf!r}{near}, light={self.light!r}, method={self.method!r}, camera={self.camera}"
 
     # ---------------------------------------------------------------------------------------------- rendering
     def forward(
@@ -292,20 +330,41 @@ class ForwardModel(nn.Module):
             raise DefocusError("this forward model has no camera: pass camera= or build it with one")
         spec = self.spec
         cam = spec.effective_camera(cam)
+        out = self._render_depth(aif, depth, focus, cam, spec.psf)
+        if spec.signed:
+            near = self._render_depth(aif, depth, focus, cam, spec.near_psf)
+            fd = focus if focus.dim() == 2 else focus[None].expand(aif.shape[0], -1)
+            in_front = depth[:, None] < fd.to(depth.dtype)[:, :, None, None, None]  # (B, N, 1, H, W)
+            out = torch.where(in_front, near, out)
+        return out
+
+    def _render_depth(self, aif: torch.Tensor, depth: torch.Tensor, focus: torch.Tensor, cam: ThinLensCamera,
+                      psf: str) -> torch.Tensor:
+        """The stack of one PSF on both sides of focus, by this model's method and light model."""
+        spec = self.spec
         if spec.method == "occlusion":
-            return render_occlusion(aif, depth, focus, cam, spec.psf, linear_light=self.linear_light)
+            return render_occlusion(aif, depth, focus, cam, psf, linear_light=self.linear_light)
         img = srgb_to_linear(aif) if self.linear_light else aif
         if spec.method == "exact":
-            out = render_exact(img, depth, focus, cam, spec.psf)
+            out = render_exact(img, depth, focus, cam, psf)
         else:
-            out = render_layered(img, depth, focus, cam, spec.psf, level_ratio=spec.level_ratio,
-                                 multires=spec.multires)
+            out = render_layered(img, depth, focus, cam, psf, level_ratio=spec.level_ratio, multires=spec.multires)
         return linear_to_srgb(out) if self.linear_light else out
 
     def blur_size(self, inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor) -> torch.Tensor:
         """PSF size (B, N, 1, H, W) in pixels for inverse depth (B, 1, H, W) dioptres and K (B, N) of the nominal
         camera (the effective aperture is applied here)."""
-        return blur_from_inverse_depth(inv_depth, focus, self.spec.effective_k(blur_per_dioptre), self.psf)
+        k = self.spec.effective_k(blur_per_dioptre)
+        blur = blur_from_inverse_depth(inv_depth, focus, k, self.psf)
+        if self.spec.signed:
+            near = blur_from_inverse_depth(inv_depth, focus, k, self.spec.near_psf)
+            blur = torch.where(self._in_front(inv_depth, focus), near, blur)
+        return blur
+
+    @staticmethod
+    def _in_front(inv_depth: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+        """(B, N, 1, H, W): the pixel is nearer than frame n's focus distance (inverse depth above 1/fd)."""
+        return inv_depth[:, None] > (1.0 / focus).to(inv_depth.dtype)[:, :, None, None, None]
 
     def rerender(
         self, aif: torch.Tensor, inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor
@@ -317,8 +376,17 @@ class ForwardModel(nn.Module):
         """
         if self.method != "layered":
             raise DefocusError(f"re-rendering for the loss uses the layered method, not {self.method!r}")
-        blur = self.blur_size(inv_depth, focus, blur_per_dioptre)
+        k = self.spec.effective_k(blur_per_dioptre)
+        blur = blur_from_inverse_depth(inv_depth, focus, k, self.psf)
         img = srgb_to_linear(aif) if self.linear_light else aif
         out = render_layered_from_blur(img, blur, self.psf, level_ratio=self.spec.level_ratio,
                                        multires=self.spec.multires)
+        if self.spec.signed:
+            # Each side of focus by its own PSF, each rendered whole with that PSF's sizes (as synthesis renders
+            # the two and keeps, per pixel and frame, the side the pixel's depth is on).
+            near_blur = blur_from_inverse_depth(inv_depth, focus, k, self.spec.near_psf)
+            near = render_layered_from_blur(img, near_blur, self.spec.near_psf, level_ratio=self.spec.level_ratio,
+                                            multires=self.spec.multires)
+            in_front = self._in_front(inv_depth, focus)
+            out, blur = torch.where(in_front, near, out), torch.where(in_front, near_blur, blur)
         return Rerendering(linear_to_srgb(out) if self.linear_light else out, blur)

@@ -216,6 +216,10 @@ def _check_types(obj: Any, default: Any, where: str) -> None:
         if dataclasses.is_dataclass(ref):
             _check_types(value, ref, f"{key}.")
             continue
+        if ref is None:  # an optional name (loss.forward.near_psf): null or a string; its value is checked where used
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"config key {key} must be a string or null, got {value!r}")
+            continue
         kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list",
                 dict: "a mapping"}[type(ref)]
         ok = (isinstance(value, bool) if isinstance(ref, bool) else _is_int(value) if isinstance(ref, int)
