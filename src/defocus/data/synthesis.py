@@ -186,13 +186,11 @@ def synthesize(
     camera.validate_focus(focus)
     aif, depth = aif.float(), depth.float()
 
+    # The signed aberration is the forward model's own (ForwardSpec.near_psf: each side of focus by its PSF).
+    lens = ForwardModel(camera, spec=forward if near_psf is None else forward.replace(near_psf=near_psf))
+
     def optics(fd: torch.Tensor) -> torch.Tensor:
-        out = ForwardModel(camera, spec=forward)(aif, depth, fd)
-        if near_psf is not None and near_psf != forward.psf:
-            near = ForwardModel(camera, spec=forward.replace(psf=near_psf))(aif, depth, fd)
-            in_front = (depth[:, None] < fd[:, :, None, None, None])  # (B, N, 1, H, W)
-            out = torch.where(in_front, near, out)
-        return out
+        return lens(aif, depth, fd)
 
     with torch.no_grad():
         if chromatic_dioptres:

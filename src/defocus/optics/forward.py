@@ -354,12 +354,17 @@ class ForwardModel(nn.Module):
     def blur_size(self, inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor) -> torch.Tensor:
         """PSF size (B, N, 1, H, W) in pixels for inverse depth (B, 1, H, W) dioptres and K (B, N) of the nominal
         camera (the effective aperture is applied here)."""
+        far, near = self._side_blurs(inv_depth, focus, blur_per_dioptre)
+        return far if near is None else torch.where(self._in_front(inv_depth, focus), near, far)
+
+    def _side_blurs(self, inv_depth: torch.Tensor, focus: torch.Tensor, blur_per_dioptre: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The PSF sizes (B, N, 1, H, W) of every pixel under ``psf`` and, for a signed model, under ``near_psf``
+        (else None), at the effective aperture."""
         k = self.spec.effective_k(blur_per_dioptre)
-        blur = blur_from_inverse_depth(inv_depth, focus, k, self.psf)
-        if self.spec.signed:
-            near = blur_from_inverse_depth(inv_depth, focus, k, self.spec.near_psf)
-            blur = torch.where(self._in_front(inv_depth, focus), near, blur)
-        return blur
+        far = blur_from_inverse_depth(inv_depth, focus, k, self.psf)
+        near = blur_from_inverse_depth(inv_depth, focus, k, self.spec.near_psf) if self.spec.signed else None
+        return far, near
 
     @staticmethod
     def _in_front(inv_depth: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
@@ -376,15 +381,13 @@ class ForwardModel(nn.Module):
         """
         if self.method != "layered":
             raise DefocusError(f"re-rendering for the loss uses the layered method, not {self.method!r}")
-        k = self.spec.effective_k(blur_per_dioptre)
-        blur = blur_from_inverse_depth(inv_depth, focus, k, self.psf)
+        blur, near_blur = self._side_blurs(inv_depth, focus, blur_per_dioptre)
         img = srgb_to_linear(aif) if self.linear_light else aif
         out = render_layered_from_blur(img, blur, self.psf, level_ratio=self.spec.level_ratio,
                                        multires=self.spec.multires)
-        if self.spec.signed:
-            # Each side of focus by its own PSF, each rendered whole with that PSF's sizes (as synthesis renders
+        if near_blur is not None:
+            # Each side of focus by its own PSF, each rendered whole with that PSF's sizes (as forward() renders
             # the two and keeps, per pixel and frame, the side the pixel's depth is on).
-            near_blur = blur_from_inverse_depth(inv_depth, focus, k, self.spec.near_psf)
             near = render_layered_from_blur(img, near_blur, self.spec.near_psf, level_ratio=self.spec.level_ratio,
                                             multires=self.spec.multires)
             in_front = self._in_front(inv_depth, focus)
