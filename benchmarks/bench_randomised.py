@@ -3,7 +3,8 @@
 Every frame of the split (by scene group) of ../shared/data/rgbd/INDEX.csv, at 320 x 240, goes through --per-frame
 random captures (defocus.data.captures: its own camera with K 4-60 px/D, 2-10 frames in random file order, any
 registered PSF or signed spherical aberration, chromatic aberration, tone curve, vignetting, per-frame exposure,
-noise, JPEG). Every method runs through defocus predict's pipeline (exposure normalisation, automatic working size,
+noise, JPEG, and half the time the camera's image processing: denoise and sharpening; --no-isp leaves that out, the
+protocol of the figures recorded before it was added). Every method runs through defocus predict's pipeline (exposure normalisation, automatic working size,
 calibrated confidence): the adaptive classical baseline, the network alone, the network + the global solve for
 the default smoothness and each other --solve-smoothness, and the network refined then solved (--refine-steps,
 forward model self-calibrated with auto); the classical baseline alone and through the same solve (the strongest
@@ -14,7 +15,7 @@ defocus.predict.SOLVED_CALIBRATION): mean predicted probability of being within 
 per confidence bin.
 
 Usage: python benchmarks/bench_randomised.py [--split test] [--per-frame 2] [--solve-smoothness 3 10]
-       [--refine-steps 30] [--checkpoint FILE] [--json out.json] [--threads 2]
+       [--refine-steps 30] [--checkpoint FILE] [--json out.json] [--threads 2] [--no-isp]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from captures import DEPTH_RANGE, KEYS, group_means, require_frames, rgbd_captures, run, score, working_truth  # noqa
+from captures import set_isp, DEPTH_RANGE, KEYS, group_means, require_frames, rgbd_captures, run, score, working_truth  # noqa
 
 from defocus.confidence import reliability  # noqa: E402
 from defocus.models.classical import ClassicalEstimator  # noqa: E402
@@ -54,7 +55,10 @@ def main() -> None:
     ap.add_argument("--no-classical-solve", action="store_true", help="skip the classical baseline + the solve")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-isp", action="store_true",
+                    help="captures without the camera's image processing (the protocol before it was added)")
     args = ap.parse_args()
+    set_isp(not args.no_isp)
     require_frames(args.threads)
     net = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
     base = PredictOptions(depth_range=DEPTH_RANGE)  # defocus predict's defaults (the solve among them)

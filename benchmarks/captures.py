@@ -38,6 +38,16 @@ def _seed(*parts: object) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode())
 
 
+#: Whether the captures include the camera's image processing (random_capture's ``isp``); the scripts' ``--no-isp``
+#: sets it False, for the protocol of the figures recorded before the ISP was added.
+ISP = True
+
+
+def set_isp(enabled: bool) -> None:
+    global ISP
+    ISP = bool(enabled)
+
+
 def rgbd_captures(split: str, per_frame: int) -> Iterator[tuple[str, Capture, FocalStack]]:
     """(scene group, capture, stack) for ``per_frame`` random captures of every frame of ``split`` at 320 x 240."""
     for e in read_index(INDEX):
@@ -48,7 +58,7 @@ def rgbd_captures(split: str, per_frame: int) -> Iterator[tuple[str, Capture, Fo
         depth = F.interpolate(torch.from_numpy(depth)[None, None], size=SIZE, mode="nearest")[0, 0].numpy()
         for c in range(per_frame):
             seed = _seed(e.id, c)
-            cap = random_capture(seed, scene_inverse_depth_range(depth))
+            cap = random_capture(seed, scene_inverse_depth_range(depth), isp=ISP)
             yield e.scene_group, cap, capture_stack(rgb, depth, cap, seed=seed, name=f"{e.id}#{c}")
 
 
@@ -58,7 +68,7 @@ def procedural_captures(count: int) -> Iterator[tuple[str, Capture, FocalStack]]
         seed = PROCEDURAL_START + i
         rgb, depth = make_scene(seed, *SIZE, SCENE_DEPTH_RANGE_M["nyuv2" if i % 2 == 0 else "defocusnet"])
         d = depth[0].numpy()
-        cap = random_capture(_seed("procedural", i), scene_inverse_depth_range(d))
+        cap = random_capture(_seed("procedural", i), scene_inverse_depth_range(d), isp=ISP)
         yield "procedural", cap, capture_stack(rgb, d, cap, seed=seed, name=f"procedural{i}")
 
 

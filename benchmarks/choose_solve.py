@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_rgbd_split import render_split  # noqa: E402
-from captures import DEPTH_RANGE, procedural_captures, require_frames, rgbd_captures, run, working_truth  # noqa: E402
+from captures import set_isp, DEPTH_RANGE, procedural_captures, require_frames, rgbd_captures, run, working_truth  # noqa: E402
 
 from defocus.color import to_grey  # noqa: E402
 from defocus.metrics import depth_metrics  # noqa: E402
@@ -93,7 +93,11 @@ def main() -> None:
                     help="only the network + classical settings (and the two estimates themselves)")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--isp", action="store_true",
+                    help="captures with the camera's image processing too (random_capture's isp; the shipped "
+                    "choices were made without it, and refitting with it was not adopted: BENCHMARKS.md)")
     args = ap.parse_args()
+    set_isp(args.isp)
     require_frames(args.threads)
     net = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
     if getattr(net, "confidence_calibration", None) is None:

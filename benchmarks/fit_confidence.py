@@ -11,7 +11,7 @@ path's output (the network + the classical term through the global solve, with t
 its raw feature is the solve's evidence support (defocus.predict.solve_support), the other entries stay as they are.
 
 Usage: python benchmarks/fit_confidence.py [--per-frame 12] [--procedural 40] [--checkpoint FILE] [--solved]
-       [--dry-run]
+       [--dry-run] [--isp]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from captures import DEPTH_RANGE, procedural_captures, require_frames, rgbd_captures, run, working_truth  # noqa: E402
+from captures import set_isp, DEPTH_RANGE, procedural_captures, require_frames, rgbd_captures, run, working_truth  # noqa: E402
 
 from defocus.confidence import fit_calibration, reliability  # noqa: E402
 from defocus.models.checkpoint import CALIBRATION_FILE  # noqa: E402
@@ -42,7 +42,11 @@ def main() -> None:
     ap.add_argument("--solved", action="store_true", help="fit only the solved depth's calibration")
     ap.add_argument("--dry-run", action="store_true", help="print, write nothing")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--isp", action="store_true",
+                    help="captures with the camera's image processing too (random_capture's isp; the shipped "
+                    "choices were made without it, and refitting with it was not adopted: BENCHMARKS.md)")
     args = ap.parse_args()
+    set_isp(args.isp)
     require_frames(args.threads)
     network = create_model(checkpoint=args.checkpoint) if args.checkpoint else create_model(pretrained=True)
     name = network.checkpoint_metadata.get("model_name", "daifnet_small")

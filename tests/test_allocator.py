@@ -61,3 +61,15 @@ def test_freed_blocks_are_reused_without_page_faults():
 @pytest.mark.skipif(_glibc(), reason="only off glibc")
 def test_does_nothing_off_glibc():
     assert _probe(None)[0] is False
+
+
+def test_release_freed_memory_is_a_no_op_unless_memory_is_kept():
+    import defocus.allocator as allocator
+
+    probe = ("import defocus.allocator as a; before = a.release_freed_memory(); on = a.keep_freed_memory(); "
+             "print(before, on, a.release_freed_memory())")
+    env = {k: v for k, v in os.environ.items() if k != "DEFOCUS_KEEP_FREED_MEMORY"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    before, on, after = out.stdout.split()
+    assert before == "False" and after == on  # trims only where keep_freed_memory is in effect
+    assert callable(allocator.release_freed_memory)

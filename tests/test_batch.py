@@ -189,3 +189,15 @@ def test_one_stack_at_a_time(command, template, tmp_path, capsys, monkeypatch):
     rc, _, err = _cli([command, tmp_path / "stacks", *extra], capsys)
     assert rc == 0, err
     assert len(peak) == 4 and max(peak) == 0
+
+
+def test_freed_memory_is_released_after_every_stack_of_a_batch(template, tmp_path, capsys, monkeypatch):
+    """The kept heap is handed back between stacks (defocus.allocator.release_freed_memory), failed ones included."""
+    import defocus.allocator as allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "release_freed_memory", lambda: calls.append(1) or True)
+    _batch(tmp_path / "stacks", template, 3, corrupt=(1,))
+    rc, _, err = _cli(["predict", tmp_path / "stacks", "-o", tmp_path / "out", "--no-align"], capsys)
+    assert rc == cli.EXIT_SOME_FAILED, err
+    assert len(calls) == 3

@@ -9,6 +9,9 @@ reused as they are: 0.6 million page faults, 4.6 s in the kernel, the same outpu
 peak resident memory 2.46 -> 2.61 GB (the heap keeps its high-water mark instead of shrinking between layers).
 
 The command line calls :func:`keep_freed_memory` once at start-up; API users who run large stacks may call it too.
+Between the stacks of a batch it calls :func:`release_freed_memory`: kept memory is reused within a stack, where the
+same tile shapes recur, but across stacks of other sizes the heap fragments and its high-water mark grew stack after
+stack (six 12 MP stacks in one call peaked at 3.64 GB against 2.61 GB for one).
 ``DEFOCUS_KEEP_FREED_MEMORY=0`` turns it off. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 """
 
@@ -24,6 +27,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _TRIM_THRESHOLD = 2**31 - 1
 
 _applied: bool | None = None
+_malloc_trim = None
 
 
 def keep_freed_memory() -> bool:
@@ -46,3 +50,17 @@ def keep_freed_memory() -> bool:
     _applied = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
     return _applied
 
+
+
+def release_freed_memory() -> bool:
+    """Hands the heap's free pages back to the kernel (glibc ``malloc_trim(0)``), where :func:`keep_freed_memory`
+    is in effect; a no-op otherwise. Called between the stacks of a batch (the next stack faults in its pages once,
+    not once per layer). Returns whether anything was called."""
+    global _malloc_trim
+    if not _applied:
+        return False
+    if _malloc_trim is None:
+        _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        _malloc_trim.argtypes, _malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    _malloc_trim(0)
+    return True

@@ -435,6 +435,7 @@ def _run_batch(
     """Runs ``work(k)`` for each folder ``k`` in turn; a stack that fails is one line on stderr and the batch goes
     on (unless ``fail_fast``). A single stack fails exactly like any other bad input (the exception goes up to
     ``main``: one line, exit 2). Returns (the failed folders with their reasons, the number attempted)."""
+    from defocus.allocator import release_freed_memory
     from defocus.progress import progress_bar, progress_write
 
     if len(folders) == 1:
@@ -452,6 +453,8 @@ def _run_batch(
             progress_write(f"defocus {command}: error: {folder}: {reason}", file=sys.stderr)
             if fail_fast:
                 break
+        finally:
+            release_freed_memory()  # the next stack's sizes differ: do not let the kept heap fragment and grow
     return failed, attempted
 
 

@@ -71,3 +71,30 @@ def test_capture_stack_renders_in_file_order_with_truth():
     assert torch.equal(stack.images, again.images)
     with pytest.raises(InputError, match="depth"):
         capture_stack(rgb, depth[:, :30], capture)
+
+
+def test_capture_isp_is_drawn_from_its_own_stream():
+    """Half the captures denoise (some sharpen too); the ISP draw changes nothing else of a seed's capture."""
+    with_isp = [random_capture(s, (0.2, 1.0)) for s in range(60)]
+    without = [random_capture(s, (0.2, 1.0), isp=False) for s in range(60)]
+    denoised = [c for c in with_isp if c.variant.sensor.denoise > 0]
+    assert 15 <= len(denoised) <= 45 and any(c.variant.sensor.sharpen > 0 for c in denoised)
+    assert all(c.variant.sensor.denoise == 0 and c.variant.sensor.sharpen == 0 for c in without)
+    for a, b in zip(with_isp, without):
+        assert a.focus_m == b.focus_m and a.camera == b.camera and a.variant.forward == b.variant.forward
+        assert a.variant.sensor.replace(denoise=0.0, sharpen=0.0) == b.variant.sensor
+    for c in denoised:  # at least the capture's noise level, at least 0.004
+        assert c.variant.sensor.denoise >= max(0.004, c.variant.sensor.noise_std) * 1.5 - 1e-4
+
+
+def test_every_capture_is_a_camera_the_package_accepts():
+    """A short lens stopped down at a large K once asked for a 0.06 um pitch, which ThinLensCamera refuses (the
+    calibration fit crashed on it): such draws keep their K with the smallest pitch and a wider aperture."""
+    from defocus.optics.camera import MIN_F_NUMBER, MIN_PIXEL_SIZE_M
+
+    ks = []
+    for seed in range(400):
+        c = random_capture(seed, (0.1, 2.0), isp=False)
+        assert c.camera.pixel_size_m >= MIN_PIXEL_SIZE_M and c.camera.f_number >= MIN_F_NUMBER
+        ks.append(c.blur_per_dioptre)
+    assert max(ks) > 40.0  # the large-K draws are still there

@@ -183,3 +183,70 @@ def test_linear_stage_settings_are_checked(field, value):
 def test_sensor_dictionaries_round_trip_the_new_fields():
     s = SensorModel(vignetting=0.3, exposure_jitter=0.1, shot_noise=1e-3, tone_gamma=2.4, jpeg_quality=80)
     assert SensorModel.from_dict(s.to_dict()) == s
+
+
+# ----------------------------------------------------------------------------------- the camera's image processing
+def _step_image() -> torch.Tensor:
+    """(1, 3, 32, 40): a flat dark half and a flat bright half with faint texture, a sharp edge between them."""
+    g = torch.Generator().manual_seed(5)
+    x = 0.3 + 0.01 * torch.rand(1, 3, 32, 40, generator=g)
+    x[..., 20:] += 0.4
+    return x
+
+
+def test_guided_denoise_flattens_weak_structure_and_keeps_the_edge():
+    from defocus.optics.sensor import guided_denoise
+
+    x = _step_image()
+    y = guided_denoise(x, 0.02)
+    assert y.shape == x.shape
+    assert float(y[..., 4:28, 3:16].std()) < 0.5 * float(x[..., 4:28, 3:16].std())  # flat side flattened
+    # The 0.4 step (local std ~0.2 >> 0.02) is kept sharp: the jump across the edge is almost all still there.
+    jump_x = float((x[..., 19:20] - x[..., 20:21]).abs().mean())
+    jump_y = float((y[..., 19:20] - y[..., 20:21]).abs().mean())
+    assert jump_y > 0.9 * jump_x, (jump_y, jump_x)
+    assert torch.equal(guided_denoise(x, 0.0), x)
+    # Against a direct computation of the guided filter at one interior pixel (radius 2, edges far away).
+    r, eps, (i, j) = 2, 0.02**2, (12, 8)
+    c = x[0, 0]
+
+    def stats(u, v):
+        w = c[u - r:u + r + 1, v - r:v + r + 1]
+        m, var = w.mean(), w.var(unbiased=False)
+        a = var / (var + eps)
+        return a, m - a * m
+
+    ab = [stats(u, v) for u in range(i - r, i + r + 1) for v in range(j - r, j + r + 1)]
+    expected = sum(a for a, _ in ab) / len(ab) * c[i, j] + sum(b for _, b in ab) / len(ab)
+    assert float(y[0, 0, i, j]) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_unsharp_mask_raises_contrast_across_an_edge_and_leaves_flats():
+    from defocus.optics.sensor import unsharp_mask
+
+    x = torch.full((1, 1, 16, 16), 0.3)
+    x[..., 8:] = 0.6
+    y = unsharp_mask(x, 1.0)
+    assert float(y[0, 0, 5, 7]) < 0.3 - 0.01 and float(y[0, 0, 5, 8]) > 0.6 + 0.01  # over- and undershoot
+    assert float(y[0, 0, 5, 1]) == pytest.approx(0.3, abs=1e-6) and float(y[0, 0, 5, 14]) == pytest.approx(0.6, abs=1e-6)
+    assert torch.equal(unsharp_mask(x, 0.0), x)
+
+
+def test_sensor_isp_stage_runs_after_the_noise_and_is_recorded_only_when_set():
+    x = _step_image()
+    noisy = SensorModel(noise_std=0.01, bits=None, clamp=False).apply(x, seed=3)
+    processed = SensorModel(noise_std=0.01, bits=None, clamp=False, denoise=0.03).apply(x, seed=3)
+    from defocus.optics.sensor import guided_denoise
+
+    assert torch.allclose(processed, guided_denoise(noisy, 0.03), atol=1e-6)  # same noise, then denoised
+    assert "denoise" not in SensorModel().to_dict() and "sharpen" not in SensorModel().to_dict()
+    s = SensorModel(noise_std=0.01, denoise=0.02, sharpen=0.8)
+    assert SensorModel.from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize("field, value", [("denoise", -0.1), ("denoise", 0.9), ("sharpen", -1.0),
+                                          ("sharpen", float("inf"))])
+def test_isp_settings_are_checked(field, value):
+    with pytest.raises(InputError) as err:
+        SensorModel(**{field: value})
+    assert err.value.field == field

@@ -15,7 +15,12 @@ training randomisation, :meth:`~defocus.data.synthesis.SynthesisVariant.random`,
   40 % of the time;
 * **sensor**: additive noise σ 0-0.012; signal-dependent noise, vignetting 0-0.5, per-frame exposure jitter up to
   ±20 % (log gain) and a power-law tone curve of γ 1.6-2.8 each about 40 % of the time; a JPEG round trip at
-  quality 60-95 60 % of the time.
+  quality 60-95 60 % of the time;
+* **image processing** (ISP), half of the captures: an edge-preserving denoise of 1.5-4x the capture's noise level
+  (at least 0.004), then, 70 % of those, unsharp-mask sharpening of amount 0.3-1.5, as phone and camera JPEG
+  pipelines do (:class:`~defocus.optics.sensor.SensorModel`'s ``denoise`` and ``sharpen``). It is drawn from a seed
+  stream of its own, so every other draw of a seed is what it was before the ISP was added; ``isp=False`` gives
+  those captures exactly (the protocol of the figures recorded before it).
 
 :func:`capture_stack` renders an RGB-D pair (or any hole-free scene) through a capture into a
 :class:`~defocus.data.stack.FocalStack` with ground truth, in the capture's file order.
@@ -23,6 +28,7 @@ training randomisation, :meth:`~defocus.data.synthesis.SynthesisVariant.random`,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,12 +40,14 @@ from defocus.data.stack import FocalStack
 from defocus.data.synthesis import SYNTHESIS_LEVEL_RATIO, SynthesisVariant, synthesize_variant
 from defocus.errors import InputError
 from defocus.optics import psf as _psf
-from defocus.optics.camera import ThinLensCamera
+from defocus.optics.camera import MIN_PIXEL_SIZE_M, ThinLensCamera
 from defocus.optics.forward import ForwardSpec
 from defocus.optics.sensor import SensorModel
 
 #: The seed stream of the randomised camera protocol (never used by training).
 CAPTURE_SEED_TAG = 170_017
+#: The seed stream of its image-processing draws (separate, so that adding them changed no other draw).
+ISP_SEED_TAG = 170_018
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,10 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def random_capture(seed: int, inverse_depth_range: Sequence[float]) -> Capture:
+def random_capture(seed: int, inverse_depth_range: Sequence[float], isp: bool = True) -> Capture:
     """The capture of seed ``seed`` (module docstring) for a scene whose inverse depth spans
-    ``inverse_depth_range`` = (1/far, 1/near) dioptres (e.g. the 2nd and 98th percentiles of its depth)."""
+    ``inverse_depth_range`` = (1/far, 1/near) dioptres (e.g. the 2nd and 98th percentiles of its depth); with
+    ``isp=False`` never an image-processing stage."""
     lo, hi = float(inverse_depth_range[0]), float(inverse_depth_range[1])
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
         raise InputError(f"a capture needs an inverse-depth range 0 < low < high, got {inverse_depth_range}")
@@ -73,7 +82,13 @@ def random_capture(seed: int, inverse_depth_range: Sequence[float]) -> Capture:
     f_number = _log_uniform(rng, 1.4, 11.0)
     k_target = _log_uniform(rng, 4.0, 60.0)
     # K = A s / p with A = f/N and s about f (the lens focused far): the pitch that gives the drawn K.
-    camera = ThinLensCamera(focal, f_number, focal * focal / (f_number * k_target))
+    pitch = focal * focal / (f_number * k_target)
+    if pitch < MIN_PIXEL_SIZE_M:
+        # A short lens stopped down at a large K asks for a pitch below any sensor's (which ThinLensCamera refuses):
+        # the same K, so the same blur, from the smallest pitch and a wider aperture instead.
+        pitch = MIN_PIXEL_SIZE_M
+        f_number = focal * focal / (pitch * k_target)
+    camera = ThinLensCamera(focal, f_number, pitch)
     n = int(rng.integers(2, 11))
     span = hi - lo
     cover = rng.uniform(0.7, 1.1)
@@ -86,6 +101,8 @@ def random_capture(seed: int, inverse_depth_range: Sequence[float]) -> Capture:
     focus = 1.0 / dioptres
     rng.shuffle(focus)
     variant = _random_variant(rng)
+    if isp:
+        variant = _with_isp(variant, np.random.default_rng([int(seed), ISP_SEED_TAG]))
     k = float(camera.blur_per_dioptre(torch.tensor([float(focus.max())])).max())
     return Capture(camera, tuple(float(f) for f in focus), variant, k)
 
@@ -109,6 +126,17 @@ def _random_variant(rng: np.random.Generator) -> SynthesisVariant:
         jpeg_quality=int(rng.integers(60, 96)) if rng.uniform() < 0.6 else None,
     )
     return SynthesisVariant(forward, sensor, near_psf=near_psf, chromatic_dioptres=chromatic)
+
+
+def _with_isp(variant: SynthesisVariant, rng: np.random.Generator) -> SynthesisVariant:
+    """``variant`` with the camera's image processing drawn (module docstring), or as it is (half the time)."""
+    if rng.uniform() >= 0.5:
+        return variant
+    s = variant.sensor
+    noise = s.noise_std + float(np.sqrt(s.shot_noise * 0.18))  # the shot noise's σ at mid-grey (linear 0.18)
+    denoise = round(max(0.004, noise) * float(rng.uniform(1.5, 4.0)), 5)
+    sharpen = round(float(rng.uniform(0.3, 1.5)), 3) if rng.uniform() < 0.7 else 0.0
+    return dataclasses.replace(variant, sensor=s.replace(denoise=denoise, sharpen=sharpen))
 
 
 def scene_inverse_depth_range(depth_m: np.ndarray) -> tuple[float, float]:

@@ -13,10 +13,16 @@ the :class:`SensorModel` everything after it, in this order:
 2. **exposure** gain (1 = as rendered);
 3. additive Gaussian **noise** of standard deviation ``noise_std`` on the [0, 1] sRGB values, drawn from a seeded
    generator (the same seed gives the same noise);
-4. **clamp** to [0, 1];
-5. **quantisation** to ``bits``-bit levels, rounded half up (8 by default, as stored images are; ``None`` keeps
+4. the camera's own **image processing** (ISP), each frame on its own, as phones and camera JPEGs do: an
+   edge-preserving **denoise** (a self-guided filter, He et al. 2013, of radius :data:`DENOISE_RADIUS` and
+   regulariser ``denoise``²: regions whose local standard deviation is below ``denoise`` are flattened to their local
+   mean, stronger structure is kept) and an unsharp-mask **sharpen** of amount ``sharpen`` (σ 1 px). Denoising
+   leaves low-frequency blotches that differ from frame to frame, and sharpening amplifies what is left: on plain
+   surfaces the focus cue is gone while the image still has some "texture";
+5. **clamp** to [0, 1];
+6. **quantisation** to ``bits``-bit levels, rounded half up (8 by default, as stored images are; ``None`` keeps
    floats);
-6. an optional **JPEG** round trip of every frame at ``jpeg_quality`` (after 8-bit quantisation).
+7. an optional **JPEG** round trip of every frame at ``jpeg_quality`` (after 8-bit quantisation).
 
 :meth:`SensorModel.apply` is the one place where noise, clamping, quantisation and JPEG happen; synthesis
 (:mod:`defocus.data.synthesis`) calls it for every stack it renders.
@@ -37,6 +43,46 @@ from defocus.errors import InputError
 
 #: Largest quantisation depth (bits) a sensor may have.
 MAX_BITS = 16
+#: Window radius (pixels) of the ISP's edge-preserving denoise, and σ (pixels) of its sharpening blur.
+DENOISE_RADIUS = 2
+SHARPEN_SIGMA = 1.0
+
+
+def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over (2 radius + 1)² windows of (B, C, H, W), edges replicated."""
+    k = 2 * radius + 1
+    return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (radius,) * 4, mode="replicate"), k, stride=1)
+
+
+def guided_denoise(frames: torch.Tensor, strength: float, radius: int = DENOISE_RADIUS) -> torch.Tensor:
+    """Edge-preserving smoothing of every channel of (..., C, H, W) by itself as the guide (the guided filter of He,
+    Sun and Tang, TPAMI 2013, with ε = ``strength``²): windows whose standard deviation is well below ``strength``
+    become their mean, windows well above it are kept. ``strength`` in the images' units (0: returned as is)."""
+    if strength <= 0:
+        return frames
+    shape = frames.shape
+    x = frames.reshape(-1, 1, *shape[-2:])
+    mean = _box_mean(x, radius)
+    var = (_box_mean(x * x, radius) - mean * mean).clamp_min(0.0)
+    a = var / (var + strength * strength)
+    b = mean - a * mean
+    return (_box_mean(a, radius) * x + _box_mean(b, radius)).reshape(shape)
+
+
+def unsharp_mask(frames: torch.Tensor, amount: float, sigma: float = SHARPEN_SIGMA) -> torch.Tensor:
+    """``frames + amount · (frames − Gaussian blur of σ sigma px)`` on (..., C, H, W) (0: returned as is)."""
+    if amount <= 0:
+        return frames
+    shape = frames.shape
+    x = frames.reshape(-1, 1, *shape[-2:])
+    r = max(1, int(math.ceil(3.0 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    blur = torch.nn.functional.pad(x, (r, r, r, r), mode="replicate")
+    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, 1, -1))
+    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, -1, 1))
+    return (x + amount * (x - blur)).reshape(shape)
 
 
 def jpeg_round_trip(stack: torch.Tensor, quality: int) -> torch.Tensor:
@@ -72,6 +118,9 @@ class SensorModel:
         exposure_jitter: half-width of the per-frame log gain in linear light (0 = every frame alike).
         shot_noise: signal-dependent noise, variance ``shot_noise·x`` on the linear value x (0 = none).
         tone_gamma: the tone curve that stores linear light: ``None`` the sRGB curve, else x^(1/tone_gamma).
+        denoise: the ISP's edge-preserving denoise, the local standard deviation (in [0, 1] values) below which
+            structure is flattened (0 = none; :func:`guided_denoise`).
+        sharpen: the ISP's unsharp-mask amount (0 = none; :func:`unsharp_mask`).
     """
 
     noise_std: float = 0.0
@@ -83,6 +132,8 @@ class SensorModel:
     exposure_jitter: float = 0.0
     shot_noise: float = 0.0
     tone_gamma: float | None = None
+    denoise: float = 0.0
+    sharpen: float = 0.0
 
     def __post_init__(self) -> None:
         if not _number(self.noise_std) or self.noise_std < 0:
@@ -116,6 +167,12 @@ class SensorModel:
         if self.tone_gamma is not None and (not _number(self.tone_gamma) or not 1 <= self.tone_gamma <= 4):
             raise InputError(f"the tone gamma must be a number in [1, 4] or none, got {self.tone_gamma!r}",
                              field="tone_gamma")
+        if not _number(self.denoise) or not 0 <= self.denoise <= 0.5:
+            raise InputError(f"the denoise strength must be a number in [0, 0.5], got {self.denoise!r}",
+                             field="denoise")
+        if not _number(self.sharpen) or not 0 <= self.sharpen <= 5:
+            raise InputError(f"the sharpening amount must be a number in [0, 5], got {self.sharpen!r}",
+                             field="sharpen")
 
     @property
     def linear_stage(self) -> bool:
@@ -124,7 +181,13 @@ class SensorModel:
 
     # ------------------------------------------------------------------------------------------ construction
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain values; the ISP fields only where set (so that records written before they existed
+        read the same)."""
+        out = asdict(self)
+        for name in ("denoise", "sharpen"):
+            if not out[name]:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SensorModel":
@@ -158,6 +221,8 @@ class SensorModel:
             out = out if self.exposure == 1.0 else out * self.exposure
             if self.noise_std > 0:
                 out = out + self.noise_std * torch.randn(stack.shape, generator=gen).to(stack.device)
+            if self.denoise or self.sharpen:
+                out = unsharp_mask(guided_denoise(out, self.denoise), self.sharpen)
             if self.clamp:
                 out = out.clamp(0.0, 1.0)
             if self.levels is not None:
