@@ -248,6 +248,11 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--epochs", type=int, help="epochs (default 4)")
     g.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default 40)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
+    g.add_argument("--resynthesis-steps", type=int, default=0, metavar="N",
+                   help="experimental: instead of the re-rendering loss's epochs, N steps of depth supervision on "
+                   "stacks re-rendered from each stack's own default-path estimate through the self-calibrated "
+                   "forward model (no ground truth; guarded by the held-out re-synthesised stacks' depth error; "
+                   "BENCHMARKS.md). 200 steps: about 4 minutes on 2 cores besides the calibration")
     g.add_argument("--holdout", type=float, default=0.2,
                    help="fraction of the stacks held out for the re-rendering error (default 0.2; at least one "
                    "stack; a single stack holds out its right-hand strip)")
@@ -290,6 +295,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if (run_dir / "metrics.csv").exists():
         raise DefocusError(f"run folder {run_dir} already has a run: choose another --name or --run-dir")
     check_holdout(args.holdout)
+    if args.resynthesis_steps < 0:
+        raise DefocusError(f"--resynthesis-steps must be 0 or more, got {args.resynthesis_steps}")
     start = create_model(pretrained=True) if init == "shipped" else create_model(checkpoint=init)
     read_kwargs = _read_args(args)
     folders = expand_stack_folders(args.stacks)
@@ -309,9 +316,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         for w in st.warnings:
             print(f"defocus finetune: warning: {st.name}: {w}", file=sys.stderr)
     result = finetune(prepared, out, cfg, holdout=args.holdout, family=args.forward, progress=not args.quiet,
-                      start=start)
+                      start=start, resynthesis_steps=args.resynthesis_steps)
     errors = ", ".join(f"{e:.5f}" for e in result.epoch_rerender)
-    print(f"held-out re-rendering error: start {result.start_rerender:.5f}; epochs {errors}")
+    if result.pseudo_error is not None:
+        print(f"held-out pseudo-depth error (re-synthesised stacks): start {result.start_pseudo_error:.5f}; "
+              f"after {args.resynthesis_steps} steps {result.pseudo_error:.5f}")
+        print(f"held-out re-rendering error: start {result.start_rerender:.5f}; after {errors}")
+    else:
+        print(f"held-out re-rendering error: start {result.start_rerender:.5f}; epochs {errors}")
     print(f"trained on {len(result.train_stacks)} stack(s), held out {len(result.held_out_stacks)}; run in "
           f"{result.run_dir}")
     if result.kept_start:

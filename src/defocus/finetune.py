@@ -22,6 +22,14 @@ prior-consistency and sharpness terms), a small learning rate and a schedule of 
    model is computed: the ``val_rerender`` column of ``metrics.csv``; the weights of the epoch where it is lowest are
    exported — unless it is not at least :data:`MIN_IMPROVEMENT` below the starting weights', and then the starting
    weights are (it is the only check without ground truth; see the README for what it can and cannot tell).
+   **Re-synthesis instead** (``resynthesis_steps`` > 0, ``defocus finetune --resynthesis-steps N``; experimental,
+   BENCHMARKS.md "Fine-tuning by re-synthesis"): every stack's default-path estimate (the starting network, the
+   classical term, the global solve: :func:`pseudo_scene`) is a pseudo-scene — its solved depth and AIF — that the
+   self-calibrated forward model re-renders (:func:`resynthesise`, :data:`RESYNTHESIS_COPIES` copies with 8-bit noise
+   at the stack's own level); the network is then trained for N steps on the relative error of its inverse depth
+   against the pseudo-scene's (:func:`train_on_resynthesis`): depth supervision under the camera's own physics, still
+   without any ground truth. The check on the held-out part is then the same error on *its* re-synthesised stacks
+   (:func:`pseudo_depth_error`), which must fall by :data:`MIN_IMPROVEMENT`; the re-rendering error is reported too.
 5. **Export**: the weights with the starting weights' confidence calibration (:mod:`defocus.confidence`; the
    user has no ground truth to refit it) and a ``finetune`` record (stacks, held-out stacks, errors) in their
    metadata, ready for ``defocus predict --checkpoint``.
@@ -57,6 +65,14 @@ VALIDATION_CROP = 192
 #: many stacks it is calibrated on at most.
 CALIBRATION_SIZE = 128
 CALIBRATION_STACKS = 3
+
+
+#: Re-synthesis (module docstring, step 4): copies rendered per stack, the training crop (working px), batch size,
+#: learning rate (Adam) — those of benchmarks/exp_finetune_resynthesis.py, where the method was measured.
+RESYNTHESIS_COPIES = 2
+RESYNTHESIS_CROP = 96
+RESYNTHESIS_BATCH = 4
+RESYNTHESIS_LR = 1e-4
 
 
 @dataclass
@@ -244,6 +260,106 @@ def rerendering_error(model: nn.Module, stacks: Sequence[PreparedStack]) -> floa
     return sum(errors) / len(errors)
 
 
+@torch.no_grad()
+def pseudo_scene(model: nn.Module, st: PreparedStack) -> tuple[torch.Tensor, torch.Tensor]:
+    """(AIF (1, 3, h, w) in [0, 1], inverse depth (1, 1, h, w) dioptres) of ``defocus predict``'s default path on the
+    prepared stack: ``model``'s estimate with its calibrated confidence, the classical term, the global solve."""
+    from defocus.predict import PredictOptions, _classical_term, _solve, aif_texture, run_tiled
+
+    model.eval()
+    x, fd, k = st.float_frames()[None], st.focus_m[None], st.blur_per_dioptre[None]
+    pred = run_tiled(model, x, fd, k, torch.tensor([st.depth_range], dtype=torch.float64))
+    calibration = getattr(model, "confidence_calibration", None)
+    second = None
+    if calibration is not None:
+        pred = dataclasses.replace(pred, confidence=calibration(pred.confidence, pred.inv_depth, aif_texture(pred.aif)))
+        second = _classical_term(x, fd, k, st.depth_range, False)
+    solved, _ = _solve(pred, st.depth_range, PredictOptions().solve_smoothness, second, float(k.max()))
+    return solved.aif.clamp(0.0, 1.0), solved.inv_depth
+
+
+@torch.no_grad()
+def resynthesise(st: PreparedStack, scene: tuple[torch.Tensor, torch.Tensor], copies: int = RESYNTHESIS_COPIES,
+                 seed: int = 0) -> list[dict]:
+    """``copies`` stacks re-rendered from the pseudo-scene (AIF, inverse depth) under the stack's forward model at
+    its focus distances and K, each with its own 8-bit noise at the stack's estimated level (at least one grey
+    level). Returns items {"x": (N, 3, h, w), "inv": (1, h, w), "focus": (N,), "k": (N,), "depth_range"}."""
+    from defocus.models.classical import estimate_noise_sigma
+    from defocus.optics.forward import ForwardModel
+    from defocus.optics.sensor import SensorModel
+
+    aif, inv = scene
+    physics = ForwardModel(spec=st.physics) if st.physics is not None else ForwardModel()
+    rendered = physics.rerender(aif, inv, st.focus_m[None], st.blur_per_dioptre[None]).stack[0]
+    sensor = SensorModel(noise_std=max(float(estimate_noise_sigma(st.float_frames())), 1.0 / 255.0))
+    return [{"x": sensor.apply(rendered, seed=seed + c), "inv": inv[0], "focus": st.focus_m,
+             "k": st.blur_per_dioptre, "depth_range": st.depth_range} for c in range(copies)]
+
+
+@torch.no_grad()
+def pseudo_depth_error(model: nn.Module, items: Sequence[dict]) -> float:
+    """Mean relative error |ŷ − y| / y of ``model``'s inverse depth on re-synthesised ``items`` against their
+    pseudo-scenes' (central crop of at most :data:`VALIDATION_CROP` px a side)."""
+    was_training = model.training
+    model.eval()
+    errors = []
+    for it in items:
+        h, w = it["x"].shape[-2:]
+        ch, cw = min(h, VALIDATION_CROP), min(w, VALIDATION_CROP)
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        x = it["x"][None, ..., y0 : y0 + ch, x0 : x0 + cw]
+        target = it["inv"][..., y0 : y0 + ch, x0 : x0 + cw]
+        pred = model(x, it["focus"][None], it["k"][None], torch.tensor([it["depth_range"]], dtype=torch.float64))
+        errors.append(float(((pred.inv_depth[0] - target).abs() / target.clamp_min(1e-3)).mean()))
+    model.train(was_training)
+    return sum(errors) / len(errors)
+
+
+def train_on_resynthesis(model: nn.Module, items: Sequence[dict], steps: int, seed: int = 0,
+                         progress: bool = True) -> list[float]:
+    """Trains ``model`` in place for ``steps`` Adam steps (lr :data:`RESYNTHESIS_LR`) on batches of
+    :data:`RESYNTHESIS_BATCH` random :data:`RESYNTHESIS_CROP`² crops of the re-synthesised ``items``, minimising the
+    relative error of its inverse depth against theirs; items of another frame count than the first crop's are
+    drawn in their own batches. Returns the loss of every step."""
+    from defocus.progress import progress_bar
+
+    if steps < 1:
+        return []
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=RESYNTHESIS_LR)
+    by_frames: dict[int, list[dict]] = {}
+    for it in items:
+        by_frames.setdefault(it["x"].shape[0], []).append(it)
+    pools = list(by_frames.values())
+    losses = []
+    model.train()
+    for _ in progress_bar(range(steps), desc="re-synthesis", enabled=progress, leave=False):
+        pool = pools[int(torch.randint(len(pools), (1,), generator=gen))]
+        xs, invs, fds, ks, drs = [], [], [], [], []
+        for _ in range(RESYNTHESIS_BATCH):
+            it = pool[int(torch.randint(len(pool), (1,), generator=gen))]
+            h, w = it["x"].shape[-2:]
+            ch, cw = min(h, RESYNTHESIS_CROP), min(w, RESYNTHESIS_CROP)
+            y0 = int(torch.randint(h - ch + 1, (1,), generator=gen))
+            x0 = int(torch.randint(w - cw + 1, (1,), generator=gen))
+            xs.append(it["x"][..., y0 : y0 + ch, x0 : x0 + cw])
+            invs.append(it["inv"][..., y0 : y0 + ch, x0 : x0 + cw])
+            fds.append(it["focus"])
+            ks.append(it["k"])
+            drs.append(it["depth_range"])
+        target = torch.stack(invs)
+        pred = model(torch.stack(xs), torch.stack(fds), torch.stack(ks), torch.tensor(drs, dtype=torch.float64))
+        loss = ((pred.inv_depth - target).abs() / target.clamp_min(1e-3)).mean()
+        if not torch.isfinite(loss):
+            raise DefocusError("re-synthesis training diverged (non-finite loss)")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def sweep_groups(stacks: Sequence[PreparedStack], protocol: str) -> list:
     """One training group per stack (their sizes differ), with the stack's forward model as the group's."""
     from defocus.data.sweeps import SweepGroup
@@ -284,6 +400,9 @@ class FinetuneResult:
     train_stacks: list[str]
     held_out_stacks: list[str]
     kept_start: bool = False
+    #: Re-synthesis runs only: the held-out pseudo-depth error before and after (else None).
+    start_pseudo_error: float | None = None
+    pseudo_error: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -293,11 +412,12 @@ class FinetuneResult:
 
 def finetune(
     stacks: list[PreparedStack], output: str | os.PathLike, cfg, holdout: float = 0.2, family: str = "auto",
-    progress: bool = True, start: nn.Module | None = None,
+    progress: bool = True, start: nn.Module | None = None, resynthesis_steps: int = 0,
 ) -> FinetuneResult:
     """Fine-tunes ``cfg.init``'s network on the prepared ``stacks`` (module docstring steps 3-5) and writes the
     weights to ``output`` (a ``.safetensors`` file); the run folder is ``cfg.out_dir / cfg.name``. ``start``: those
-    starting weights, already loaded (else they are loaded here)."""
+    starting weights, already loaded (else they are loaded here). ``resynthesis_steps`` > 0: trained by
+    re-synthesis for that many steps instead of the re-rendering loss's epochs (step 4)."""
     from defocus.files import atomic_write
     from defocus.models.checkpoint import read_checkpoint, save_checkpoint
     from defocus.models.factory import create_model
@@ -316,25 +436,35 @@ def finetune(
         progress_write(f"held-out re-rendering error of the starting weights: {start_error:.5f} "
                        f"({len(held_out)} held-out part(s): {', '.join(s.name for s in held_out)})")
     epoch_errors: list[float] = []  # one per epoch, as metrics.csv's val_rerender
-
-    def validator(model: nn.Module) -> dict[str, float]:
+    pseudo: tuple[float, float] | None = None
+    resynthesis_record = None
+    if resynthesis_steps > 0:
+        model, run_dir, meta, pseudo, resynthesis_record = _resynthesis_stage(
+            start, train_stacks, held_out, resynthesis_steps, cfg, progress)
         epoch_errors.append(rerendering_error(model, held_out))
-        return {"val_rerender": epoch_errors[-1]}
+        kept_start = not pseudo[1] < (1.0 - MIN_IMPROVEMENT) * pseudo[0]
+        what, before, after = "pseudo-depth error of the held-out re-synthesised stacks", pseudo[0], pseudo[1]
+        state = model.state_dict()
+    else:
+        def validator(model: nn.Module) -> dict[str, float]:
+            epoch_errors.append(rerendering_error(model, held_out))
+            return {"val_rerender": epoch_errors[-1]}
 
-    run_dir = train(cfg, progress=progress, groups=sweep_groups(train_stacks, cfg.data.stack_protocol),
-                    validator=validator)
-    src = run_dir / ("best.safetensors" if cfg.export_weights == "best" else "last.safetensors")
-    state, meta = read_checkpoint(src)
-    model = create_model(meta["model_name"], **dict(meta["model_config"]))
-    exported = epoch_errors[-1] if cfg.export_weights == "last" else min(epoch_errors)
-    kept_start = not exported < (1.0 - MIN_IMPROVEMENT) * start_error
+        run_dir = train(cfg, progress=progress, groups=sweep_groups(train_stacks, cfg.data.stack_protocol),
+                        validator=validator)
+        src = run_dir / ("best.safetensors" if cfg.export_weights == "best" else "last.safetensors")
+        state, meta = read_checkpoint(src)
+        model = create_model(meta["model_name"], **dict(meta["model_config"]))
+        exported = epoch_errors[-1] if cfg.export_weights == "last" else min(epoch_errors)
+        kept_start = not exported < (1.0 - MIN_IMPROVEMENT) * start_error
+        what, before, after = "re-rendering error", start_error, exported
     if kept_start:  # no clear gain on the held-out part: do not hand out weights that may be worse
         state = start.state_dict()
         if progress:
             from defocus.progress import progress_write
 
-            progress_write(f"the held-out re-rendering error fell by less than {100 * MIN_IMPROVEMENT:g} % "
-                           f"({start_error:.5f} -> {exported:.5f}): the starting weights are written unchanged")
+            progress_write(f"the held-out {what} fell by less than {100 * MIN_IMPROVEMENT:g} % "
+                           f"({before:.5f} -> {after:.5f}): the starting weights are written unchanged")
     model.load_state_dict(state)
     calibration = getattr(start, "confidence_calibration", None)
     record = {"stacks": [s.name for s in train_stacks], "held_out": [s.name for s in held_out],
@@ -346,13 +476,56 @@ def finetune(
               min(float(s.blur_per_dioptre.max()) for s in train_stacks),
               "forward_models": {s.name: (s.physics.to_dict() if s.physics is not None else None)
                                  for s in [*train_stacks, *held_out]}}
+    if resynthesis_record is not None:
+        record["resynthesis"] = resynthesis_record
     extra = {**meta.get("extra", {}), "finetune": record}
     if calibration is not None:  # the starting weights' calibration: nothing to refit it against
         extra["confidence_calibration"] = calibration.to_dict()
     save_checkpoint(output, model, meta["model_name"], meta.get("train_config", {}), extra)
     summary = FinetuneResult(output, run_dir, start_error, epoch_errors, record["stacks"], record["held_out"],
-                             kept_start)
+                             kept_start, *(pseudo if pseudo is not None else (None, None)))
     text = json.dumps(summary.to_dict(), indent=2)
     atomic_write(run_dir / "finetune.json", lambda tmp: tmp.write_text(text + "\n"), "summary")
     return summary
 
+
+
+def _resynthesis_stage(start: nn.Module, train_stacks: Sequence[PreparedStack], held_out: Sequence[PreparedStack],
+                       steps: int, cfg, progress: bool):
+    """Step 4's re-synthesis: (the trained copy of ``start``, the run folder, the checkpoint metadata to export with,
+    (held-out pseudo-depth error before, after), the run's record). Writes the run folder's config.yaml and
+    resynthesis.csv (the loss of every step)."""
+    import copy
+
+    import yaml
+
+    from defocus.files import atomic_write
+    from defocus.progress import progress_bar, progress_write
+
+    def items(stacks: Sequence[PreparedStack], seed: int) -> list[dict]:
+        out = []
+        for j, st in enumerate(progress_bar(stacks, desc="pseudo-scenes", enabled=progress, leave=False)):
+            out += resynthesise(st, pseudo_scene(start, st), seed=seed + RESYNTHESIS_COPIES * j)
+        return out
+
+    train_items, held_items = items(train_stacks, cfg.seed), items(held_out, cfg.seed + 10_000)
+    before = pseudo_depth_error(start, held_items)
+    model = copy.deepcopy(start)
+    losses = train_on_resynthesis(model, train_items, steps, seed=cfg.seed, progress=progress)
+    after = pseudo_depth_error(model, held_items)
+    if progress:
+        progress_write(f"held-out pseudo-depth error (re-synthesised stacks): {before:.5f} -> {after:.5f}")
+    run_dir = Path(cfg.out_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {**cfg.to_dict(), "resynthesis": {"steps": steps, "copies": RESYNTHESIS_COPIES, "crop": RESYNTHESIS_CROP,
+                                               "batch": RESYNTHESIS_BATCH, "lr": RESYNTHESIS_LR}}
+    text = yaml.safe_dump(config, sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(text), "config")
+    rows = "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(losses))
+    atomic_write(run_dir / "resynthesis.csv", lambda tmp: tmp.write_text(rows), "losses")
+    meta = {"model_name": getattr(start, "checkpoint_metadata", {}).get("model_name", cfg.model.name),
+            "model_config": dict(cfg.model.config), "train_config": config,
+            "extra": dict(getattr(start, "checkpoint_metadata", {}).get("extra", {}))}
+    record = {"steps": steps, "start_pseudo_error": before, "pseudo_error": after,
+              "final_loss": losses[-1] if losses else None}
+    return model, run_dir, meta, (before, after), record
