@@ -5,7 +5,7 @@ lens, frame count, focus bracket over 0.5-8 m, PSF, tone, noise, JPEG all drawn 
 camera is), every frame of the test split of ../shared/data/rgbd/INDEX.csv (320 x 240) is captured with that camera.
 The test scene groups are split in two halves (sorted, alternate groups); for each half in turn, its stacks are
 written as plain stack folders (images and stack.json, no depth) and `defocus finetune` is run on them from the
-shipped weights through the command line, with its defaults; then the *other* half is predicted with
+shipped weights through the command line, with its defaults (re-synthesis, 200 steps; --finetune-flag passes others); then the *other* half is predicted with
 `defocus predict`'s pipeline (:func:`defocus.predict.predict_stack`, default options) with the shipped and with
 the fine-tuned weights, and scored against its ground truth: δ1 / AbsRel / RMSE, mean over scene groups, per camera
 and over all. Also the network alone (``--no-solve``), where the fine-tuning acts most directly.
@@ -117,7 +117,8 @@ def main() -> None:
                 if proc.returncode != 0:
                     raise SystemExit(f"finetune failed: {proc.stderr.strip()[-2000:]}")
                 lines = proc.stdout.strip().splitlines()
-                said = [ln for ln in lines if ln.startswith(("held-out re-rendering error:", "no clear gain"))]
+                said = [ln for ln in lines if ln.startswith(("held-out re-rendering error:", "held-out pseudo-depth",
+                                                             "no clear gain"))]
                 print(f"  half {h}: fine-tuned on {len(tune_groups)} groups in {time.time() - t:.0f} s; "
                       + "; ".join(said), flush=True)
             tuned = create_model(checkpoint=weights)

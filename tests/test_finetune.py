@@ -24,7 +24,7 @@ from defocus.optics.camera import ThinLensCamera
 CAMERA = ThinLensCamera.from_mm_um(16.0, 2.0, 20.0)
 FOCUS = [0.5, 0.8, 1.4, 3.0]
 FAST = ["--epochs", "2", "--steps-per-epoch", "2", "--set", "data.size=[32,32]", "--set", "optim.batch_size=2",
-        "--set", "optim.warmup_steps=1", "--forward", "disk", "--quiet"]
+        "--set", "optim.warmup_steps=1", "--forward", "disk", "--quiet", "--resynthesis-steps", "0"]
 
 
 def _write(folder: Path, seed: int, size: int = 64, json_file: bool = True) -> Path:
@@ -82,7 +82,8 @@ def test_shipped_start_carries_the_confidence_calibration(tmp_path: Path, capsys
     out = tmp_path / "w.safetensors"
     rc = main(["finetune", *map(str, stacks), "-o", str(out), "--run-dir", str(tmp_path / "runs"),
                "--epochs", "1", "--steps-per-epoch", "1", "--set", "data.size=[32,32]", "--set",
-               "optim.batch_size=1", "--set", "optim.warmup_steps=0", "--forward", "gaussian", "--quiet"])
+               "optim.batch_size=1", "--set", "optim.warmup_steps=0", "--forward", "gaussian", "--quiet",
+               "--resynthesis-steps", "0"])
     assert rc == 0, capsys.readouterr().err
     model = create_model(checkpoint=out)
     shipped = create_model(pretrained=True)
@@ -258,7 +259,8 @@ def test_resynthesis_end_to_end_writes_weights_predict_takes(tmp_path: Path, cap
     record = read_metadata(out)["extra"]["finetune"]
     res = record["resynthesis"]
     assert res["steps"] == 3 and res["start_pseudo_error"] > 0 and res["pseudo_error"] > 0
-    gained = res["pseudo_error"] < (1 - MIN_IMPROVEMENT) * res["start_pseudo_error"]
+    gained = (res["pseudo_error"] < (1 - MIN_IMPROVEMENT) * res["start_pseudo_error"]
+              and record["epoch_rerender"][-1] <= record["start_rerender"])
     assert record["kept_start"] == (not gained)
     run = tmp_path / "runs" / "finetune-tuned"
     assert (run / "config.yaml").is_file() and "resynthesis" in (run / "config.yaml").read_text()
@@ -290,6 +292,15 @@ def test_resynthesis_supervision_moves_the_network_towards_the_pseudo_scene():
     assert pseudo_depth_error(model, items) < before
 
 
+def test_epoch_flags_without_the_rerendering_loss_are_refused(tmp_path: Path, tiny_weights: Path, capsys):
+    stack = _write(tmp_path / "s", 53)
+    rc = main(["finetune", str(stack), "-o", str(tmp_path / "w.safetensors"), "--checkpoint", str(tiny_weights),
+               "--run-dir", str(tmp_path / "runs"), "--epochs", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--epochs" in err[0] and "--resynthesis-steps 0" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_negative_resynthesis_steps_are_refused_before_any_work(tmp_path: Path, tiny_weights: Path, capsys):
     stack = _write(tmp_path / "s", 52)
     rc = main(["finetune", str(stack), "-o", str(tmp_path / "w.safetensors"), "--checkpoint", str(tiny_weights),
@@ -297,3 +308,31 @@ def test_negative_resynthesis_steps_are_refused_before_any_work(tmp_path: Path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--resynthesis-steps" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_resynthesis_is_the_default_and_a_rising_rerendering_error_keeps_the_start(tmp_path: Path, capsys,
+                                                                                    monkeypatch):
+    """Without the flag, finetune trains by re-synthesis; where the held-out real stacks re-render worse after it,
+    the starting weights are written (even with the pseudo-depth error down)."""
+    import defocus.finetune as ft
+
+    monkeypatch.setattr(ft, "RESYNTHESIS_STEPS", 2)
+    real = ft.rerendering_error
+    calls = []
+
+    def worse_after_training(model, stacks):  # the first call is the starting weights'
+        calls.append(1)
+        return real(model, stacks) * (1.0 if len(calls) == 1 else 2.0)
+
+    monkeypatch.setattr(ft, "rerendering_error", worse_after_training)
+    monkeypatch.setattr(ft, "pseudo_depth_error", lambda model, items, _n=iter([1.0, 0.5]): next(_n))
+    stacks = [_write(tmp_path / f"s{i}", 80 + i, size=96) for i in range(2)]
+    out = tmp_path / "w.safetensors"
+    rc = main(["finetune", *map(str, stacks), "-o", str(out), "--run-dir", str(tmp_path / "runs"),
+               "--forward", "disk", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert "the starting weights were written" in capsys.readouterr().out
+    record = read_metadata(out)["extra"]["finetune"]
+    assert record["resynthesis"]["steps"] == 2 and record["kept_start"] is True
+    tuned, start = create_model(checkpoint=out), create_model(pretrained=True)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))

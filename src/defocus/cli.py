@@ -232,11 +232,13 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune",
         help="fine-tune the shipped network on your own unlabeled stacks (self-supervised), for predict --checkpoint",
-        description="Fine-tune the shipped weights (or --checkpoint) on your own focal stacks, fully self-supervised: "
-        "each stack is read as predict reads it (stack.json, EXIF, --focus and camera flags) and prepared as predict "
-        "prepares it; part of the stacks is held out and its re-rendering error is reported after every epoch; the "
-        "weights of the best epoch are written to WEIGHTS (the starting ones where the held-out error did not fall "
-        "by 1 %), for `defocus predict --checkpoint WEIGHTS`. Every stack "
+        description="Fine-tune the shipped weights (or --checkpoint) on your own focal stacks, without any ground "
+        "truth: each stack is read as predict reads it (stack.json, EXIF, --focus and camera flags) and prepared as "
+        "predict prepares it; the camera's optics are self-calibrated on the stacks; each stack's own default-path "
+        "depth and AIF are re-rendered through those optics and the network is trained to recover that depth "
+        "(--resynthesis-steps; 0: the re-rendering loss instead). Part of the stacks is held out: the trained weights "
+        "are written to WEIGHTS where its re-synthesised depth error fell by 1 % and its re-rendering error did not "
+        "rise, else the starting ones, for `defocus predict --checkpoint WEIGHTS`. Every stack "
         "is checked before any training: a run with an unusable stack is refused and writes nothing.",
     )
     p.add_argument("stacks", nargs="+", type=Path, help="stack folders, or folders of stack folders")
@@ -244,15 +246,17 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
                    help="the .safetensors file to write")
     p.add_argument("--checkpoint", type=Path, help="starting weights (.safetensors); default: the shipped weights")
     _source_flags(p)
-    g = p.add_argument_group("schedule (defaults: the packaged finetune config, about two minutes on 2 cores)")
+    g = p.add_argument_group("schedule (re-synthesis: 200 steps, a few minutes on 2 cores at 320 x 240; the "
+                             "re-rendering loss's epochs: the packaged finetune config)")
     g.add_argument("--epochs", type=int, help="epochs (default 4)")
     g.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default 40)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
-    g.add_argument("--resynthesis-steps", type=int, default=0, metavar="N",
-                   help="experimental: instead of the re-rendering loss's epochs, N steps of depth supervision on "
-                   "stacks re-rendered from each stack's own default-path estimate through the self-calibrated "
-                   "forward model (no ground truth; guarded by the held-out re-synthesised stacks' depth error; "
-                   "BENCHMARKS.md). 200 steps: about 4 minutes on 2 cores besides the calibration")
+    g.add_argument("--resynthesis-steps", type=int, default=None, metavar="N",
+                   help="steps of depth supervision on stacks re-rendered from each stack's own default-path "
+                   "estimate through the self-calibrated forward model (no ground truth; kept only where the held-out "
+                   "re-synthesised stacks' depth error falls by 1 %% and the held-out stacks' re-rendering error "
+                   "does not rise); default 200; 0: train with the re-rendering loss's epochs instead (--epochs, "
+                   "--steps-per-epoch, --lr)")
     g.add_argument("--holdout", type=float, default=0.2,
                    help="fraction of the stacks held out for the re-rendering error (default 0.2; at least one "
                    "stack; a single stack holds out its right-hand strip)")
@@ -295,8 +299,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if (run_dir / "metrics.csv").exists():
         raise DefocusError(f"run folder {run_dir} already has a run: choose another --name or --run-dir")
     check_holdout(args.holdout)
-    if args.resynthesis_steps < 0:
-        raise DefocusError(f"--resynthesis-steps must be 0 or more, got {args.resynthesis_steps}")
+    from defocus.finetune import RESYNTHESIS_STEPS
+
+    steps = RESYNTHESIS_STEPS if args.resynthesis_steps is None else args.resynthesis_steps
+    if steps < 0:
+        raise DefocusError(f"--resynthesis-steps must be 0 or more, got {steps}")
+    schedule = [flag for flag, value in (("--epochs", args.epochs), ("--steps-per-epoch", args.steps_per_epoch),
+                                         ("--lr", args.lr)) if value is not None]
+    if steps > 0 and schedule:
+        raise DefocusError(f"{', '.join(schedule)} set the re-rendering loss's schedule, which re-synthesis does not "
+                           "use: add --resynthesis-steps 0 to train with it")
     start = create_model(pretrained=True) if init == "shipped" else create_model(checkpoint=init)
     read_kwargs = _read_args(args)
     folders = expand_stack_folders(args.stacks)
@@ -316,11 +328,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         for w in st.warnings:
             print(f"defocus finetune: warning: {st.name}: {w}", file=sys.stderr)
     result = finetune(prepared, out, cfg, holdout=args.holdout, family=args.forward, progress=not args.quiet,
-                      start=start, resynthesis_steps=args.resynthesis_steps)
+                      start=start, resynthesis_steps=steps)
     errors = ", ".join(f"{e:.5f}" for e in result.epoch_rerender)
     if result.pseudo_error is not None:
         print(f"held-out pseudo-depth error (re-synthesised stacks): start {result.start_pseudo_error:.5f}; "
-              f"after {args.resynthesis_steps} steps {result.pseudo_error:.5f}")
+              f"after {steps} steps {result.pseudo_error:.5f}")
         print(f"held-out re-rendering error: start {result.start_rerender:.5f}; after {errors}")
     else:
         print(f"held-out re-rendering error: start {result.start_rerender:.5f}; epochs {errors}")

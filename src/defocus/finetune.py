@@ -22,14 +22,16 @@ prior-consistency and sharpness terms), a small learning rate and a schedule of 
    model is computed: the ``val_rerender`` column of ``metrics.csv``; the weights of the epoch where it is lowest are
    exported — unless it is not at least :data:`MIN_IMPROVEMENT` below the starting weights', and then the starting
    weights are (it is the only check without ground truth; see the README for what it can and cannot tell).
-   **Re-synthesis instead** (``resynthesis_steps`` > 0, ``defocus finetune --resynthesis-steps N``; experimental,
-   BENCHMARKS.md "Fine-tuning by re-synthesis"): every stack's default-path estimate (the starting network, the
+   **Re-synthesis** (the default: ``resynthesis_steps`` = :data:`RESYNTHESIS_STEPS`; 0 trains with the
+   re-rendering loss's epochs instead; BENCHMARKS.md "Fine-tuning by re-synthesis"): every stack's default-path estimate (the starting network, the
    classical term, the global solve: :func:`pseudo_scene`) is a pseudo-scene — its solved depth and AIF — that the
    self-calibrated forward model re-renders (:func:`resynthesise`, :data:`RESYNTHESIS_COPIES` copies with 8-bit noise
    at the stack's own level); the network is then trained for N steps on the relative error of its inverse depth
    against the pseudo-scene's (:func:`train_on_resynthesis`): depth supervision under the camera's own physics, still
    without any ground truth. The check on the held-out part is then the same error on *its* re-synthesised stacks
-   (:func:`pseudo_depth_error`), which must fall by :data:`MIN_IMPROVEMENT`; the re-rendering error is reported too.
+   (:func:`pseudo_depth_error`), which must fall by :data:`MIN_IMPROVEMENT`, and the held-out *real* stacks'
+   re-rendering error must not rise (the re-synthesised stacks share the calibrated optics; the real ones are the
+   check that those optics were right enough to learn from).
 5. **Export**: the weights with the starting weights' confidence calibration (:mod:`defocus.confidence`; the
    user has no ground truth to refit it) and a ``finetune`` record (stacks, held-out stacks, errors) in their
    metadata, ready for ``defocus predict --checkpoint``.
@@ -67,8 +69,11 @@ CALIBRATION_SIZE = 128
 CALIBRATION_STACKS = 3
 
 
-#: Re-synthesis (module docstring, step 4): copies rendered per stack, the training crop (working px), batch size,
-#: learning rate (Adam) — those of benchmarks/exp_finetune_resynthesis.py, where the method was measured.
+#: Re-synthesis (module docstring, step 4): its steps by default (``defocus finetune --resynthesis-steps``; 0 = the
+#: re-rendering loss's epochs instead), the copies rendered per stack, the training crop (working px), batch size,
+#: learning rate (Adam) — those measured in benchmarks/bench_finetune.py (BENCHMARKS.md, "Fine-tuning by
+#: re-synthesis").
+RESYNTHESIS_STEPS = 200
 RESYNTHESIS_COPIES = 2
 RESYNTHESIS_CROP = 96
 RESYNTHESIS_BATCH = 4
@@ -412,12 +417,12 @@ class FinetuneResult:
 
 def finetune(
     stacks: list[PreparedStack], output: str | os.PathLike, cfg, holdout: float = 0.2, family: str = "auto",
-    progress: bool = True, start: nn.Module | None = None, resynthesis_steps: int = 0,
+    progress: bool = True, start: nn.Module | None = None, resynthesis_steps: int = RESYNTHESIS_STEPS,
 ) -> FinetuneResult:
     """Fine-tunes ``cfg.init``'s network on the prepared ``stacks`` (module docstring steps 3-5) and writes the
     weights to ``output`` (a ``.safetensors`` file); the run folder is ``cfg.out_dir / cfg.name``. ``start``: those
     starting weights, already loaded (else they are loaded here). ``resynthesis_steps`` > 0: trained by
-    re-synthesis for that many steps instead of the re-rendering loss's epochs (step 4)."""
+    re-synthesis for that many steps (the default), 0: with the re-rendering loss's epochs (step 4)."""
     from defocus.files import atomic_write
     from defocus.models.checkpoint import read_checkpoint, save_checkpoint
     from defocus.models.factory import create_model
@@ -442,8 +447,11 @@ def finetune(
         model, run_dir, meta, pseudo, resynthesis_record = _resynthesis_stage(
             start, train_stacks, held_out, resynthesis_steps, cfg, progress)
         epoch_errors.append(rerendering_error(model, held_out))
-        kept_start = not pseudo[1] < (1.0 - MIN_IMPROVEMENT) * pseudo[0]
-        what, before, after = "pseudo-depth error of the held-out re-synthesised stacks", pseudo[0], pseudo[1]
+        rose = epoch_errors[-1] > start_error
+        kept_start = rose or not pseudo[1] < (1.0 - MIN_IMPROVEMENT) * pseudo[0]
+        what, before, after = "pseudo-depth error of the re-synthesised stacks", pseudo[0], pseudo[1]
+        if rose:
+            what, before, after = "re-rendering error", start_error, epoch_errors[-1]
         state = model.state_dict()
     else:
         def validator(model: nn.Module) -> dict[str, float]:
@@ -463,8 +471,9 @@ def finetune(
         if progress:
             from defocus.progress import progress_write
 
-            progress_write(f"the held-out {what} fell by less than {100 * MIN_IMPROVEMENT:g} % "
-                           f"({before:.5f} -> {after:.5f}): the starting weights are written unchanged")
+            change = "rose" if after > before else f"fell by less than {100 * MIN_IMPROVEMENT:g} %"
+            why = f"{what} {change} ({before:.5f} -> {after:.5f})"
+            progress_write(f"the held-out {why}: the starting weights are written unchanged")
     model.load_state_dict(state)
     calibration = getattr(start, "confidence_calibration", None)
     record = {"stacks": [s.name for s in train_stacks], "held_out": [s.name for s in held_out],
