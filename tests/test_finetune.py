@@ -142,10 +142,11 @@ def test_bad_flags_one_line_before_any_work(tmp_path: Path, tiny_weights: Path, 
     assert not (tmp_path / "runs").exists()
 
 
-def test_an_existing_run_is_refused(tmp_path: Path, tiny_weights: Path, capsys):
+@pytest.mark.parametrize("left_behind", ["metrics.csv", "resynthesis.csv"])
+def test_an_existing_run_is_refused(tmp_path: Path, tiny_weights: Path, capsys, left_behind):
     stack = _write(tmp_path / "s", 51)
     (tmp_path / "runs" / "finetune-w").mkdir(parents=True)
-    (tmp_path / "runs" / "finetune-w" / "metrics.csv").write_text("epoch\n")
+    (tmp_path / "runs" / "finetune-w" / left_behind).write_text("epoch\n")
     rc = main(["finetune", str(stack), "-o", str(tmp_path / "w.safetensors"), "--checkpoint", str(tiny_weights),
                "--run-dir", str(tmp_path / "runs"), *FAST])
     assert rc == 2 and "already has a run" in capsys.readouterr().err

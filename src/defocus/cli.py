@@ -264,7 +264,8 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
                    help="the loss's forward model: auto (default: self-calibrated as predict --refine-psf auto "
                    "does, on up to three of the stacks, one model for all) or a named family (disk, gaussian, ...)")
     p.add_argument("--run-dir", type=Path, default=Path("runs"),
-                   help="folder of the run (config.yaml, metrics.csv, checkpoints); default ./runs")
+                   help="folder of the run (config.yaml, finetune.json, resynthesis.csv or metrics.csv and "
+                   "checkpoints); default ./runs")
     p.add_argument("--name", help="run name (default: finetune-<WEIGHTS file stem>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other training config key, e.g. --set data.size=[128,128] (repeatable)")
@@ -296,7 +297,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     name = args.name or f"finetune-{out.stem}"
     cfg = finetune_config(init, overrides, name=name, out_dir=str(args.run_dir))
     run_dir = args.run_dir / name
-    if (run_dir / "metrics.csv").exists():
+    if any((run_dir / f).exists() for f in ("metrics.csv", "resynthesis.csv", "finetune.json")):
         raise DefocusError(f"run folder {run_dir} already has a run: choose another --name or --run-dir")
     check_holdout(args.holdout)
     from defocus.finetune import RESYNTHESIS_STEPS
