@@ -275,7 +275,7 @@ def _finetune_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from defocus.data.folders import expand_stack_folders, read_stack
-    from defocus.finetune import check_holdout, finetune, finetune_config, prepare_stacks
+    from defocus.finetune import RESYNTHESIS_STEPS, check_holdout, finetune, finetune_config, prepare_stacks
     from defocus.models.factory import create_model
     from defocus.optics.forward import ForwardModel
     from defocus.predict import TARGET_BLUR_PER_DIOPTRE
@@ -300,8 +300,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if any((run_dir / f).exists() for f in ("metrics.csv", "resynthesis.csv", "finetune.json")):
         raise DefocusError(f"run folder {run_dir} already has a run: choose another --name or --run-dir")
     check_holdout(args.holdout)
-    from defocus.finetune import RESYNTHESIS_STEPS
-
     steps = RESYNTHESIS_STEPS if args.resynthesis_steps is None else args.resynthesis_steps
     if steps < 0:
         raise DefocusError(f"--resynthesis-steps must be 0 or more, got {steps}")

@@ -48,6 +48,9 @@ DENOISE_RADIUS = 2
 SHARPEN_SIGMA = 1.0
 
 
+# The ISP's two filters are written here rather than taken from defocus.filters (box_filter, guided_filter): the
+# sensor is in the optics layer, below filters, and may not import it (tests/test_architecture.py). They also differ
+# at the border: replicated pixels here, clipped windows there.
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over (2 radius + 1)² windows of (B, C, H, W), edges replicated."""
     k = 2 * radius + 1
